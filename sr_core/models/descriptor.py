@@ -1,0 +1,41 @@
+"""Model descriptor: the metadata that lives beside a network, not inside it (the spandrel pattern)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelDescriptor:
+    """What the pipeline needs to know to run a model tile by tile.
+
+    Attributes:
+        name: registry name, e.g. ``"edsr-x2"``.
+        architecture: architecture key, e.g. ``"edsr"``, ``"espcn"``, ``"bicubic"``.
+        scale: integer upscaling factor (output pixels per input pixel along each axis), >= 2.
+        in_channels: channels the network takes; 1 means the pipeline runs it band by band.
+        out_channels: channels the network returns (equal to ``in_channels`` for our models).
+        receptive_field_px: receptive-field radius on the LR (input) grid, in LR pixels: an output
+            pixel depends only on input pixels at most this far away (Chebyshev distance). The tile
+            halo is at least this, so tiled output equals whole-image output.
+        size_multiple: the input height and width must be a multiple of this; the runner pads
+            (reflect) and crops back. 1 means any size.
+        input_grid: ``"lr"`` when the network takes the LR image, ``"hr"`` when it works on the
+            bicubic-upsampled grid (SRCNN, VDSR).
+        tileable: whether the model may be run tile by tile (False for global-context models).
+    """
+
+    name: str
+    architecture: str
+    scale: int
+    in_channels: int = 1
+    out_channels: int = 1
+    receptive_field_px: int
+    size_multiple: int = 1
+    input_grid: Literal["lr", "hr"] = "lr"
+    tileable: bool = True
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form for reports and model cards."""
+        return asdict(self)

@@ -1,0 +1,104 @@
+"""Per-scene normalisation between a scene's units and a model's [0, 1] range.
+
+Normalisation is fixed once per scene (never per tile, or neighbouring tiles would disagree), is
+recorded in the report and is inverted exactly on output, so pixel values come back in the input's
+units and dtype.
+
+* ``uint8`` scenes use the dtype range: ``x / 255`` (the convention of 8-bit SR checkpoints).
+* every other dtype uses each band's valid-pixel minimum and maximum over the whole scene
+  (measured while the scene is staged): ``(x - min) / (max - min)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Affine map per band: ``normalised = (x - offset[b]) / span[b]``.
+
+    Attributes:
+        method: ``"dtype-range"`` or ``"scene-minmax"``.
+        offset: per band, in the scene's units.
+        span: per band, in the scene's units, > 0.
+        dtype: the scene's numpy dtype name (``"uint8"``, ``"uint16"``, ``"int16"``, ``"float32"``,
+            ``"float64"``); output is cast back to it.
+    """
+
+    method: Literal["dtype-range", "scene-minmax"]
+    offset: tuple[float, ...]
+    span: tuple[float, ...]
+    dtype: str
+
+    def _coeffs(self, bands: slice | list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        off = np.asarray(self.offset, dtype=np.float64)
+        spn = np.asarray(self.span, dtype=np.float64)
+        if bands is not None:
+            off, spn = off[bands], spn[bands]
+        return off[:, None, None], spn[:, None, None]
+
+    def to_model(self, x: np.ndarray, bands: slice | list[int] | None = None) -> np.ndarray:
+        """Scene units -> model range.
+
+        Args:
+            x: ``(bands, h, w)`` array in the scene's dtype and units.
+            bands: which of the scene's bands ``x`` holds (default: all, in order).
+
+        Returns:
+            ``(bands, h, w)`` float32, valid pixels in [0, 1].
+        """
+        off, spn = self._coeffs(bands)
+        return ((x.astype(np.float64) - off) / spn).astype(np.float32)
+
+    def from_model(self, y: np.ndarray, bands: slice | list[int] | None = None) -> np.ndarray:
+        """Model range -> scene units and dtype.
+
+        Args:
+            y: ``(bands, H, W)`` float32 model output (may leave [0, 1] slightly).
+            bands: which of the scene's bands ``y`` holds (default: all, in order).
+
+        Returns:
+            ``(bands, H, W)`` array of the scene's dtype; integers are rounded to nearest and
+            clipped to the dtype's range.
+        """
+        off, spn = self._coeffs(bands)
+        x = y.astype(np.float64) * spn + off
+        dt = np.dtype(self.dtype)
+        if np.issubdtype(dt, np.integer):
+            info = np.iinfo(dt)
+            x = np.clip(np.rint(x), info.min, info.max)
+        return x.astype(dt)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "offset": list(self.offset), "span": list(self.span),
+                "dtype": self.dtype,
+                "formula": "normalised = (x - offset[band]) / span[band]; inverted on output"}
+
+
+def normalization_for(dtype: str | np.dtype, band_min: list[float], band_max: list[float]
+                      ) -> Normalization:
+    """Choose the scene's normalisation from its dtype and per-band valid min/max.
+
+    Args:
+        dtype: the scene's dtype.
+        band_min, band_max: per band, the minimum and maximum of valid (non-nodata, finite) pixels
+            over the whole scene, in scene units; ``nan`` for a band with no valid pixel.
+
+    Returns:
+        A :class:`Normalization`; a constant or empty band gets span 1.
+    """
+    dt = np.dtype(dtype)
+    n = len(band_min)
+    if dt == np.uint8:
+        return Normalization("dtype-range", (0.0,) * n, (255.0,) * n, dt.name)
+    offset, span = [], []
+    for lo, hi in zip(band_min, band_max, strict=True):
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            lo, hi = 0.0, 1.0
+        offset.append(float(lo))
+        span.append(float(hi - lo) if hi > lo else 1.0)
+    return Normalization("scene-minmax", tuple(offset), tuple(span), dt.name)
