@@ -1,0 +1,102 @@
+"""A loaded model ready to run: network + descriptor + card + device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sr_core.errors import InputError
+from sr_core.models.descriptor import ModelDescriptor
+
+
+@dataclass
+class SRModel:
+    """A network with the metadata the pipeline needs to run it.
+
+    Band policy (how a ``(bands, h, w)`` scene maps onto the network's channels):
+
+    * a 1-channel model runs band by band: the bands are stacked as the batch dimension;
+    * a C-channel model runs on consecutive groups of C bands (bands ``0..C-1``, ``C..2C-1``,
+      ...); the last group, if short, is padded by repeating its last band, and the outputs for
+      the padding are dropped. So a 3-channel RGB model sees a 4-band RGBN scene as ``(R, G, B)``
+      and ``(N, N, N)``. Band order matters: the pipeline must pass bands in the order the
+      model was trained on.
+
+    Size policy: when the descriptor's ``size_multiple`` is above 1, the image is padded at the
+    bottom and right to a multiple of it (reflect, or replicate when the image is too small to
+    reflect) and the output cropped back, so the output is always exactly ``scale`` times the
+    input.
+
+    Attributes:
+        module: the network, in eval mode, on ``device``, gradients off.
+        descriptor: scale, channels, receptive field, size multiple.
+        card: the model card (see :mod:`sr_core.models.weights`); a synthesised one for bicubic.
+        device: where the network runs.
+        max_batch: at most this many images (bands or band groups) per forward pass; ``None`` =
+            all at once. Bounds memory for many-band scenes.
+    """
+
+    module: nn.Module
+    descriptor: ModelDescriptor
+    card: dict = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    max_batch: int | None = None
+
+    @property
+    def scale(self) -> int:
+        """Integer upscaling factor."""
+        return self.descriptor.scale
+
+    @property
+    def name(self) -> str:
+        """Registry name, e.g. ``"edsr-x2"``."""
+        return self.descriptor.name
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, h, w)`` -> ``(N, C, h*s, w*s)`` with size-multiple padding and batching."""
+        m = self.descriptor.size_multiple
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % m, (-w) % m
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        step = self.max_batch or x.shape[0]
+        y = torch.cat([self.module(x[i:i + step]) for i in range(0, x.shape[0], step)])
+        s = self.scale
+        return y[..., : h * s, : w * s]
+
+    def upscale(self, x: np.ndarray) -> np.ndarray:
+        """Super-resolve a normalised image, applying the band policy above.
+
+        Args:
+            x: ``(bands, h, w)`` float array (cast to float32), normalised to [0, 1], finite
+                (fill nodata before calling).
+
+        Returns:
+            ``(bands, h * scale, w * scale)`` float32, nominally [0, 1] (not clipped: models
+            and the bicubic kernel overshoot slightly near edges).
+
+        Raises:
+            InputError: ``x`` is not a non-empty 3-D float array.
+        """
+        if not isinstance(x, np.ndarray) or x.ndim != 3 or 0 in x.shape:
+            raise InputError(
+                f"{self.name}: expected a non-empty (bands, h, w) array, got "
+                f"{getattr(x, 'shape', type(x).__name__)}"
+            )
+        if not np.issubdtype(x.dtype, np.floating):
+            raise InputError(f"{self.name}: expected a normalised float array, got {x.dtype}")
+        bands, h, w = x.shape
+        c = self.descriptor.in_channels
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        groups = -(-bands // c)
+        if groups * c > bands:
+            t = torch.cat([t, t[-1:].expand(groups * c - bands, h, w)])
+        with torch.inference_mode():
+            y = self._forward(t.reshape(groups, c, h, w).to(self.device))
+            y = y.reshape(groups * c, h * self.scale, w * self.scale)[:bands]
+            return y.to("cpu", torch.float32).contiguous().numpy()

@@ -1,0 +1,302 @@
+"""The one list of architectures and shipped models, and loading a model by name or path.
+
+Everything a model can be is written here, explicitly (no registration by import side effect):
+
+* :data:`ARCHITECTURES`: architecture key -> network class and descriptor function;
+* :data:`SHIPPED`: registry name (``"<architecture>-x<scale>"``) -> weights file stem in
+  ``sr_core/models/weights/`` (``NAME.safetensors`` + ``NAME.json`` card);
+* :data:`SHIPPED_ARGUMENTS`: the constructor arguments the shipped weights are trained with (the
+  card is what loading uses; these let ``list_models`` describe a model before its file exists).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sr_core.errors import InputError, ModelError
+from sr_core.models.base import SRModel
+from sr_core.models.bicubic import Bicubic, describe_bicubic
+from sr_core.models.descriptor import ModelDescriptor
+from sr_core.models.edsr import EDSR, describe_edsr
+from sr_core.models.espcn import ESPCN, describe_espcn
+from sr_core.models.weights import (
+    SAFETENSORS_SUFFIX,
+    TORCH_SUFFIXES,
+    load_weights,
+    read_card,
+)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An architecture: how to build its network and describe it from the same arguments."""
+
+    builder: Callable[..., nn.Module]
+    describe: Callable[..., ModelDescriptor]
+    paper: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "bicubic": Architecture(Bicubic, describe_bicubic, "Keys, IEEE Trans. ASSP 1981"),
+    "espcn": Architecture(ESPCN, describe_espcn, "Shi et al., CVPR 2016"),
+    "edsr": Architecture(EDSR, describe_edsr, "Lim et al., CVPRW 2017"),
+}
+
+#: Registry name -> weights file stem in :data:`WEIGHTS_DIR`. Names are ``<architecture>-x<scale>``.
+SHIPPED: dict[str, str] = {
+    "edsr-x2": "edsr_x2",
+    "espcn-x2": "espcn_x2",
+}
+
+#: Constructor arguments of the shipped models (the default model is small enough to train on a
+#: CPU and starts at bicubic quality thanks to the bicubic residual).
+SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "edsr-x2": {"scale": 2, "in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
+                "rgb_range": 1.0, "bicubic_residual": True},
+    "espcn-x2": {"scale": 2, "in_channels": 1},
+}
+
+DEFAULT_MODEL = "edsr"
+DEFAULT_SCALE = 2
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def _architecture(architecture: str) -> Architecture:
+    try:
+        return ARCHITECTURES[architecture]
+    except KeyError:
+        raise ModelError(
+            f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}"
+        ) from None
+
+
+def _bind(architecture: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Arguments with the constructor's defaults filled in; unknown names -> ModelError."""
+    sig = inspect.signature(_architecture(architecture).builder)
+    try:
+        bound = sig.bind(**arguments)
+    except TypeError as e:
+        raise ModelError(f"{architecture}: bad arguments {arguments}: {e}") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def build_module(architecture: str, **arguments: Any) -> nn.Module:
+    """Build an architecture's network (randomly initialised, train mode).
+
+    Args:
+        architecture: a key of :data:`ARCHITECTURES`.
+        **arguments: the constructor's keyword arguments.
+
+    Returns:
+        The ``nn.Module``.
+
+    Raises:
+        ModelError: unknown architecture or bad arguments.
+    """
+    return _architecture(architecture).builder(**_bind(architecture, arguments))
+
+
+def describe(architecture: str, name: str, **arguments: Any) -> ModelDescriptor:
+    """The descriptor of ``architecture`` built with ``arguments`` (defaults filled in).
+
+    Raises:
+        ModelError: unknown architecture or bad arguments.
+    """
+    return _architecture(architecture).describe(name, **_bind(architecture, arguments))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        InputError: an unknown device, or CUDA asked for on a machine without it.
+    """
+    text = str(device)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise InputError(f"device {text!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise InputError(f"device {text!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if not torch.cuda.is_available():
+        raise InputError(f"device {text!r}: CUDA is not available here; use 'cpu' or 'auto'")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(
+            f"device {text!r}: only {torch.cuda.device_count()} CUDA device(s) present"
+        )
+    return dev
+
+
+def _split_shipped_name(name: str) -> tuple[str, int]:
+    architecture, _, scale = name.rpartition("-x")
+    return architecture, int(scale)
+
+
+def _shipped_scales(architecture: str) -> list[int]:
+    return sorted(s for a, s in map(_split_shipped_name, SHIPPED) if a == architecture)
+
+
+def _finish(module: nn.Module, descriptor: ModelDescriptor, card: dict, device: torch.device
+            ) -> SRModel:
+    module = module.eval().requires_grad_(False).to(device)
+    return SRModel(module=module, descriptor=descriptor, card=card, device=device)
+
+
+def _bicubic(scale: int, device: torch.device) -> SRModel:
+    arguments = {"scale": scale, "in_channels": 1}
+    name = f"bicubic-x{scale}"
+    card = {
+        "name": name, "architecture": "bicubic", "arguments": arguments, "scale": scale,
+        "in_channels": 1, "bands": "band by band",
+        "normalisation": "any; interpolation is linear in the pixel values",
+        "note": "Keys' cubic kernel, a = -0.5 (MATLAB imresize / Pillow), no weights",
+    }
+    return _finish(build_module("bicubic", **arguments), describe("bicubic", name, **arguments),
+                   card, device)
+
+
+def _from_file(path: Path, name: str | None, scale: int | None, device: torch.device) -> SRModel:
+    state, card = load_weights(path)
+    assert card is not None
+    architecture, arguments = card["architecture"], card["arguments"]
+    if architecture == "bicubic" or architecture not in ARCHITECTURES:
+        raise ModelError(
+            f"{path}: card names architecture {architecture!r}; expected one of "
+            f"{', '.join(a for a in ARCHITECTURES if a != 'bicubic')}"
+        )
+    if scale is not None and scale != card["scale"]:
+        raise ModelError(
+            f"{path}: this model upscales x{card['scale']}, but scale {scale} was asked for; "
+            f"drop the scale option or pick a model trained for x{scale}"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the random init is overwritten; keep the caller's RNG untouched
+        module = build_module(architecture, **arguments)
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        missing = sorted(set(module.state_dict()) - set(state))
+        unexpected = sorted(set(state) - set(module.state_dict()))
+        detail = (f"missing {missing[:4]}, unexpected {unexpected[:4]}" if missing or unexpected
+                  else str(e).splitlines()[-1].strip())
+        raise ModelError(
+            f"{path}: weights do not fit {architecture}({arguments}): {detail}"
+        ) from None
+    descriptor = describe(architecture, name or card["name"], **arguments)
+    if descriptor.scale != card["scale"]:
+        raise ModelError(f"{path}: card scale {card['scale']} != arguments' {descriptor.scale}")
+    return _finish(module, descriptor, card, device)
+
+
+def _looks_like_path(ref: str) -> bool:
+    return (os.sep in ref or "/" in ref
+            or ref.lower().endswith((SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)))
+
+
+def load_model(ref: str, *, scale: int | None = None, device: str | torch.device = "cpu"
+               ) -> SRModel:
+    """Load a model, ready to run (eval mode, no gradients, on ``device``).
+
+    ``ref`` is one of:
+
+    * ``"bicubic"``: the baseline; any ``scale`` (default 2);
+    * an architecture (``"edsr"``, ``"espcn"``): its shipped model for ``scale`` (default 2),
+      e.g. ``"edsr"`` + 2 -> ``"edsr-x2"``;
+    * a shipped name (``"edsr-x2"``); ``scale``, if given, must agree;
+    * a path to a ``.safetensors`` (or ``.pth``/``.pt``/``.ckpt``) file with its ``.json`` card
+      beside it; ``scale``, if given, must agree with the card.
+
+    Loading is deterministic and does not touch the global RNG.
+
+    Args:
+        ref: see above.
+        scale: integer upscaling factor, or None for the model's own (2 for bicubic).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+
+    Returns:
+        An :class:`SRModel`.
+
+    Raises:
+        ModelError: unknown name, no shipped weights for that scale, weights file missing or
+            unsafe, card missing or malformed, scale disagreeing with the model.
+        InputError: bad device, or ``scale`` not an integer >= 2.
+    """
+    dev = resolve_device(device)
+    if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool) or scale < 2):
+        raise InputError(f"scale must be an integer >= 2, got {scale!r}")
+    if ref == "bicubic":
+        return _bicubic(scale or DEFAULT_SCALE, dev)
+    if ref in ARCHITECTURES:
+        want = scale or DEFAULT_SCALE
+        if want not in _shipped_scales(ref):
+            have = ", ".join(f"x{s}" for s in _shipped_scales(ref)) or "none"
+            raise ModelError(
+                f"{ref}: no shipped weights for x{want} (shipped: {have}); use 'bicubic' or a "
+                f"local .safetensors trained for x{want}"
+            )
+        ref = f"{ref}-x{want}"
+    if ref in SHIPPED:
+        _, shipped_scale = _split_shipped_name(ref)
+        if scale is not None and scale != shipped_scale:
+            raise ModelError(f"{ref}: upscales x{shipped_scale}, but scale {scale} was asked for")
+        path = WEIGHTS_DIR / f"{SHIPPED[ref]}{SAFETENSORS_SUFFIX}"
+        if not path.is_file():
+            raise ModelError(
+                f"{ref}: shipped weights file {path} is missing (not trained yet, or the package "
+                f"was installed without it); use 'bicubic' or a local .safetensors"
+            )
+        return _from_file(path, ref, scale, dev)
+    if _looks_like_path(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise ModelError(f"{ref}: model weights file not found")
+        return _from_file(path, None, scale, dev)
+    raise ModelError(
+        f"unknown model {ref!r}; expected one of: bicubic, "
+        f"{', '.join([*(a for a in ARCHITECTURES if a != 'bicubic'), *SHIPPED])}, "
+        f"or a path to a .safetensors file"
+    )
+
+
+def list_models() -> list[dict]:
+    """One row per model ``load_model`` knows by name, for ``sr-pipeline models``.
+
+    Returns:
+        Dicts with ``name``, ``architecture``, ``scale`` (int, or ``"any"`` for bicubic),
+        ``channels`` (1 = band by band), ``receptive_field_px`` (LR px) and ``weights`` (the file
+        name, ``"none"`` for bicubic, ``"<file> (missing)"`` when not installed, ``"<file> (bad card)"``).
+        A shipped model's row comes from its card when installed, else from
+        :data:`SHIPPED_ARGUMENTS`.
+    """
+    rows = [{"name": "bicubic", "architecture": "bicubic", "scale": "any", "channels": 1,
+             "receptive_field_px": describe("bicubic", "bicubic").receptive_field_px,
+             "weights": "none"}]
+    for name, stem in SHIPPED.items():
+        architecture, scale = _split_shipped_name(name)
+        file = f"{stem}{SAFETENSORS_SUFFIX}"
+        arguments, weights = SHIPPED_ARGUMENTS[name], f"{file} (missing)"
+        if (WEIGHTS_DIR / file).is_file():
+            try:  # the card, when installed, is the truth
+                arguments, weights = read_card(WEIGHTS_DIR / file)["arguments"], file
+            except ModelError:
+                weights = f"{file} (bad card)"
+        d = describe(architecture, name, **arguments)
+        rows.append({
+            "name": name, "architecture": architecture, "scale": scale,
+            "channels": d.in_channels, "receptive_field_px": d.receptive_field_px,
+            "weights": weights,
+        })
+    return rows

@@ -1,0 +1,385 @@
+"""Models: shapes, receptive fields, weights files, loading safety, band policy, resampling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from sr_core.errors import InputError, ModelError
+from sr_core.models import registry
+from sr_core.models.base import SRModel
+from sr_core.models.descriptor import ModelDescriptor
+from sr_core.models.edsr import EDSR
+from sr_core.models.probe import probe_receptive_field
+from sr_core.models.registry import (
+    SHIPPED_ARGUMENTS,
+    build_module,
+    describe,
+    list_models,
+    load_model,
+    resolve_device,
+)
+from sr_core.models.weights import load_weights, save_model, sha256_file, unwrap_state_dict
+from sr_core.resample import (
+    downsample_bands,
+    downsample_bicubic,
+    upsample_bands,
+    upsample_bicubic,
+)
+
+# (architecture, constructor arguments): every architecture, every upsampler layout, the shipped
+# default model and the paper's EDSR-baseline depth (narrowed to keep the test fast).
+CONFIGS = [
+    ("bicubic", {"scale": 2}),
+    ("bicubic", {"scale": 3}),
+    ("espcn", {"scale": 2}),
+    ("espcn", {"scale": 3, "in_channels": 3}),
+    ("edsr", {"scale": 2, "in_channels": 1, "n_resblocks": 2, "n_feats": 8}),
+    ("edsr", {"scale": 3, "in_channels": 1, "n_resblocks": 2, "n_feats": 8}),
+    ("edsr", {"scale": 4, "in_channels": 3, "n_resblocks": 1, "n_feats": 8}),
+    ("edsr", SHIPPED_ARGUMENTS["edsr-x2"]),
+    ("edsr", {"scale": 2, "in_channels": 1, "n_resblocks": 16, "n_feats": 4}),
+]
+IDS = [f"{a}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" for a, kw in CONFIGS]
+
+
+def randomized(module: nn.Module, seed: int = 1) -> nn.Module:
+    """Give every trainable parameter random values (an untrained bicubic-residual EDSR has a
+    zero tail, which would hide the network from the probe and the round trip)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return module.eval()
+
+
+def card_for(name: str, architecture: str, arguments: dict) -> dict:
+    return {"name": name, "architecture": architecture, "arguments": arguments,
+            "scale": arguments["scale"], "in_channels": arguments.get("in_channels", 1),
+            "bands": "band by band", "normalisation": "scene min/max to [0, 1]",
+            "training": {"seed": 0}, "metrics": {}}
+
+
+def rand01(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+# --- resampling ---------------------------------------------------------------------------------
+
+def pil_resize(x: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+    return np.asarray(Image.fromarray(x).resize(size_wh, Image.Resampling.BICUBIC))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_resample_equals_pil_bicubic(scale: int) -> None:
+    lr = rand01(23, 31, seed=scale)
+    up = upsample_bands(lr[None], scale)[0]
+    assert up.shape == (23 * scale, 31 * scale) and up.dtype == np.float32
+    assert np.abs(up - pil_resize(lr, (31 * scale, 23 * scale))).max() < 1e-4  # borders too
+
+    hr = rand01(12 * scale, 10 * scale, seed=10 + scale)
+    down = downsample_bands(hr[None], scale)[0]
+    assert down.shape == (12, 10) and down.dtype == np.float32
+    assert np.abs(down - pil_resize(hr, (10, 12))).max() < 1e-4
+
+
+def test_plain_torch_bicubic_differs_from_pil() -> None:
+    """Guards the reason resample.py exists: plain interpolate (a=-0.75, no antialias) is not it."""
+    lr = rand01(20, 20)
+    plain = F.interpolate(torch.from_numpy(lr)[None, None], scale_factor=2, mode="bicubic",
+                          align_corners=False)[0, 0].numpy()
+    assert np.abs(plain - pil_resize(lr, (40, 40)))[4:-4, 4:-4].max() > 1e-2
+
+
+def test_resample_rejects_bad_input() -> None:
+    with pytest.raises(InputError, match="multiple of scale 2"):
+        downsample_bicubic(torch.zeros(1, 1, 5, 4), 2)
+    with pytest.raises(InputError):
+        upsample_bicubic(torch.zeros(5, 4), 2)
+    with pytest.raises(InputError):
+        upsample_bands(np.zeros((1, 4, 4), np.uint8), 2)
+
+
+# --- architectures ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("architecture", "arguments"), CONFIGS, ids=IDS)
+def test_output_shape_dtype_and_receptive_field(architecture: str, arguments: dict) -> None:
+    torch.manual_seed(0)
+    module = randomized(build_module(architecture, **arguments))
+    d = describe(architecture, "t", **arguments)
+    x = torch.rand(2, d.in_channels, 11, 13)
+    with torch.inference_mode():
+        y = module(x)
+    assert y.shape == (2, d.in_channels, 11 * d.scale, 13 * d.scale)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+
+    size = 2 * d.receptive_field_px + 8  # room for the whole field around the centre pixel
+    measured = probe_receptive_field(module, d.scale, in_channels=d.in_channels, size=size)
+    assert measured > 0
+    assert d.receptive_field_px == measured  # >= is what tiling needs; the formulas are exact
+
+
+def test_probe_grows_input_until_field_fits() -> None:
+    module = randomized(build_module("edsr", scale=2, in_channels=1, n_resblocks=6, n_feats=4))
+    assert probe_receptive_field(module, 2) == 16  # starts at 16 px, needs 64
+
+
+def test_receptive_fields_of_paper_defaults() -> None:
+    assert describe("edsr", "t").receptive_field_px == 36  # EDSR-baseline: 16 blocks
+    assert describe("edsr", "t", n_resblocks=32, n_feats=256, res_scale=0.1,
+                    scale=4).receptive_field_px == 68  # EDSR
+    assert describe("espcn", "t", scale=4).receptive_field_px == 4
+    assert describe("edsr", "t", **SHIPPED_ARGUMENTS["edsr-x2"]).receptive_field_px == 20
+
+
+def test_edsr_reference_parameter_names() -> None:
+    keys = set(EDSR(scale=4).state_dict())
+    for k in ["sub_mean.weight", "add_mean.bias", "head.0.weight", "body.0.body.0.weight",
+              "body.15.body.2.bias", "body.16.weight", "tail.0.0.weight", "tail.0.2.weight",
+              "tail.1.weight"]:
+        assert k in keys
+    one_band = set(EDSR(scale=2, in_channels=1, n_resblocks=1).state_dict())
+    assert not any("mean" in k for k in one_band)  # RGB mean shift only for 3 channels
+
+
+def test_untrained_bicubic_residual_edsr_is_bicubic() -> None:
+    module = build_module("edsr", **SHIPPED_ARGUMENTS["edsr-x2"]).eval()
+    x = torch.rand(1, 1, 9, 12)
+    with torch.inference_mode():
+        assert torch.allclose(module(x), upsample_bicubic(x, 2), atol=1e-6)
+
+
+# --- weights files ------------------------------------------------------------------------------
+
+def test_safetensors_round_trip_gives_identical_output(tmp_path: Path) -> None:
+    arguments = {"scale": 2, "in_channels": 1, "n_resblocks": 2, "n_feats": 8,
+                 "bicubic_residual": True, "rgb_range": 1.0}
+    module = randomized(build_module("edsr", **arguments))
+    path = save_model(module, card_for("tiny-x2", "edsr", arguments), tmp_path / "tiny_x2")
+    assert path.name == "tiny_x2.safetensors" and (tmp_path / "tiny_x2.json").is_file()
+
+    model = load_model(str(path))
+    assert model.descriptor.receptive_field_px == 8 and model.scale == 2
+    assert not model.module.training
+    x = rand01(2, 17, 19)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)[:, None])[:, 0].numpy()
+    assert np.array_equal(model.upscale(x), expected)
+    assert np.array_equal(load_model(str(path)).upscale(x), expected)  # deterministic
+
+    with pytest.raises(ModelError, match="x2, but scale 3"):
+        load_model(str(path), scale=3)
+
+
+def test_card_missing_malformed_or_stale(tmp_path: Path) -> None:
+    arguments = {"scale": 2, "in_channels": 1}
+    path = save_model(randomized(build_module("espcn", **arguments)),
+                      card_for("e-x2", "espcn", arguments), tmp_path / "e.safetensors")
+    card = tmp_path / "e.json"
+    good = card.read_text()
+
+    card.write_text("{not json")
+    with pytest.raises(ModelError, match=r"e\.json.*not valid JSON"):
+        load_model(str(path))
+    card.write_text(json.dumps({**json.loads(good), "arguments": "scale=2"}))
+    with pytest.raises(ModelError, match=r"e\.json.*'arguments'"):
+        load_weights(path)
+    card.write_text(json.dumps({**json.loads(good), "sha256": "0" * 64}))
+    with pytest.raises(ModelError, match="SHA-256"):
+        load_weights(path)
+    card.unlink()
+    with pytest.raises(ModelError, match=r"e\.json: model card missing"):
+        load_model(str(path))
+
+
+class _CreatesFile:
+    """Unpickling this object calls ``open(target, "w")``: a file appears if it runs."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".ckpt"])
+def test_pickle_payload_is_refused_and_never_runs(tmp_path: Path, suffix: str) -> None:
+    target = tmp_path / "pwned.txt"
+    path = tmp_path / f"evil{suffix}"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": _CreatesFile(str(target))}, path)
+    assert not target.exists()
+    with pytest.raises(ModelError, match="needs full unpickling, which can run code; refusing"):
+        load_weights(path)
+    with pytest.raises(ModelError, match="refusing"):
+        load_model(str(path))
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("wrapper", ["params_ema", "params", "state_dict", "model", None])
+def test_checkpoint_unwrapping(tmp_path: Path, wrapper: str | None) -> None:
+    module = randomized(build_module("espcn", scale=2))
+    state = {f"module.{k}": v for k, v in module.state_dict().items()}
+    obj = {wrapper: state, "epoch": 3} if wrapper else state
+    if wrapper == "params_ema":
+        obj["params"] = {"module.decoy": torch.zeros(1)}  # EMA weights win over raw ones
+    path = tmp_path / "ckpt.pth"
+    torch.save(obj, path)
+    loaded, card = load_weights(path, require_card=False)
+    assert card is None
+    assert set(loaded) == set(module.state_dict())
+    assert all(torch.equal(loaded[k], v) for k, v in module.state_dict().items())
+
+
+def test_unwrap_rejects_non_state_dicts() -> None:
+    with pytest.raises(ModelError, match="not a state dict"):
+        unwrap_state_dict({"epoch": 3, "lr": 0.1}, "x.pth")
+    with pytest.raises(ModelError, match="no state dict"):
+        unwrap_state_dict([torch.zeros(1)], "x.pth")
+
+
+def test_pth_with_card_loads_through_registry(tmp_path: Path) -> None:
+    arguments = {"scale": 2, "in_channels": 1}
+    module = randomized(build_module("espcn", **arguments))
+    path = tmp_path / "net.pth"
+    torch.save({"params": module.state_dict()}, path)
+    card = card_for("net-x2", "espcn", arguments)
+    (tmp_path / "net.json").write_text(json.dumps({**card, "sha256": sha256_file(path)}))
+    x = rand01(1, 8, 8)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)[None])[0].numpy()
+    assert np.array_equal(load_model(str(path)).upscale(x), expected)
+
+
+# --- SRModel: band policy and size multiple -----------------------------------------------------
+
+def test_three_channel_model_on_four_bands() -> None:
+    torch.manual_seed(0)
+    module = randomized(EDSR(scale=2, in_channels=3, n_resblocks=1, n_feats=8))
+    model = SRModel(module=module, descriptor=describe("edsr", "rgb", scale=2, in_channels=3,
+                                                       n_resblocks=1, n_feats=8))
+    x = rand01(4, 10, 12)
+    y = model.upscale(x)
+    assert y.shape == (4, 20, 24) and y.dtype == np.float32
+    with torch.inference_mode():
+        rgb = module(torch.from_numpy(x[None, :3]))[0].numpy()
+        nnn = module(torch.from_numpy(x[[3, 3, 3]][None]))[0].numpy()
+    np.testing.assert_allclose(y[:3], rgb, atol=1e-6)
+    np.testing.assert_allclose(y[3], nnn[0], atol=1e-6)
+    assert not np.allclose(y[3], nnn[1], atol=1e-3)  # channels differ: the grouping matters
+    model.max_batch = 1
+    np.testing.assert_allclose(model.upscale(x), y, atol=1e-6)
+
+
+def test_one_channel_model_runs_band_by_band() -> None:
+    model = load_model("bicubic", scale=3)
+    x = rand01(5, 7, 6)
+    y = model.upscale(x)
+    assert y.shape == (5, 21, 18)
+    for b in range(5):
+        np.testing.assert_array_equal(y[b], upsample_bands(x[b:b + 1], 3)[0])
+
+
+class _NeedsMultipleOf4(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2] % 4 == 0 and x.shape[-1] % 4 == 0, x.shape
+        return upsample_bicubic(x, 2)
+
+
+@pytest.mark.parametrize(("h", "w"), [(13, 10), (2, 3), (8, 8)])
+def test_size_multiple_pads_and_crops_back(h: int, w: int) -> None:
+    descriptor = ModelDescriptor(name="m4", architecture="test", scale=2,
+                                 receptive_field_px=2, size_multiple=4)
+    model = SRModel(module=_NeedsMultipleOf4(), descriptor=descriptor)
+    x = rand01(2, h, w)
+    y = model.upscale(x)
+    assert y.shape == (2, 2 * h, 2 * w)
+    # away from the padded bottom/right edge, padding changes nothing
+    ref = upsample_bands(x, 2)
+    core_h, core_w = max(0, h - 3), max(0, w - 3)
+    np.testing.assert_allclose(y[:, : 2 * core_h, : 2 * core_w],
+                               ref[:, : 2 * core_h, : 2 * core_w], atol=1e-6)
+
+
+def test_upscale_rejects_bad_arrays() -> None:
+    model = load_model("bicubic")
+    for bad in (np.zeros((4, 4), np.float32), np.zeros((1, 4, 4), np.uint16),
+                np.zeros((0, 4, 4), np.float32)):
+        with pytest.raises(InputError):
+            model.upscale(bad)
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+def test_registry_names_scales_and_missing_files(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    assert load_model("bicubic").scale == 2
+    assert load_model("bicubic", scale=4).descriptor.receptive_field_px == 2
+    with pytest.raises(ModelError, match="edsr-x2: shipped weights file .* is missing"):
+        load_model("edsr")
+    with pytest.raises(ModelError, match=r"edsr: no shipped weights for x3 \(shipped: x2\)"):
+        load_model("edsr", scale=3)
+    with pytest.raises(ModelError, match="unknown model 'srgan'"):
+        load_model("srgan")
+    with pytest.raises(ModelError, match="not found"):
+        load_model(str(tmp_path / "absent.safetensors"))
+    with pytest.raises(ModelError, match="bad arguments"):
+        build_module("edsr", n_blocks=3)
+
+    rows = {r["name"]: r for r in list_models()}
+    assert rows["bicubic"]["weights"] == "none"
+    assert rows["edsr-x2"]["receptive_field_px"] == 20
+    assert rows["edsr-x2"]["weights"].endswith("(missing)")
+
+    # once the shipped file exists, "edsr" at scale 2 loads it
+    module = build_module("edsr", **SHIPPED_ARGUMENTS["edsr-x2"])
+    save_model(module, card_for("edsr-x2", "edsr", SHIPPED_ARGUMENTS["edsr-x2"]),
+               tmp_path / "edsr_x2.safetensors")
+    model = load_model(registry.DEFAULT_MODEL)
+    assert model.name == "edsr-x2" and model.descriptor.receptive_field_px == 20
+    assert {r["name"]: r for r in list_models()}["edsr-x2"]["weights"] == "edsr_x2.safetensors"
+    with pytest.raises(ModelError, match="x2, but scale 4"):
+        load_model("edsr-x2", scale=4)
+
+
+def test_loading_leaves_global_rng_alone(tmp_path: Path) -> None:
+    arguments = {"scale": 2, "in_channels": 1}
+    path = save_model(build_module("espcn", **arguments), card_for("e-x2", "espcn", arguments),
+                      tmp_path / "e")
+    torch.manual_seed(123)
+    a = torch.rand(3)
+    torch.manual_seed(123)
+    load_model(str(path))
+    assert torch.equal(torch.rand(3), a)
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(tmp_path: Path) -> None:
+    arguments = {"scale": 2, "in_channels": 1, "n_resblocks": 2, "n_feats": 8, "rgb_range": 1.0}
+    path = save_model(randomized(build_module("edsr", **arguments)),
+                      card_for("t-x2", "edsr", arguments), tmp_path / "t")
+    x = rand01(3, 32, 40)
+    cpu = load_model(str(path)).upscale(x)
+    gpu_model = load_model(str(path), device="cuda")
+    assert next(gpu_model.module.parameters()).is_cuda
+    np.testing.assert_allclose(gpu_model.upscale(x), cpu, atol=1e-4)
+    np.testing.assert_allclose(load_model("bicubic", device="cuda").upscale(x),
+                               load_model("bicubic").upscale(x), atol=1e-5)
