@@ -1,0 +1,342 @@
+"""Local paths and ``s3://bucket/key`` URLs behind one small interface.
+
+The pipeline reads a scene through :func:`fetch` (a local path is used in place, an S3 object is
+downloaded into a scratch directory) and writes every output file completely to a temporary path
+from :func:`temp_path_for` before :func:`publish` moves it into place. So a reader never sees a
+partial output:
+
+* local destination: the temporary file lies in the destination's own directory (hidden name
+  ``.NAME.partial-<uuid>``), and :func:`publish` renames it with :func:`os.replace`, which is atomic
+  on one file system;
+* S3 destination: the temporary file lies in the scratch directory, and :func:`publish` uploads it
+  with boto3's managed transfer (multipart above a threshold, SHA-256 checksums). An S3 object
+  becomes visible only when its (multipart) upload completes.
+
+:func:`check_destination` validates a destination up front so a bad DST fails before any work.
+
+The S3 endpoint comes from the standard ``AWS_ENDPOINT_URL`` environment variable, which boto3
+reads itself; credentials and region come from boto3's usual chain.
+
+Errors: a missing object or bucket, or a malformed or unusable destination, is an
+:class:`~sr_core.errors.InputError`; access denied, an unreachable endpoint, or a failed local
+write is a :class:`~sr_core.errors.StorageError`. Each message is one line that names the URI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from typing import Any
+
+from sr_core.errors import InputError, StorageError
+
+#: Files at least this large are uploaded in parts (bytes).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+#: Size of one part of a multipart upload (bytes; S3's minimum is 5 MiB).
+MULTIPART_CHUNKSIZE = 64 * 1024 * 1024
+#: Checksum S3 computes and stores with each uploaded object (and each part).
+UPLOAD_CHECKSUM = "SHA256"
+
+_S3_URL = re.compile(r"^s3://(?P<bucket>[^/]*)/?(?P<key>.*)$", re.IGNORECASE)
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+_NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+_DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+           "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
+
+_client_lock = threading.Lock()
+_clients: dict[tuple[int, str | None], Any] = {}
+
+
+def is_s3(uri: str | os.PathLike) -> bool:
+    """Whether ``uri`` is an ``s3://`` URL (case-insensitive scheme)."""
+    return isinstance(uri, str) and uri[:5].lower() == "s3://"
+
+
+def parse_s3(uri: str) -> tuple[str, str]:
+    """Split an ``s3://bucket/key`` URL.
+
+    Args:
+        uri: the URL.
+
+    Returns:
+        ``(bucket, key)``; the key has no leading slash and is never empty.
+
+    Raises:
+        InputError: not an ``s3://`` URL, no or an invalid bucket name, or no key.
+    """
+    m = _S3_URL.match(uri) if isinstance(uri, str) else None
+    if m is None:
+        raise InputError(f"{uri}: not an S3 URL (expected s3://BUCKET/KEY)")
+    bucket, key = m.group("bucket"), m.group("key")
+    if not bucket:
+        raise InputError(f"{uri}: malformed S3 URL: no bucket (expected s3://BUCKET/KEY)")
+    if not _BUCKET.match(bucket):
+        raise InputError(f"{uri}: malformed S3 URL: invalid bucket name {bucket!r}")
+    if not key:
+        raise InputError(f"{uri}: malformed S3 URL: no key (expected s3://BUCKET/KEY)")
+    return bucket, key
+
+
+def s3_client() -> Any:
+    """The process's boto3 S3 client (created once per process and endpoint, thread-safe).
+
+    Retries use botocore's ``standard`` mode (which retries throttling such as 503 SlowDown) with
+    ``max_attempts=5`` (retries; botocore reports it as ``total_max_attempts=6``). The endpoint is
+    boto3's own ``AWS_ENDPOINT_URL`` handling; the cache is keyed on that variable and the process
+    id, so a forked or spawned worker builds its own client.
+
+    Returns:
+        A ``botocore.client.S3`` client.
+    """
+    key = (os.getpid(), os.environ.get("AWS_ENDPOINT_URL"))
+    client = _clients.get(key)
+    if client is not None:
+        return client
+    with _client_lock:
+        client = _clients.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            session = boto3.session.Session()  # the default session is not thread-safe
+            client = session.client(
+                "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+            _clients[key] = client
+    return client
+
+
+def _client_error(exc: BaseException) -> Any | None:
+    """The botocore ClientError that ``exc`` is or was raised from, if any."""
+    from botocore.exceptions import ClientError
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, ClientError):
+            return exc
+        last = getattr(exc, "last_exception", None)  # boto3 RetriesExceededError
+        exc = exc.__cause__ or exc.__context__ or last
+        seen += 1
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _s3_error(uri: str, exc: BaseException, *, missing: str = "no such object") -> Exception:
+    """Turn a boto3 / botocore / s3transfer exception into a one-line SR error naming ``uri``."""
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+    ce = _client_error(exc)
+    if ce is not None:
+        err = ce.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = str(ce.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _NOT_FOUND or (not code and status == "404"):
+            if code == "NoSuchBucket":
+                return InputError(f"{uri}: no such bucket")
+            return InputError(f"{uri}: {missing}")
+        if code in _DENIED or status == "403":
+            return StorageError(f"{uri}: access denied ({code or status})")
+        message = err.get("Message") or status
+        return StorageError(f"{uri}: S3 error {code}: {message}".rstrip(": "))
+    if isinstance(exc, NoCredentialsError):
+        return StorageError(f"{uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID / "
+                            "AWS_SECRET_ACCESS_KEY or a profile)")
+    if isinstance(exc, BotoCoreError):
+        return StorageError(f"{uri}: cannot reach S3 ({_first_line(exc)})")
+    return StorageError(f"{uri}: S3 transfer failed ({_first_line(exc)})")
+
+
+def _transfer_config(multipart_threshold: int, multipart_chunksize: int) -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=multipart_threshold,
+                          multipart_chunksize=multipart_chunksize)
+
+
+def fetch(uri: str | os.PathLike, scratch_dir: str | os.PathLike) -> str:
+    """Make a scene readable as a local file.
+
+    Args:
+        uri: a local path (returned as it is, nothing is copied or checked) or ``s3://bucket/key``.
+        scratch_dir: directory for downloads (created if missing). The caller removes the
+            downloaded file when done.
+
+    Returns:
+        A local path. For S3, a new file ``<scratch_dir>/<uuid>-<basename of key>``, downloaded with
+        boto3's managed transfer (streamed to disk in parts, never whole in memory; s3transfer
+        writes to a temporary name and renames when complete).
+
+    Raises:
+        InputError: malformed S3 URL, or no such object or bucket.
+        StorageError: access denied, endpoint unreachable, or the scratch file cannot be written.
+    """
+    if not is_s3(uri):
+        return os.fspath(uri)
+    uri = str(uri)
+    bucket, key = parse_s3(uri)
+    if key.endswith("/"):
+        raise InputError(f"{uri}: names a prefix, not an object")
+    scratch_dir = os.fspath(scratch_dir)
+    try:
+        os.makedirs(scratch_dir, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{scratch_dir}: cannot create scratch directory ({exc.strerror})"
+                           ) from None
+    local = os.path.join(scratch_dir, f"{uuid.uuid4().hex[:12]}-{os.path.basename(key)}")
+    try:
+        s3_client().download_file(bucket, key, local, Config=_transfer_config(
+            MULTIPART_THRESHOLD, MULTIPART_CHUNKSIZE))
+    except OSError as exc:
+        discard(local)
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            raise _s3_error(uri, exc) from None
+        # local disk (botocore's own errors are not OSErrors)
+        raise StorageError(f"{uri}: cannot write {local} ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
+        discard(local)
+        raise _s3_error(uri, exc) from None
+    return local
+
+
+def temp_path_for(dst_uri: str | os.PathLike, scratch_dir: str | os.PathLike) -> str:
+    """A fresh temporary path to write ``dst_uri``'s content to before :func:`publish`.
+
+    Args:
+        dst_uri: the final destination (local path or ``s3://bucket/key``).
+        scratch_dir: where temporaries for S3 destinations go (created if missing).
+
+    Returns:
+        Local destination: ``<dst dir>/.<NAME>.partial-<uuid>``, a hidden name in the same
+        directory, so :func:`publish` is an atomic rename. S3 destination:
+        ``<scratch_dir>/<uuid>-<NAME>``. The file is not created.
+
+    Raises:
+        InputError: malformed S3 URL.
+        StorageError: the scratch directory cannot be created.
+    """
+    token = uuid.uuid4().hex
+    if is_s3(dst_uri):
+        _, key = parse_s3(str(dst_uri))
+        scratch_dir = os.fspath(scratch_dir)
+        try:
+            os.makedirs(scratch_dir, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{scratch_dir}: cannot create scratch directory ({exc.strerror})"
+                               ) from None
+        return os.path.join(scratch_dir, f"{token[:12]}-{os.path.basename(key.rstrip('/'))}")
+    dst = os.path.abspath(os.fspath(dst_uri))
+    return os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.partial-{token}")
+
+
+def discard(temp: str | os.PathLike | None) -> None:
+    """Remove a temporary file; a missing file or any OS error is ignored."""
+    if temp is None:
+        return
+    try:
+        os.remove(temp)
+    except OSError:
+        pass
+
+
+def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
+            multipart_threshold: int = MULTIPART_THRESHOLD,
+            multipart_chunksize: int = MULTIPART_CHUNKSIZE) -> None:
+    """Move a completely written temporary file to its destination, atomically.
+
+    Args:
+        local_file: the complete file, normally from :func:`temp_path_for` (for a local ``dst_uri``
+            it must lie in the destination's directory so that the rename is atomic).
+        dst_uri: local path or ``s3://bucket/key``; an existing destination is replaced.
+        multipart_threshold, multipart_chunksize: S3 only, bytes; files at least
+            ``multipart_threshold`` long are uploaded in parts of ``multipart_chunksize``.
+
+    Local: :func:`os.replace`. S3: ``upload_file`` with ``ChecksumAlgorithm="SHA256"`` (S3
+    verifies every part and stores the checksum; the object appears only when the upload
+    completes), then ``local_file`` is removed. On failure ``local_file`` is kept (the caller
+    may retry, or :func:`discard` it).
+
+    Raises:
+        InputError: malformed S3 URL, no such bucket.
+        StorageError: the rename or upload failed (access denied, endpoint unreachable,
+            different file systems, ...).
+    """
+    local_file = os.fspath(local_file)
+    if not is_s3(dst_uri):
+        dst = os.fspath(dst_uri)
+        try:
+            os.replace(local_file, dst)
+        except OSError as exc:
+            raise StorageError(f"{dst}: cannot move {local_file} into place "
+                               f"({exc.strerror or exc})") from None
+        return
+    uri = str(dst_uri)
+    bucket, key = parse_s3(uri)
+    try:
+        s3_client().upload_file(
+            local_file, bucket, key, ExtraArgs={"ChecksumAlgorithm": UPLOAD_CHECKSUM},
+            Config=_transfer_config(multipart_threshold, multipart_chunksize))
+    except FileNotFoundError:
+        raise StorageError(f"{uri}: local file {local_file} to upload does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
+        raise _s3_error(uri, exc, missing="no such bucket") from None
+    discard(local_file)
+
+
+def exists(uri: str | os.PathLike) -> bool:
+    """Whether a local file/directory or an S3 object exists.
+
+    Raises:
+        InputError: malformed S3 URL.
+        StorageError: access denied or endpoint unreachable (S3).
+    """
+    if not is_s3(uri):
+        return os.path.exists(uri)
+    uri = str(uri)
+    bucket, key = parse_s3(uri)
+    try:
+        s3_client().head_object(Bucket=bucket, Key=key)
+    except Exception as exc:  # noqa: BLE001
+        err = _s3_error(uri, exc)
+        if isinstance(err, InputError):
+            return False
+        raise err from None
+    return True
+
+
+def check_destination(dst_uri: str | os.PathLike) -> None:
+    """Fail early, before any work, if ``dst_uri`` cannot be written.
+
+    Local: the parent directory must exist (it is not created) and be writable, and ``dst_uri``
+    must not be a directory. S3: a valid ``s3://bucket/key`` URL (key not ending in ``/``) whose
+    bucket exists (``HeadBucket``).
+
+    Raises:
+        InputError: the destination is unusable (missing parent directory, not writable, a
+            directory, malformed URL, no such bucket).
+        StorageError: access to the bucket denied or endpoint unreachable.
+    """
+    if not is_s3(dst_uri):
+        dst = os.fspath(dst_uri)
+        if not dst:
+            raise InputError("destination path is empty")
+        if os.path.isdir(dst):
+            raise InputError(f"{dst}: is a directory (give a file name)")
+        parent = os.path.dirname(os.path.abspath(dst))
+        if not os.path.isdir(parent):
+            raise InputError(f"{dst}: parent directory does not exist ({parent})")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"{dst}: parent directory is not writable ({parent})")
+        return
+    uri = str(dst_uri)
+    bucket, key = parse_s3(uri)
+    if key.endswith("/"):
+        raise InputError(f"{uri}: names a prefix, not an object key")
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001
+        raise _s3_error(uri, exc, missing="no such bucket") from None
