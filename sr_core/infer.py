@@ -1,0 +1,205 @@
+"""Worker-side inference: what one Dask task does with a batch of tiles.
+
+A task receives a small, picklable :class:`TileJob` (store paths, a model *reference*, the
+scene's normalisation) and a list of tiles. The model is loaded from its weights once per worker
+process and cached there; it never travels inside the task graph.
+
+For each tile the task reads the read window (core plus halo) from the input Zarr, runs the model,
+crops the core, converts back to the scene's units and dtype, applies the upscaled validity mask
+and writes the core to its one output chunk. It also measures LR consistency (the SR core
+downsampled back by the scale versus the input core) so the report needs no second pass.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from sr_core.normalize import Normalization
+from sr_core.tiling import Tile
+
+_CACHE: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """Everything a tile task needs, small enough to send with every task.
+
+    Attributes:
+        input_store, output_store: local paths of the input and output Zarr groups.
+        model_ref: registry name or weights path (see :func:`sr_core.models.registry.load_model`).
+        scale: upscaling factor.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; resolved on the worker.
+        torch_threads: intra-op threads per worker process (cores / workers).
+        normalization: the scene's normalisation.
+        nodata: the scene's nodata value, or ``None``.
+    """
+
+    input_store: str
+    output_store: str
+    model_ref: str
+    scale: int
+    device: str
+    torch_threads: int
+    normalization: Normalization
+    nodata: float | None
+
+
+@dataclass(frozen=True)
+class TileResult:
+    """What one tile reports back (small).
+
+    Attributes:
+        row, col: tile index; seconds: wall time of the tile on the worker; valid_px: LR pixel
+        values of the core compared for LR consistency (valid and not within reach of nodata);
+        lr_sse: sum of squared errors of the SR core
+        downsampled back against the input core, over valid values, in scene units squared;
+        skipped: True when the tile had no valid pixel and the model was not run; device: where
+        the model ran.
+    """
+
+    row: int
+    col: int
+    seconds: float
+    valid_px: int
+    lr_sse: float
+    skipped: bool
+    device: str
+
+
+def get_model(model_ref: str, scale: int, device: str, torch_threads: int):
+    """The model for this worker process, loaded once and cached.
+
+    Returns:
+        An :class:`sr_core.models.base.SRModel`.
+
+    Raises:
+        ModelError: unknown model or unusable weights.
+    """
+    key = (model_ref, scale, device)
+    with _LOCK:
+        if key not in _CACHE:
+            import torch
+
+            from sr_core.models.registry import load_model
+
+            if torch_threads > 0:
+                torch.set_num_threads(torch_threads)
+            _CACHE[key] = load_model(model_ref, scale=scale, device=device)
+        return _CACHE[key]
+
+
+def _keep_off_nodata(out: np.ndarray, valid: np.ndarray, nodata: float | None) -> None:
+    """Valid output values that happen to equal the nodata value are moved one step off it, so
+    they are not read as nodata; invalid ones are set to nodata (NaN for floats without one)."""
+    if nodata is None:
+        if np.issubdtype(out.dtype, np.floating):
+            out[~valid] = np.nan
+        return
+    clash = valid & (out == nodata)
+    if clash.any():
+        if np.issubdtype(out.dtype, np.integer):
+            step = 1 if nodata < np.iinfo(out.dtype).max else -1
+            out[clash] = nodata + step
+        else:
+            out[clash] = np.nextafter(out.dtype.type(nodata), out.dtype.type(np.inf))
+    out[~valid] = nodata
+
+
+def job_reach(job: TileJob, model) -> int:
+    """LR px around a pixel that its SR value and the value downsampled back depend on."""
+    return model.descriptor.receptive_field_px + 2
+
+
+def warm_worker(model_ref: str, scale: int, device: str, torch_threads: int) -> str:
+    """Load the model on a worker ahead of the first tile (run while the scene is staged)."""
+    return str(get_model(model_ref, scale, device, torch_threads).device)
+
+
+def run_tile(job: TileJob, tile: Tile, model, src_image, src_valid, dst_image, dst_valid
+             ) -> TileResult:
+    """Super-resolve one tile and write its core to its output chunk (see module docstring)."""
+    import torch
+
+    from sr_core.metrics import erode_valid
+    from sr_core.resample import downsample_bicubic
+
+    t0 = time.perf_counter()
+    s = job.scale
+    rrows, rcols = tile.read.slices()
+    data = src_image[:, rrows, rcols]
+    valid = src_valid[:, rrows, rcols]
+    crows, ccols = tile.core_in_read.slices()
+    core_valid = valid[:, crows, ccols]
+    out_rows, out_cols = tile.core.scaled(s).slices()
+    valid_up = np.repeat(np.repeat(core_valid, s, axis=1), s, axis=2)
+    if not core_valid.any():
+        fill = np.full(valid_up.shape, job.nodata if job.nodata is not None else 0,
+                       dtype=src_image.dtype)
+        _keep_off_nodata(fill, valid_up, job.nodata)
+        dst_image[:, out_rows, out_cols] = fill
+        dst_valid[:, out_rows, out_cols] = valid_up
+        return TileResult(tile.row, tile.col, time.perf_counter() - t0, 0, 0.0, True,
+                          str(model.device))
+    x = job.normalization.to_model(data)
+    x[~valid] = 0.0
+    y = model.upscale(x)  # (bands, h*s, w*s) float32, normalised
+    # LR consistency on the whole read window (the halo keeps the core free of edge effects).
+    back = downsample_bicubic(torch.from_numpy(np.ascontiguousarray(y))[None], s)[0].numpy()
+    back = job.normalization.from_model(back[:, crows, ccols]).astype(np.float64)
+    ref = data[:, crows, ccols].astype(np.float64)
+    # compare only where the SR core and its downsampling saw valid input (halo included)
+    reach = job_reach(job, model)
+    eval_valid = erode_valid(valid, reach)[:, crows, ccols]
+    lr_sse = float(((back - ref)[eval_valid] ** 2).sum())
+    hr_core = tile.core_in_read.scaled(s).slices()
+    out = job.normalization.from_model(y[:, hr_core[0], hr_core[1]])
+    _keep_off_nodata(out, valid_up, job.nodata)
+    dst_image[:, out_rows, out_cols] = out
+    dst_valid[:, out_rows, out_cols] = valid_up
+    return TileResult(tile.row, tile.col, time.perf_counter() - t0, int(eval_valid.sum()),
+                      lr_sse, False, str(model.device))
+
+
+def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
+    """Dask task: super-resolve a batch of tiles (see module docstring).
+
+    Args:
+        job: the scene-wide :class:`TileJob`.
+        tiles: tiles of the scene's grid; their cores are written to distinct output chunks.
+
+    Returns:
+        One :class:`TileResult` per tile, in order.
+
+    Raises:
+        ModelError: the model cannot be loaded on this worker.
+    """
+    model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
+    src = zarr.open_group(job.input_store, mode="r")
+    dst = zarr.open_group(job.output_store, mode="r+")
+    src_image, src_valid = src["image"], src["valid"]
+    dst_image, dst_valid = dst["image"], dst["valid"]
+    return [run_tile(job, t, model, src_image, src_valid, dst_image, dst_valid) for t in tiles]
+
+
+def wald_window_task(job: TileJob, window, data_range: float) -> dict:
+    """Dask task: the Wald-protocol check (:func:`sr_core.metrics.wald_check`) on one window of
+    the staged input, run on a worker beside the tiles."""
+    from sr_core.metrics import wald_check
+
+    model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
+    src = zarr.open_group(job.input_store, mode="r")
+    rows, cols = window.slices()
+    hr = src["image"][:, rows, cols]
+    valid = src["valid"][:, rows, cols]
+    t0 = time.perf_counter()
+    result = wald_check(model, hr, valid, job.normalization, data_range)
+    result["seconds"] = time.perf_counter() - t0
+    result["worker_pid"] = os.getpid()
+    return result

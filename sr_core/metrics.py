@@ -1,0 +1,167 @@
+"""Quality metrics: PSNR and SSIM (scikit-image), the Wald-protocol check and LR consistency.
+
+Conventions (stated in every report):
+
+* PSNR, ``10 log10(data_range^2 / MSE)`` in dB, computed by
+  :func:`skimage.metrics.peak_signal_noise_ratio` over valid pixels of all bands.
+* SSIM (Wang, Bovik, Sheikh & Simoncelli, "Image quality assessment: from error visibility to
+  structural similarity", IEEE TIP 2004), computed by :func:`skimage.metrics.structural_similarity`
+  per band (7x7 uniform window, the scikit-image default), its map averaged over valid pixels and
+  then over bands.
+* ``data_range``: the dtype's range for integer scenes (255 for uint8, 65535 for uint16, 65535 for
+  int16); for float scenes the valid value range measured over the scene.
+* Wald protocol (Wald, Ranchin & Mangolini, "Fusion of satellite images of different spatial
+  resolutions: assessing the quality of resulting images", PE&RS 1997): degrade the scene by the
+  scale, super-resolve the degraded image, compare with the scene itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from sr_core.normalize import Normalization
+
+#: degradation used by the Wald protocol and by training: bicubic (Keys a = -0.5), antialiased.
+DEGRADATION = "bicubic, Keys a=-0.5 (MATLAB imresize / PIL convention), antialiased"
+
+
+def data_range_for(dtype: str | np.dtype, band_min: list[float] | tuple[float, ...],
+                   band_max: list[float] | tuple[float, ...]) -> float:
+    """PSNR/SSIM data range for a scene, in scene units.
+
+    Args:
+        dtype: the scene's dtype.
+        band_min, band_max: per-band valid minimum and maximum (used for floats only).
+
+    Returns:
+        ``iinfo.max - iinfo.min`` for integers; ``max(band_max) - min(band_min)`` for floats
+        (1.0 if that is not positive or not finite).
+    """
+    dt = np.dtype(dtype)
+    if np.issubdtype(dt, np.integer):
+        info = np.iinfo(dt)
+        return float(info.max) - float(info.min)
+    lo = np.nanmin(np.asarray(band_min, dtype=float)) if len(band_min) else np.nan
+    hi = np.nanmax(np.asarray(band_max, dtype=float)) if len(band_max) else np.nan
+    span = hi - lo
+    return float(span) if np.isfinite(span) and span > 0 else 1.0
+
+
+def psnr(reference: np.ndarray, test: np.ndarray, valid: np.ndarray, data_range: float) -> float:
+    """PSNR in dB over valid pixels.
+
+    Args:
+        reference, test: ``(bands, H, W)`` arrays in scene units (any real dtype).
+        valid: ``(bands, H, W)`` bool; pixels compared.
+        data_range: peak-to-peak range of the data, in scene units, > 0.
+
+    Returns:
+        PSNR in dB (``inf`` when identical, ``nan`` with no valid pixel).
+    """
+    if not valid.any():
+        return float("nan")
+    ref = reference[valid].astype(np.float64)
+    tst = test[valid].astype(np.float64)
+    if np.array_equal(ref, tst):
+        return float("inf")
+    return float(peak_signal_noise_ratio(ref, tst, data_range=data_range))
+
+
+def psnr_from_sse(sse: float, count: int, data_range: float) -> float:
+    """PSNR in dB from a sum of squared errors accumulated over ``count`` values (tile by tile)."""
+    if count == 0:
+        return float("nan")
+    mse = sse / count
+    return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def ssim(reference: np.ndarray, test: np.ndarray, valid: np.ndarray, data_range: float) -> float:
+    """Mean SSIM over valid pixels, averaged over bands.
+
+    Args:
+        reference, test: ``(bands, H, W)`` arrays in scene units, H and W >= 7.
+        valid: ``(bands, H, W)`` bool.
+        data_range: peak-to-peak range of the data, in scene units, > 0.
+
+    Returns:
+        SSIM in [-1, 1] (1 = identical); ``nan`` with no valid pixel.
+    """
+    values = []
+    for b in range(reference.shape[0]):
+        if not valid[b].any():
+            continue
+        _, smap = structural_similarity(reference[b].astype(np.float64),
+                                        test[b].astype(np.float64),
+                                        data_range=data_range, full=True)
+        values.append(float(smap[valid[b]].mean()))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def erode_valid(valid: np.ndarray, reach_px: int) -> np.ndarray:
+    """Keep only pixels whose whole neighbourhood of ``reach_px`` (Chebyshev distance) is valid,
+    so metrics skip pixels whose computation saw nodata.
+
+    Args:
+        valid: ``(bands, H, W)`` bool.
+        reach_px: neighbourhood radius in pixels, >= 0.
+
+    Returns:
+        ``(bands, H, W)`` bool, a subset of ``valid``.
+    """
+    from scipy.ndimage import minimum_filter
+
+    if reach_px <= 0 or valid.all():
+        return valid
+    size = (1, 2 * reach_px + 1, 2 * reach_px + 1)
+    return minimum_filter(valid, size=size, mode="nearest")
+
+
+def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normalization,
+               data_range: float) -> dict:
+    """Wald-protocol quality of a model and of bicubic on one window of a scene.
+
+    The window is degraded by the model's scale (:data:`DEGRADATION`), super-resolved back by the
+    model and by bicubic interpolation, quantised to the scene's dtype and compared with the window.
+
+    Args:
+        model: an :class:`sr_core.models.base.SRModel`.
+        hr: ``(bands, H, W)`` window in scene units and dtype; H and W are cropped down to a
+            multiple of the scale, and must then be >= 7 * scale.
+        valid: ``(bands, H, W)`` bool validity of ``hr``.
+        normalization: the scene's normalisation.
+        data_range: see :func:`data_range_for`.
+
+    Pixels are compared only where everything they were computed from is valid: the mask is
+    eroded by ``(receptive_field_px + 2) * scale + 2 * scale`` HR px (degradation kernel, model,
+    and bicubic reach).
+
+    Returns:
+        ``{"model": {"psnr_db", "ssim"}, "bicubic": {"psnr_db", "ssim"}, "gain_db",
+        "window_px": [H, W], "compared_px"}``.
+    """
+    import torch
+
+    from sr_core.resample import downsample_bicubic, upsample_bicubic
+
+    s = model.descriptor.scale
+    h, w = (hr.shape[1] // s) * s, (hr.shape[2] // s) * s
+    hr, valid = hr[:, :h, :w], valid[:, :h, :w]
+    x = normalization.to_model(hr)
+    x[~valid] = 0.0
+    lr = downsample_bicubic(torch.from_numpy(x)[None], s)[0].numpy()
+    sr = normalization.from_model(model.upscale(lr))
+    bic = normalization.from_model(upsample_bicubic(torch.from_numpy(lr)[None], s)[0].numpy())
+    reach = (max(model.descriptor.receptive_field_px, 2) + 2) * s
+    valid = erode_valid(valid, reach)
+    out = {
+        "model": {"psnr_db": psnr(hr, sr, valid, data_range), "ssim": ssim(hr, sr, valid, data_range)},
+        "bicubic": {"psnr_db": psnr(hr, bic, valid, data_range),
+                    "ssim": ssim(hr, bic, valid, data_range)},
+        "window_px": [int(h), int(w)],
+        "compared_px": int(valid.sum()),
+    }
+    out["gain_db"] = out["model"]["psnr_db"] - out["bicubic"]["psnr_db"]
+    return out

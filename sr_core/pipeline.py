@@ -1,0 +1,447 @@
+"""The upscaling pipeline as stages: ingest -> tile -> infer -> stitch -> publish -> report.
+
+The CLI (:func:`run_upscale`) and the Prefect flow (``flows/upscale_scene.py``) call the same stage
+functions; the flow only wraps each one in a task. Every stage takes and returns small dataclasses,
+so Prefect tracks scenes and stages while Dask runs the tiles.
+
+Nothing is written at the destination until :func:`publish`: the COG and the report are built
+under a scratch directory (or a hidden temp name beside a local destination) and moved or uploaded
+into place only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+from sr_core import storage
+from sr_core.errors import InputError, SRError
+from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
+from sr_core.metrics import data_range_for, psnr_from_sse
+from sr_core.models.descriptor import ModelDescriptor
+from sr_core.normalize import Normalization, normalization_for
+from sr_core.scene import SceneInfo, open_scene
+from sr_core.staging import StagedScene, create_output, stage_scene
+from sr_core.tiling import PixelWindow, TileGrid, plan_tiles
+
+log = logging.getLogger(__name__)
+
+MIN_TILE_PX, MAX_TILE_PX = 16, 8192
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """One upscaling job. Defaults are the embedded defaults of ``sr-pipeline upscale``.
+
+    Attributes:
+        src: input GeoTIFF / COG: local path or ``s3://bucket/key``.
+        dst: output COG: local path or ``s3://bucket/key``.
+        model: registry name (``sr-pipeline models``) or weights path; default the shipped EDSR.
+        scale: upscaling factor; ``None`` takes the model's own.
+        tile_size_px: tile core edge in LR pixels, 16..8192.
+        device: ``"auto"`` (CUDA when the worker has it), ``"cpu"`` or ``"cuda"``.
+        dask_address: scheduler of an existing Dask cluster; ``None`` starts a ``LocalCluster``
+            with worker processes.
+        workers: worker processes of the local cluster (default 1; torch threads per worker are
+            cores / workers).
+        report: report JSON path or URL; ``None`` puts ``DST_STEM.report.json`` (and ``.md``) beside
+            the COG.
+        scratch_dir: parent of the run's scratch directory (Zarr stores, temp files); default the
+            system temp directory or ``$SR_SCRATCH``.
+        tiles_per_task: tiles per Dask task.
+        wald_window_px: edge of the scene window (HR px) that the Wald-protocol check uses.
+        progress: show a progress bar (tiles done / total, MP/s).
+    """
+
+    src: str
+    dst: str
+    model: str | None = None
+    scale: int | None = None
+    tile_size_px: int = 512
+    device: str = "auto"
+    dask_address: str | None = None
+    workers: int | None = None
+    report: str | None = None
+    scratch_dir: str | None = None
+    tiles_per_task: int = 1
+    wald_window_px: int = 512
+    progress: bool = True
+
+    def report_paths(self) -> tuple[str, str]:
+        """(JSON, markdown) locations of the report."""
+        base = self.report or _strip_ext(self.dst) + ".report.json"
+        md = _strip_ext(base) + ".md" if base.endswith(".json") else base + ".md"
+        return base, md
+
+
+def _strip_ext(uri: str) -> str:
+    head, sep, tail = uri.rpartition("/")
+    stem = tail.rsplit(".", 1)[0] if "." in tail else tail
+    return f"{head}{sep}{stem}"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model as the main process sees it: reference, descriptor and card (no weights)."""
+
+    ref: str
+    descriptor: ModelDescriptor
+    card: dict
+
+
+@dataclass
+class Run:
+    """State handed from stage to stage (small: paths and metadata, never pixels)."""
+
+    cfg: UpscaleConfig
+    scratch: str
+    model: ModelInfo
+    scene: SceneInfo | None = None
+    staged: StagedScene | None = None
+    normalization: Normalization | None = None
+    grid: TileGrid | None = None
+    output_store: str | None = None
+    tiles: list[TileResult] = field(default_factory=list)
+    wald: dict | None = None
+    dask: dict = field(default_factory=dict)
+    cog: dict | None = None
+    temp_cog: str | None = None
+    published: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def halo_px(self) -> int:
+        return self.model.descriptor.receptive_field_px
+
+
+def check_options(cfg: UpscaleConfig) -> None:
+    """Refuse nonsensical options before any work.
+
+    Raises:
+        InputError: tile size, scale, device, workers or Wald window out of range.
+    """
+    if not (MIN_TILE_PX <= cfg.tile_size_px <= MAX_TILE_PX):
+        raise InputError(f"--tile-size {cfg.tile_size_px}: must be between {MIN_TILE_PX} and "
+                         f"{MAX_TILE_PX} pixels")
+    if cfg.scale is not None and not (2 <= cfg.scale <= 16):
+        raise InputError(f"--scale {cfg.scale}: must be a whole number between 2 and 16")
+    if cfg.device not in DEVICES:
+        raise InputError(f"--device {cfg.device}: must be one of {', '.join(DEVICES)}")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise InputError(f"--workers {cfg.workers}: must be at least 1")
+    if cfg.tiles_per_task < 1:
+        raise InputError(f"tiles_per_task {cfg.tiles_per_task}: must be at least 1")
+    if cfg.src.rstrip("/") == cfg.dst.rstrip("/"):
+        raise InputError(f"{cfg.dst}: destination is the source; choose another DST")
+
+
+def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
+    """Load the model's descriptor and card in the main process (weights are loaded on workers).
+
+    Raises:
+        ModelError: unknown name, missing or malformed weights, or a scale it does not support.
+    """
+    from sr_core.models.registry import DEFAULT_MODEL, load_model
+
+    ref = ref or DEFAULT_MODEL
+    model = load_model(ref, scale=scale, device="cpu")
+    return ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card)
+
+
+def start(cfg: UpscaleConfig) -> Run:
+    """Check options and model, make the run's scratch directory.
+
+    Raises:
+        InputError, ModelError: bad options or model.
+    """
+    check_options(cfg)
+    model = resolve_model(cfg.model, cfg.scale)
+    cfg = replace(cfg, model=model.ref, scale=model.descriptor.scale)
+    parent = cfg.scratch_dir or os.environ.get("SR_SCRATCH") or tempfile.gettempdir()
+    os.makedirs(parent, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="sr-pipeline-", dir=parent)
+    return Run(cfg=cfg, scratch=scratch, model=model)
+
+
+@contextmanager
+def _timed(run: Run, stage: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        run.timings[stage] = run.timings.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def ingest(run: Run) -> Run:
+    """Check the destination, fetch the source (S3 -> scratch) and validate it.
+
+    Raises:
+        InputError: bad source file or destination; StorageError: S3 unreachable.
+    """
+    with _timed(run, "ingest"):
+        storage.check_destination(run.cfg.dst)
+        local = storage.fetch(run.cfg.src, run.scratch)
+        run.scene = open_scene(local, name=run.cfg.src)
+    return run
+
+
+def tile(run: Run) -> Run:
+    """Stage the scene into Zarr tiles, fix the per-scene normalisation, plan the tile grid and
+    create the output Zarr."""
+    assert run.scene is not None
+    cfg, scene = run.cfg, run.scene
+    with _timed(run, "tile"):
+        run.staged = stage_scene(scene, os.path.join(run.scratch, "input.zarr"),
+                                 tile_size_px=cfg.tile_size_px)
+        run.normalization = normalization_for(scene.dtype, list(run.staged.band_min),
+                                              list(run.staged.band_max))
+        run.grid = plan_tiles(scene.height, scene.width, tile_size_px=cfg.tile_size_px,
+                              halo_px=run.halo_px)
+        run.output_store = os.path.join(run.scratch, "output.zarr")
+        create_output(run.output_store, scene, scale=cfg.scale, tile_size_px=cfg.tile_size_px)
+    return run
+
+
+def default_workers() -> int:
+    """Local worker processes: 1. On a CPU, one process with all cores for torch's intra-op
+    threads beat two single-threaded processes (see benchmarks/README figures)."""
+    return 1
+
+
+@contextmanager
+def dask_client(address: str | None, workers: int | None, scratch: str):
+    """A ``distributed.Client``: to ``address`` when given, else to a new ``LocalCluster`` of
+    ``workers`` worker processes (one thread each), closed on exit.
+
+    Raises:
+        SRError: the scheduler at ``address`` cannot be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    if address:
+        try:
+            client = Client(address, timeout="20s")
+        except OSError as exc:
+            raise SRError(f"--dask-address {address}: cannot reach the Dask scheduler ({exc})") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
+                           processes=True, dashboard_address=":0", local_directory=scratch,
+                           silence_logs=logging.ERROR)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+class ClusterStarter:
+    """Starts the Dask cluster in a background thread so that its start-up (spawning workers,
+    importing torch) overlaps ingest and staging."""
+
+    def __init__(self, cfg: UpscaleConfig, scratch: str) -> None:
+        self._cfg = cfg
+        self._cm = dask_client(cfg.dask_address, cfg.workers, scratch)
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._future: Future = self._pool.submit(self._start)
+
+    def _start(self):
+        client = self._cm.__enter__()
+        cfg = self._cfg
+        try:  # load the model on every worker now; a failure resurfaces in the first tile
+            client.run(warm_worker, cfg.model, cfg.scale, cfg.device, torch_threads(client, cfg))
+        except Exception:  # noqa: BLE001
+            log.debug("worker warm-up failed", exc_info=True)
+        return client
+
+    def client(self):
+        return self._future.result()
+
+    def close(self) -> None:
+        try:
+            if self._future.exception() is None:
+                self._cm.__exit__(None, None, None)
+        finally:
+            self._pool.shutdown(wait=False)
+
+
+def torch_threads(client, cfg: UpscaleConfig) -> int:
+    """Torch intra-op threads per worker: this machine's cores over the local cluster's worker
+    threads, so workers don't oversubscribe the cores; 0 (torch's default) on a remote cluster."""
+    if cfg.dask_address:
+        return 0
+    workers = client.scheduler_info().get("workers", {})
+    threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
+def _wald_window(scene: SceneInfo, scale: int, edge_px: int) -> PixelWindow:
+    """A centred window of at most ``edge_px`` (a multiple of the scale) for the Wald check."""
+    h = min(edge_px, scene.height) // scale * scale
+    w = min(edge_px, scene.width) // scale * scale
+    return PixelWindow((scene.height - h) // 2, (scene.width - w) // 2, h, w)
+
+
+def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None = None) -> Run:
+    """Run every tile on the Dask cluster (and the Wald check beside them).
+
+    Args:
+        run: a run after :func:`tile`.
+        client: a ``distributed.Client``.
+        on_progress: called as ``on_progress(tiles_done, tiles_total, out_px_done)``.
+
+    Raises:
+        SRError: a tile failed on a worker (the message names the tile and the reason).
+    """
+    from distributed import as_completed
+
+    assert run.grid is not None and run.normalization is not None and run.scene is not None
+    cfg, scene = run.cfg, run.scene
+    with _timed(run, "infer"):
+        info = client.scheduler_info()
+        n_workers = max(1, len(info.get("workers", {})))
+        threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or 1
+        job = TileJob(input_store=run.staged.store_path, output_store=run.output_store,
+                      model_ref=cfg.model, scale=cfg.scale, device=cfg.device,
+                      torch_threads=torch_threads(client, cfg),
+                      normalization=run.normalization, nodata=scene.nodata)
+        tiles = list(run.grid)
+        batches = [tiles[i:i + cfg.tiles_per_task] for i in range(0, len(tiles), cfg.tiles_per_task)]
+        futures = {client.submit(run_tiles, job, b, pure=False): b
+                   for b in batches}
+        drange = data_range_for(scene.dtype, run.staged.band_min, run.staged.band_max)
+        window = _wald_window(scene, cfg.scale, cfg.wald_window_px)
+        wald_future = client.submit(wald_window_task, job, window, drange, pure=False) \
+            if min(window.height, window.width) >= 7 * cfg.scale else None
+        done = out_px = 0
+        if on_progress:
+            on_progress(0, len(tiles), 0)
+        for fut in as_completed(list(futures)):
+            batch = futures[fut]
+            try:
+                results = fut.result()
+            except SRError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a worker-side failure, reported by tile
+                t = batch[0]
+                raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) failed on a worker: "
+                              f"{type(exc).__name__}: {exc}") from None
+            run.tiles.extend(results)
+            done += len(batch)
+            out_px += sum(t.core.size_px for t in batch) * cfg.scale**2
+            if on_progress:
+                on_progress(done, len(tiles), out_px)
+        run.wald = wald_future.result() if wald_future is not None else None
+        run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
+                    "tiles_per_task": cfg.tiles_per_task, "scheduler": cfg.dask_address or "LocalCluster",
+                    "devices": sorted({t.device for t in run.tiles})}
+    return run
+
+
+def stitch(run: Run) -> Run:
+    """Write the output Zarr into a COG at a temporary path (nothing at DST yet)."""
+    from sr_core.cog import write_cog
+
+    assert run.scene is not None and run.output_store is not None
+    with _timed(run, "stitch"):
+        run.temp_cog = storage.temp_path_for(run.cfg.dst, run.scratch)
+        run.cog = write_cog(run.output_store, run.scene, run.cfg.scale, run.temp_cog,
+                            extra_tags={"SR_SCALE": str(run.cfg.scale),
+                                        "SR_MODEL": run.model.descriptor.name})
+    return run
+
+
+def publish(run: Run) -> Run:
+    """Move or upload the finished COG into place at DST."""
+    assert run.temp_cog is not None
+    with _timed(run, "publish"):
+        storage.publish(run.temp_cog, run.cfg.dst)
+        run.published["cog"] = run.cfg.dst
+        run.temp_cog = None
+    return run
+
+
+def quality(run: Run) -> dict:
+    """Quality figures of the run: Wald-protocol check and LR consistency."""
+    assert run.scene is not None and run.staged is not None
+    drange = data_range_for(run.scene.dtype, run.staged.band_min, run.staged.band_max)
+    sse = sum(t.lr_sse for t in run.tiles)
+    n = sum(t.valid_px for t in run.tiles)
+    return {
+        "data_range": drange,
+        "wald": run.wald,
+        "lr_consistency": {
+            "psnr_db": psnr_from_sse(sse, n, drange),
+            "what": "SR output downsampled back by the scale (bicubic, antialiased) vs the input, "
+                    "over valid pixels; higher is more consistent",
+        },
+    }
+
+
+def report(run: Run) -> Run:
+    """Write the JSON and markdown reports and publish them beside the COG."""
+    from sr_core.report import build_report, to_markdown, write_json
+
+    with _timed(run, "report"):
+        rep = build_report(run, quality(run))
+        json_uri, md_uri = run.cfg.report_paths()
+        for uri, text in ((json_uri, write_json(rep)), (md_uri, to_markdown(rep))):
+            tmp = storage.temp_path_for(uri, run.scratch)
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            storage.publish(tmp, uri)
+        run.published["report_json"] = json_uri
+        run.published["report_md"] = md_uri
+        run.published["report"] = rep
+    return run
+
+
+def cleanup(run: Run) -> None:
+    """Remove the run's scratch directory and any temporary COG."""
+    if run.temp_cog:
+        storage.discard(run.temp_cog)
+    if not os.environ.get("SR_KEEP_SCRATCH"):
+        shutil.rmtree(run.scratch, ignore_errors=True)
+
+
+def run_upscale(cfg: UpscaleConfig,
+                on_progress: Callable[[int, int, int], None] | None = None) -> Run:
+    """Run every stage for one scene (what ``sr-pipeline upscale`` does).
+
+    Returns:
+        The finished :class:`Run`; ``run.published`` holds the COG and report locations and the
+        report itself.
+
+    Raises:
+        InputError, ModelError, StorageError, SRError: as the stages do; nothing is left at DST.
+    """
+    run = start(cfg)
+    cluster = None
+    try:
+        ingest(run)
+        cluster = ClusterStarter(run.cfg, run.scratch)  # starts while the scene is staged
+        tile(run)
+        with _timed(run, "cluster_wait"):
+            client = cluster.client()
+        infer(run, client, on_progress)
+        stitch(run)
+        publish(run)
+        report(run)
+        return run
+    finally:
+        if cluster is not None:
+            cluster.close()
+        cleanup(run)

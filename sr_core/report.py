@@ -1,0 +1,148 @@
+"""The quality report of one upscaled scene: a JSON document for machines, markdown for people.
+
+Contents: input and output metadata, model descriptor and card, normalisation, tiling, timings per
+stage, throughput, nodata fraction and quality (Wald-protocol PSNR/SSIM of the model and of
+bicubic; LR consistency). Conventions of every figure are stated in the document itself.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+
+import sr_core
+from sr_core.metrics import DEGRADATION
+
+
+def _clean(value):
+    """JSON cannot hold inf/nan: write them as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def build_report(run, quality: dict) -> dict:
+    """Assemble the report of a finished run (after stitch; before or after publish).
+
+    Args:
+        run: a :class:`sr_core.pipeline.Run` after :func:`sr_core.pipeline.stitch`.
+        quality: :func:`sr_core.pipeline.quality` of the run.
+
+    Returns:
+        A JSON-ready dict (non-finite floats written as strings).
+    """
+    scene, cfg, grid = run.scene, run.cfg, run.grid
+    s = cfg.scale
+    wall = time.perf_counter() - run.started
+    in_px, out_px = scene.size_px, scene.size_px * s * s
+    infer_s = run.timings.get("infer", float("nan"))
+    tiles_run = [t for t in run.tiles if not t.skipped]
+    card = {k: v for k, v in run.model.card.items() if k not in ("arguments",)}
+    rep = {
+        "tool": {"name": "sr-pipeline", "version": sr_core.__version__},
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "input": scene.to_dict(),
+        "output": {
+            "uri": cfg.dst, **{k: v for k, v in (run.cog or {}).items() if k != "path"},
+            "width": scene.width * s, "height": scene.height * s, "bands": scene.count,
+            "dtype": scene.dtype, "crs": scene.crs_label or scene.crs, "nodata": scene.nodata,
+        },
+        "model": {"ref": run.model.ref, "descriptor": run.model.descriptor.to_dict(),
+                  "card": card, "arguments": run.model.card.get("arguments")},
+        "scale": s,
+        "normalisation": run.normalization.to_dict(),
+        "tiling": {
+            "tile_size_px": grid.tile_size_px, "halo_px": grid.halo_px,
+            "halo_rule": "halo = model receptive-field radius (LR px), so tiled = whole-image",
+            "grid": [grid.rows, grid.cols], "tiles": len(grid),
+            "tiles_skipped_all_nodata": len(run.tiles) - len(tiles_run),
+            "read_px": grid.read_px, "halo_overhead": grid.read_px / in_px if in_px else None,
+        },
+        "dask": run.dask,
+        "timings_s": {**{k: round(v, 3) for k, v in run.timings.items()}, "total": round(wall, 3)},
+        "throughput": {
+            "input_mp_per_s": in_px / wall / 1e6, "output_mp_per_s": out_px / wall / 1e6,
+            "infer_output_mp_per_s": out_px / infer_s / 1e6 if infer_s and infer_s > 0 else None,
+        },
+        "nodata_fraction": run.staged.nodata_fraction(scene),
+        "quality": {
+            **quality,
+            "conventions": {
+                "psnr": "10 log10(data_range^2 / MSE) over valid pixels, scikit-image",
+                "ssim": "Wang et al. 2004, scikit-image structural_similarity per band (7x7 window),"
+                        " map averaged over valid pixels and bands",
+                "data_range": "dtype range for integer scenes, valid value range for floats",
+                "wald": "Wald et al. 1997: degrade the scene by the scale "
+                        f"({DEGRADATION}), super-resolve it, compare with the scene; centred window",
+            },
+        },
+    }
+    return _clean(rep)
+
+
+def write_json(rep: dict) -> str:
+    """The report as indented JSON text."""
+    return json.dumps(rep, indent=2, sort_keys=False) + "\n"
+
+
+def _fmt(v, nd=2) -> str:
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return "n/a" if v is None else str(v)
+
+
+def quality_rows(rep: dict) -> list[dict]:
+    """The quality figures as table rows ``{metric, model, bicubic, note}`` (also the Prefect
+    table artifact)."""
+    q = rep["quality"]
+    rows = []
+    wald = q.get("wald")
+    if isinstance(wald, dict):
+        rows.append({"metric": "Wald PSNR (dB)", "model": wald["model"]["psnr_db"],
+                     "bicubic": wald["bicubic"]["psnr_db"],
+                     "note": f"higher is better; gain {_fmt(wald['gain_db'])} dB"})
+        rows.append({"metric": "Wald SSIM", "model": wald["model"]["ssim"],
+                     "bicubic": wald["bicubic"]["ssim"], "note": "higher is better, 1 = identical"})
+    rows.append({"metric": "LR consistency PSNR (dB)", "model": q["lr_consistency"]["psnr_db"],
+                 "bicubic": None, "note": "SR downsampled back vs input; higher is better"})
+    return rows
+
+
+def to_markdown(rep: dict) -> str:
+    """The report for people: a short markdown page."""
+    i, o, t, m = rep["input"], rep["output"], rep["tiling"], rep["model"]
+    d = m["descriptor"]
+    lines = [
+        f"# sr-pipeline report: {i['name']}",
+        "",
+        f"- Output: `{o['uri']}` ({o['width']} x {o['height']} px, {o['bands']} bands, {o['dtype']})",
+        f"- Input: {i['width']} x {i['height']} px, {i['bands']} bands, {i['dtype']}, "
+        f"CRS {i['crs']}, nodata {i['nodata']}",
+        f"- Model: `{d['name']}` ({d['architecture']}, x{rep['scale']}, receptive field "
+        f"{d['receptive_field_px']} px) - {m['card'].get('summary') or m['card'].get('note', '')}",
+        f"- Normalisation: {rep['normalisation']['method']}",
+        f"- Tiles: {t['tiles']} ({t['grid'][0]} x {t['grid'][1]}) of {t['tile_size_px']} px, "
+        f"halo {t['halo_px']} px; {t['tiles_skipped_all_nodata']} all-nodata tiles skipped",
+        f"- Nodata fraction: {_fmt(rep['nodata_fraction'], 4)}",
+        f"- Throughput: {_fmt(rep['throughput']['output_mp_per_s'])} output MP/s "
+        f"({_fmt(rep['throughput']['input_mp_per_s'])} input MP/s) over "
+        f"{_fmt(rep['timings_s']['total'])} s",
+        "",
+        "## Quality",
+        "",
+        "| metric | model | bicubic | note |",
+        "|---|---|---|---|",
+    ]
+    for r in quality_rows(rep):
+        lines.append(f"| {r['metric']} | {_fmt(r['model'], 4)} | {_fmt(r['bicubic'], 4)} | {r['note']} |")
+    lines += ["", f"Data range: {_fmt(rep['quality']['data_range'])}. "
+              + rep["quality"]["conventions"]["wald"] + ".", "", "## Timings (s)", "",
+              "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in rep["timings_s"].items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,112 @@
+"""Staging a scene into Zarr tiles, and the output Zarr the tiles are written to.
+
+Layout (zarr-python 3, Zarr format 3), one group per scene:
+
+* input group: ``image`` ``(bands, H, W)`` in the scene's dtype and ``valid`` ``(bands, H, W)``
+  bool, both chunked ``(bands, T, T)`` with T the tile size in LR pixels.
+* output group: ``image`` ``(bands, H*s, W*s)`` and ``valid`` likewise, chunked
+  ``(bands, T*s, T*s)``: the core of tile ``(r, c)`` is exactly output chunk ``(0, r, c)``, so no two
+  tasks ever write the same chunk.
+
+Staging reads the source one chunk-sized window at a time, so memory stays bounded by one chunk
+whatever the scene size, and measures each band's valid minimum and maximum on the way (the
+per-scene normalisation needs them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import zarr
+
+from sr_core.scene import ALLOWED_DRIVERS, SceneInfo, read_window
+from sr_core.tiling import TileGrid, plan_tiles
+
+
+@dataclass(frozen=True)
+class StagedScene:
+    """A scene staged into a Zarr group.
+
+    Attributes:
+        store_path: local path of the Zarr group (arrays ``image`` and ``valid``).
+        tile_size_px: chunk edge in LR pixels.
+        band_min, band_max: per band, min and max of valid pixels in scene units (``nan`` if a
+            band has no valid pixel).
+        valid_px: per band, count of valid pixels.
+    """
+
+    store_path: str
+    tile_size_px: int
+    band_min: tuple[float, ...]
+    band_max: tuple[float, ...]
+    valid_px: tuple[int, ...]
+
+    def nodata_fraction(self, scene: SceneInfo) -> float:
+        """Fraction of pixel values (all bands) that are nodata, masked or non-finite, in [0, 1]."""
+        total = scene.size_px * scene.count
+        return 1.0 - (sum(self.valid_px) / total if total else 0.0)
+
+
+def _chunk_grid(height_px: int, width_px: int, tile_size_px: int) -> TileGrid:
+    return plan_tiles(height_px, width_px, tile_size_px=tile_size_px, halo_px=0)
+
+
+def stage_scene(scene: SceneInfo, store_path: str, *, tile_size_px: int) -> StagedScene:
+    """Copy a scene into a Zarr group chunked by tile, measuring per-band valid min/max.
+
+    Args:
+        scene: the validated scene (:func:`sr_core.scene.open_scene`).
+        store_path: local directory for the new Zarr group (overwritten).
+        tile_size_px: chunk edge in LR pixels.
+
+    Returns:
+        The :class:`StagedScene`.
+
+    Raises:
+        InputError: a block of the source cannot be decoded (truncated or corrupt file).
+    """
+    group = zarr.open_group(store_path, mode="w")
+    shape = (scene.count, scene.height, scene.width)
+    chunks = (scene.count, tile_size_px, tile_size_px)
+    image = group.create_array("image", shape=shape, chunks=chunks, dtype=scene.dtype,
+                               fill_value=0)
+    valid = group.create_array("valid", shape=shape, chunks=chunks, dtype="bool",
+                               fill_value=False)
+    lo = np.full(scene.count, np.inf)
+    hi = np.full(scene.count, -np.inf)
+    count = np.zeros(scene.count, dtype=np.int64)
+    with rasterio.open(scene.path, driver=ALLOWED_DRIVERS) as src:
+        for tile in _chunk_grid(scene.height, scene.width, tile_size_px):
+            data, ok = read_window(src, tile.core, name=scene.name)
+            rows, cols = tile.core.slices()
+            image[:, rows, cols] = data
+            valid[:, rows, cols] = ok
+            for b in range(scene.count):
+                vals = data[b][ok[b]]
+                if vals.size:
+                    lo[b] = min(lo[b], float(vals.min()))
+                    hi[b] = max(hi[b], float(vals.max()))
+                    count[b] += vals.size
+    lo[~np.isfinite(lo)] = np.nan
+    hi[~np.isfinite(hi)] = np.nan
+    return StagedScene(store_path, tile_size_px, tuple(map(float, lo)), tuple(map(float, hi)),
+                       tuple(int(c) for c in count))
+
+
+def create_output(store_path: str, scene: SceneInfo, *, scale: int, tile_size_px: int) -> None:
+    """Create the empty output Zarr group for a scene upscaled by ``scale``.
+
+    Args:
+        store_path: local directory for the new group (overwritten).
+        scene: the input scene; the output keeps its band count and dtype.
+        scale: integer upscaling factor.
+        tile_size_px: tile core edge in LR pixels; output chunks are ``tile_size_px * scale``.
+    """
+    group = zarr.open_group(store_path, mode="w")
+    shape = (scene.count, scene.height * scale, scene.width * scale)
+    chunks = (scene.count, tile_size_px * scale, tile_size_px * scale)
+    fill = scene.nodata if scene.nodata is not None else 0
+    group.create_array("image", shape=shape, chunks=chunks, dtype=scene.dtype, fill_value=fill)
+    group.create_array("valid", shape=shape, chunks=chunks, dtype="bool", fill_value=False)
