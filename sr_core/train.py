@@ -253,7 +253,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
                 loss.backward()
                 opt.step()
                 sched.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 bar.update(1)
                 bar.set_postfix_str(f"epoch {epoch + 1} L1 {np.mean(losses[-20:]):.4f}")
             module.eval()
