@@ -181,13 +181,7 @@ def fetch(uri: str | os.PathLike, scratch_dir: str | os.PathLike) -> str:
     bucket, key = parse_s3(uri)
     if key.endswith("/"):
         raise InputError(f"{uri}: names a prefix, not an object")
-    scratch_dir = os.fspath(scratch_dir)
-    try:
-        os.makedirs(scratch_dir, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"{scratch_dir}: cannot create scratch directory ({exc.strerror})"
-                           ) from None
-    local = os.path.join(scratch_dir, f"{uuid.uuid4().hex[:12]}-{os.path.basename(key)}")
+    local = _scratch_file(scratch_dir, key)
     try:
         s3_client().download_file(bucket, key, local, Config=_transfer_config(
             MULTIPART_THRESHOLD, MULTIPART_CHUNKSIZE))
@@ -219,18 +213,26 @@ def temp_path_for(dst_uri: str | os.PathLike, scratch_dir: str | os.PathLike) ->
         InputError: malformed S3 URL.
         StorageError: the scratch directory cannot be created.
     """
-    token = uuid.uuid4().hex
     if is_s3(dst_uri):
         _, key = parse_s3(str(dst_uri))
-        scratch_dir = os.fspath(scratch_dir)
-        try:
-            os.makedirs(scratch_dir, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"{scratch_dir}: cannot create scratch directory ({exc.strerror})"
-                               ) from None
-        return os.path.join(scratch_dir, f"{token[:12]}-{os.path.basename(key.rstrip('/'))}")
+        return _scratch_file(scratch_dir, key)
     dst = os.path.abspath(os.fspath(dst_uri))
-    return os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.partial-{token}")
+    return os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.partial-{uuid.uuid4().hex}")
+
+
+def _scratch_file(scratch_dir: str | os.PathLike, key: str) -> str:
+    """A fresh file name in ``scratch_dir`` (created if missing) for the S3 object ``key``.
+
+    Raises:
+        StorageError: the scratch directory cannot be created.
+    """
+    scratch_dir = os.fspath(scratch_dir)
+    try:
+        os.makedirs(scratch_dir, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{scratch_dir}: cannot create scratch directory ({exc.strerror})"
+                           ) from None
+    return os.path.join(scratch_dir, f"{uuid.uuid4().hex[:12]}-{os.path.basename(key.rstrip('/'))}")
 
 
 def discard(temp: str | os.PathLike | None) -> None:
