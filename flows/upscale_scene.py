@@ -95,5 +95,29 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         pipeline.cleanup(run)
 
 
+def main(argv: list[str]) -> int:
+    """``python -m flows.upscale_scene SRC DST``: run the flow with embedded defaults."""
+    from sr_core.errors import InputError, ModelError, SRError
+
+    if len(argv) != 2:
+        print("usage: python -m flows.upscale_scene SRC DST", file=sys.stderr)
+        return 2
+    try:
+        out = upscale_scene(argv[0], argv[1])
+    except (InputError, ModelError) as exc:
+        print(f"upscale_scene: error: {exc}", file=sys.stderr)
+        return 2
+    except SRError as exc:
+        print(f"upscale_scene: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"COG:    {out['cog']}")
+    print(f"report: {out['report_json']} and {out['report_md']}")
+    wald = out.get("wald")
+    if isinstance(wald, dict):
+        print(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM {wald['model']['ssim']:.4f}; "
+              f"bicubic {wald['bicubic']['psnr_db']:.2f} dB / SSIM {wald['bicubic']['ssim']:.4f}")
+    return 0
+
+
 if __name__ == "__main__":
-    upscale_scene(sys.argv[1], sys.argv[2])
+    sys.exit(main(sys.argv[1:]))
