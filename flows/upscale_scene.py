@@ -95,6 +95,24 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         pipeline.cleanup(run)
 
 
+def preflight(src: str, dst: str) -> None:
+    """Validate options, model, destination and a local source before the flow starts, so a user
+    mistake gets one line rather than the traceback Prefect logs for a failed flow run.
+
+    Raises:
+        InputError, ModelError: as :func:`sr_core.pipeline.start` and :func:`sr_core.scene.open_scene`.
+    """
+    from sr_core import storage
+    from sr_core.scene import open_scene
+
+    cfg = UpscaleConfig(src=src, dst=dst)
+    pipeline.check_options(cfg)
+    pipeline.resolve_model(cfg.model, cfg.scale)
+    storage.check_destination(dst)
+    if not storage.is_s3(src):
+        open_scene(src)
+
+
 def main(argv: list[str]) -> int:
     """``python -m flows.upscale_scene SRC DST``: run the flow with embedded defaults."""
     from sr_core.errors import InputError, ModelError, SRError
@@ -103,6 +121,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m flows.upscale_scene SRC DST", file=sys.stderr)
         return 2
     try:
+        preflight(argv[0], argv[1])
         out = upscale_scene(argv[0], argv[1])
     except (InputError, ModelError) as exc:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
