@@ -82,15 +82,17 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int):
     Raises:
         ModelError: unknown model or unusable weights.
     """
+    import torch
+
+    # OpenMP's thread count belongs to the calling thread, and Dask's nanny starts workers with
+    # OMP_NUM_THREADS=1: set it in the thread that runs this task, every time.
+    if torch_threads > 0 and torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
     key = (model_ref, scale, device)
     with _LOCK:
         if key not in _CACHE:
-            import torch
-
             from sr_core.models.registry import load_model
 
-            if torch_threads > 0:
-                torch.set_num_threads(torch_threads)
             _CACHE[key] = load_model(model_ref, scale=scale, device=device)
         return _CACHE[key]
 
