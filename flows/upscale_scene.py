@@ -64,7 +64,7 @@ def report(run: Run) -> Run:
 
 @flow(name="upscale_scene")
 def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | None = None,
-                  tile_size: int = 512, device: str = "auto", dask_address: str | None = None,
+                  tile_size: int = 1024, device: str = "auto", dask_address: str | None = None,
                   workers: int | None = None, report_path: str | None = None) -> dict:
     """Super-resolve one scene (local path or s3:// URL) into a COG with a quality report.
 
@@ -95,24 +95,6 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         pipeline.cleanup(run)
 
 
-def preflight(src: str, dst: str) -> None:
-    """Validate options, model, destination and a local source before the flow starts, so a user
-    mistake gets one line rather than the traceback Prefect logs for a failed flow run.
-
-    Raises:
-        InputError, ModelError: as :func:`sr_core.pipeline.start` and :func:`sr_core.scene.open_scene`.
-    """
-    from sr_core import storage
-    from sr_core.scene import open_scene
-
-    cfg = UpscaleConfig(src=src, dst=dst)
-    pipeline.check_options(cfg)
-    pipeline.resolve_model(cfg.model, cfg.scale)
-    storage.check_destination(dst)
-    if not storage.is_s3(src):
-        open_scene(src)
-
-
 def main(argv: list[str]) -> int:
     """``python -m flows.upscale_scene SRC DST``: run the flow with embedded defaults."""
     from sr_core.errors import InputError, ModelError, SRError
@@ -121,7 +103,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m flows.upscale_scene SRC DST", file=sys.stderr)
         return 2
     try:
-        preflight(argv[0], argv[1])
+        # validate before the flow starts: a failed flow run logs a traceback, a user mistake
+        # gets one line
+        pipeline.preflight(UpscaleConfig(src=argv[0], dst=argv[1]))
         out = upscale_scene(argv[0], argv[1])
     except (InputError, ModelError) as exc:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)

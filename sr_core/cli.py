@@ -36,7 +36,7 @@ def cli() -> None:
               help="Registry name (see `sr-pipeline models`) or a .safetensors path. "
                    "Default: the shipped EDSR x2.")
 @click.option("--scale", type=int, default=None, help="Upscaling factor (default: the model's).")
-@click.option("--tile-size", "tile_size", type=int, default=512, show_default=True,
+@click.option("--tile-size", "tile_size", type=int, default=1024, show_default=True,
               help="Tile core edge in input pixels.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto = CUDA when the worker has it.")
