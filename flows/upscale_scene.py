@@ -71,6 +71,10 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
     Returns:
         ``{"cog": DST, "report_json": ..., "report_md": ..., "wald": {...}}``.
     """
+    # importing distributed configures its loggers at INFO: import it first, then quiet it, or
+    # every scheduler and nanny event lands in the flow's log
+    import distributed  # noqa: F401
+
     logging.getLogger("distributed").setLevel(logging.ERROR)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers,

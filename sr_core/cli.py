@@ -54,6 +54,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
 
     from sr_core.pipeline import UpscaleConfig, run_upscale
 
+    import distributed  # noqa: F401 - its import sets its loggers to INFO; quiet them after
+
     logging.getLogger("distributed").setLevel(logging.ERROR)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers, report=report,
