@@ -66,10 +66,12 @@ def report(run: Run) -> Run:
 def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | None = None,
                   tile_size: int = 1024, device: str = "auto", dask_address: str | None = None,
                   workers: int | None = None, report_path: str | None = None) -> dict:
-    """Super-resolve one scene (local path or s3:// URL) into a COG with a quality report.
+    """Super-resolve one scene (local path or s3:// URL) into a COG, or a medical image into its
+    own format (DICOM series, NIfTI, pyramidal TIFF), with a quality report.
 
     Returns:
-        ``{"cog": DST, "report_json": ..., "report_md": ..., "wald": {...}}``.
+        ``{"output": DST, "format": ..., "cog": DST (GeoTIFF input only), "report_json": ...,
+        "report_md": ..., "wald": {...}}``.
     """
     # importing distributed configures its loggers at INFO: import it first, then quiet it, or
     # every scheduler and nanny event lands in the flow's log
@@ -117,7 +119,7 @@ def main(argv: list[str]) -> int:
     except SRError as exc:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
         return 1
-    print(f"COG:    {out['cog']}")
+    print(f"{'COG' if out['format'] == 'cog' else out['format']}:    {out['output']}")
     print(f"report: {out['report_json']} and {out['report_md']}")
     wald = out.get("wald")
     if isinstance(wald, dict):

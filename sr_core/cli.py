@@ -26,7 +26,7 @@ def _fail(message: str, code: int) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sr-pipeline")
 def cli() -> None:
-    """Batch super-resolution of georeferenced scenes: seam-free, georeferenced, reported."""
+    """Batch super-resolution of satellite and medical images: seam-free, geometry kept, reported."""
 
 
 @cli.command()
@@ -49,7 +49,13 @@ def cli() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, report, scratch_dir,
             progress) -> None:
-    """Super-resolve SRC (GeoTIFF/COG, local or s3://) into the COG DST (local or s3://)."""
+    """Super-resolve SRC into DST (local paths or s3:// URLs).
+
+    SRC: GeoTIFF/COG, DICOM file or series folder, NIfTI (.nii/.nii.gz), Aperio SVS or
+    OME-TIFF (format read from the content). DST: a COG for GeoTIFF input; else the input's
+    format: a folder (or NAME.dcm) for DICOM, NAME.nii[.gz] for NIfTI, NAME.tif/.svs for
+    whole-slide images.
+    """
     from tqdm import tqdm
 
     from sr_core.pipeline import UpscaleConfig, run_upscale
@@ -79,8 +85,13 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
             bar.close()
     rep = run.published["report"]
     o = rep["output"]
-    click.echo(f"COG:    {run.published['cog']} ({o['width']} x {o['height']} px, {o['bands']} "
-               f"band(s), {o['dtype']}, CRS {o['crs']})")
+    if run.published["format"] == "cog":
+        click.echo(f"COG:    {run.published['output']} ({o['width']} x {o['height']} px, "
+                   f"{o['bands']} band(s), {o['dtype']}, CRS {o['crs']})")
+    else:
+        label = {"dicom": "DICOM", "nifti": "NIfTI", "svs": "SVS", "ome-tiff": "OME-TIFF"}
+        click.echo(f"{label.get(run.published['format'], 'output')}: {run.published['output']} "
+                   f"({o['width']} x {o['height']} px, {o['bands']} plane(s), {o['dtype']})")
     click.echo(f"report: {run.published['report_json']} and {run.published['report_md']}")
     wald = rep["quality"].get("wald")
     if isinstance(wald, dict):

@@ -24,6 +24,9 @@ from sr_core.normalize import Normalization
 from sr_core.tiling import Tile
 
 _CACHE: dict[tuple, object] = {}
+#: Images (bands, planes) per forward pass on a worker: bounds memory for volumes with hundreds
+#: of planes; results do not depend on it.
+MAX_BATCH = 16
 _LOCK = threading.Lock()
 
 
@@ -93,7 +96,11 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int):
         if key not in _CACHE:
             from sr_core.models.registry import load_model
 
-            _CACHE[key] = load_model(model_ref, scale=scale, device=device)
+            model = load_model(model_ref, scale=scale, device=device)
+            if model.max_batch is None:
+                # a volume's planes are bands too: bound the images per forward pass
+                model.max_batch = MAX_BATCH
+            _CACHE[key] = model
         return _CACHE[key]
 
 
@@ -190,18 +197,31 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     return [run_tile(job, t, model, src_image, src_valid, dst_image, dst_valid) for t in tiles]
 
 
-def wald_window_task(job: TileJob, window, data_range: float) -> dict:
+def wald_window_task(job: TileJob, window, data_range: float,
+                     planes: list[int] | None = None) -> dict:
     """Dask task: the Wald-protocol check (:func:`sr_core.metrics.wald_check`) on one window of
-    the staged input, run on a worker beside the tiles."""
+    the staged input, run on a worker beside the tiles; on the given bands / planes only (all by
+    default)."""
+    from dataclasses import replace
+
     from sr_core.metrics import wald_check
 
     model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
     src = zarr.open_group(job.input_store, mode="r")
     rows, cols = window.slices()
-    hr = src["image"][:, rows, cols]
-    valid = src["valid"][:, rows, cols]
+    norm = job.normalization
+    if planes is None:
+        hr = src["image"][:, rows, cols]
+        valid = src["valid"][:, rows, cols]
+    else:
+        hr = np.stack([src["image"][p, rows, cols] for p in planes])
+        valid = np.stack([src["valid"][p, rows, cols] for p in planes])
+        norm = replace(norm, offset=tuple(norm.offset[p] for p in planes),
+                       span=tuple(norm.span[p] for p in planes))
     t0 = time.perf_counter()
-    result = wald_check(model, hr, valid, job.normalization, data_range)
+    result = wald_check(model, hr, valid, norm, data_range)
+    if planes is not None:
+        result["planes"] = list(planes)
     result["seconds"] = time.perf_counter() - t0
     result["worker_pid"] = os.getpid()
     return result

@@ -4,9 +4,10 @@ The CLI (:func:`run_upscale`) and the Prefect flow (``flows/upscale_scene.py``) 
 functions; the flow only wraps each one in a task. Every stage takes and returns small dataclasses,
 so Prefect tracks scenes and stages while Dask runs the tiles.
 
-Nothing is written at the destination until :func:`publish`: the COG and the report are built
-under a scratch directory (or a hidden temp name beside a local destination) and moved or uploaded
-into place only when complete.
+Nothing is written at the destination until :func:`publish`: the output (a COG, or for medical
+inputs a DICOM series, NIfTI file or pyramidal TIFF: :mod:`sr_core.formats`) and the report are
+built under a scratch directory (or a hidden temp name beside a local destination) and moved or
+uploaded into place only when complete.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from sr_core import storage
 from sr_core.errors import InputError, SRError
+from sr_core.formats import check_output, open_input, output_is_folder, write_output
 from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
 from sr_core.metrics import data_range_for, psnr_from_sse
 from sr_core.models.descriptor import ModelDescriptor
 from sr_core.normalize import Normalization, normalization_for
-from sr_core.scene import SceneInfo, open_scene
+from sr_core.scene import SceneInfo
 from sr_core.staging import StagedScene, create_output, stage_scene
 from sr_core.tiling import PixelWindow, TileGrid, plan_tiles
 
@@ -42,8 +46,10 @@ class UpscaleConfig:
     """One upscaling job. Defaults are the embedded defaults of ``sr-pipeline upscale``.
 
     Attributes:
-        src: input GeoTIFF / COG: local path or ``s3://bucket/key``.
-        dst: output COG: local path or ``s3://bucket/key``.
+        src: input GeoTIFF / COG, DICOM file or series folder, NIfTI, SVS / OME-TIFF: local path
+            or ``s3://bucket/key`` (``s3://bucket/prefix/`` for a DICOM series folder).
+        dst: output: local path or ``s3://bucket/key``; a COG for GeoTIFF input, else the input's
+            own format (:func:`sr_core.formats.check_output`).
         model: registry name (``sr-pipeline models``) or weights path; default the shipped EDSR.
         scale: upscaling factor; ``None`` takes the model's own.
         tile_size_px: tile core edge in LR pixels, 16..8192.
@@ -83,7 +89,9 @@ class UpscaleConfig:
 
 
 def _strip_ext(uri: str) -> str:
-    head, sep, tail = uri.rpartition("/")
+    head, sep, tail = uri.rstrip("/").rpartition("/")
+    if tail.lower().endswith(".nii.gz"):
+        tail = tail[:-3]
     stem = tail.rsplit(".", 1)[0] if "." in tail else tail
     return f"{head}{sep}{stem}"
 
@@ -112,8 +120,8 @@ class Run:
     tiles: list[TileResult] = field(default_factory=list)
     wald: dict | None = None
     dask: dict = field(default_factory=dict)
-    cog: dict | None = None
-    temp_cog: str | None = None
+    written: dict | None = None
+    temp_output: str | None = None
     published: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -161,12 +169,18 @@ def preflight(cfg: UpscaleConfig) -> None:
     """Cheap checks before anything is started: options, the destination, and a local source.
 
     Raises:
-        InputError: bad options, destination or local source file.
+        InputError: bad options, destination or local source file, or a destination that cannot
+            hold the source's format.
     """
     check_options(cfg)
-    storage.check_destination(cfg.dst)
+    storage.check_destination(cfg.dst, folder=None)
     if not storage.is_s3(cfg.src):
-        open_scene(cfg.src)
+        _check_output(open_input(cfg.src), cfg.dst)
+
+
+def _check_output(scene: SceneInfo, dst: str) -> None:
+    check_output(scene, dst)
+    storage.check_destination(dst, folder=output_is_folder(scene, dst))
 
 
 def make_scratch(cfg: UpscaleConfig) -> str:
@@ -204,9 +218,10 @@ def ingest(run: Run) -> Run:
         InputError: bad source file or destination; StorageError: S3 unreachable.
     """
     with _timed(run, "ingest"):
-        storage.check_destination(run.cfg.dst)
+        storage.check_destination(run.cfg.dst, folder=None)
         local = storage.fetch(run.cfg.src, run.scratch)
-        run.scene = open_scene(local, name=run.cfg.src)
+        run.scene = open_input(local, name=run.cfg.src)
+        _check_output(run.scene, run.cfg.dst)
     return run
 
 
@@ -218,8 +233,13 @@ def tile(run: Run) -> Run:
     with _timed(run, "tile"):
         run.staged = stage_scene(scene, os.path.join(run.scratch, "input.zarr"),
                                  tile_size_px=cfg.tile_size_px)
-        run.normalization = normalization_for(scene.dtype, list(run.staged.band_min),
-                                              list(run.staged.band_max))
+        lo, hi = list(run.staged.band_min), list(run.staged.band_max)
+        if scene.format != "geotiff":
+            # the planes of a medical image share one unit: one normalisation for the volume
+            # (per-plane min/max would make neighbouring slices disagree)
+            lo = [float(np.nanmin(lo))] * len(lo) if not np.isnan(lo).all() else lo
+            hi = [float(np.nanmax(hi))] * len(hi) if not np.isnan(hi).all() else hi
+        run.normalization = normalization_for(scene.dtype, lo, hi)
         run.grid = plan_tiles(scene.height, scene.width, tile_size_px=cfg.tile_size_px,
                               halo_px=run.halo_px)
         run.output_store = os.path.join(run.scratch, "output.zarr")
@@ -322,6 +342,18 @@ def _wald_window(scene: SceneInfo, scale: int, edge_px: int) -> PixelWindow:
     return PixelWindow((scene.height - h) // 2, (scene.width - w) // 2, h, w)
 
 
+#: The Wald check of a medical volume looks at this many evenly spaced planes at most.
+WALD_MAX_PLANES = 8
+
+
+def _wald_planes(scene: SceneInfo) -> list[int] | None:
+    """Planes for the Wald check: all bands of a GeoTIFF or small image; else evenly spaced."""
+    if scene.format == "geotiff" or scene.count <= WALD_MAX_PLANES:
+        return None
+    return sorted({round(i * (scene.count - 1) / (WALD_MAX_PLANES - 1))
+                   for i in range(WALD_MAX_PLANES)})
+
+
 def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None = None) -> Run:
     """Run every tile on the Dask cluster (and the Wald check beside them).
 
@@ -351,7 +383,8 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                    for b in batches}
         drange = data_range_for(scene.dtype, run.staged.band_min, run.staged.band_max)
         window = _wald_window(scene, cfg.scale, cfg.wald_window_px)
-        wald_future = client.submit(wald_window_task, job, window, drange, pure=False) \
+        wald_future = client.submit(wald_window_task, job, window, drange,
+                                    _wald_planes(scene), pure=False) \
             if min(window.height, window.width) >= 7 * cfg.scale else None
         done = out_px = 0
         if on_progress:
@@ -379,25 +412,26 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
 
 
 def stitch(run: Run) -> Run:
-    """Write the output Zarr into a COG at a temporary path (nothing at DST yet)."""
-    from sr_core.cog import write_cog
-
+    """Write the output Zarr at a temporary path (nothing at DST yet): a COG, or the medical
+    input's own format (:func:`sr_core.formats.write_output`)."""
     assert run.scene is not None and run.output_store is not None
     with _timed(run, "stitch"):
-        run.temp_cog = storage.temp_path_for(run.cfg.dst, run.scratch)
-        run.cog = write_cog(run.output_store, run.scene, run.cfg.scale, run.temp_cog,
-                            extra_tags={"SR_SCALE": str(run.cfg.scale),
-                                        "SR_MODEL": run.model.descriptor.name})
+        run.temp_output = storage.temp_path_for(run.cfg.dst.rstrip("/"), run.scratch)
+        run.written = write_output(run.output_store, run.scene, run.cfg.scale, run.temp_output,
+                                   model_name=run.model.descriptor.name, dst_uri=run.cfg.dst)
     return run
 
 
 def publish(run: Run) -> Run:
-    """Move or upload the finished COG into place at DST."""
-    assert run.temp_cog is not None
+    """Move or upload the finished output into place at DST."""
+    assert run.temp_output is not None and run.written is not None
     with _timed(run, "publish"):
-        storage.publish(run.temp_cog, run.cfg.dst)
-        run.published["cog"] = run.cfg.dst
-        run.temp_cog = None
+        storage.publish(run.temp_output, run.cfg.dst)
+        run.published["output"] = run.cfg.dst
+        run.published["format"] = run.written["format"]
+        if run.written["format"] == "cog":
+            run.published["cog"] = run.cfg.dst
+        run.temp_output = None
     return run
 
 
@@ -437,9 +471,9 @@ def report(run: Run) -> Run:
 
 
 def cleanup(run: Run) -> None:
-    """Remove the run's scratch directory and any temporary COG."""
-    if run.temp_cog:
-        storage.discard(run.temp_cog)
+    """Remove the run's scratch directory and any temporary output."""
+    if run.temp_output:
+        storage.discard(run.temp_output)
     if not os.environ.get("SR_KEEP_SCRATCH"):
         shutil.rmtree(run.scratch, ignore_errors=True)
 

@@ -49,7 +49,7 @@ def build_report(run, quality: dict) -> dict:
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "input": scene.to_dict(),
         "output": {
-            "uri": cfg.dst, **{k: v for k, v in (run.cog or {}).items() if k != "path"},
+            "uri": cfg.dst, **{k: v for k, v in (run.written or {}).items() if k != "path"},
             "width": scene.width * s, "height": scene.height * s, "bands": scene.count,
             "dtype": scene.dtype, "crs": scene.crs_label or scene.crs, "nodata": scene.nodata,
         },
@@ -122,8 +122,10 @@ def to_markdown(rep: dict) -> str:
         f"# sr-pipeline report: {i['name']}",
         "",
         f"- Output: `{o['uri']}` ({o['width']} x {o['height']} px, {o['bands']} bands, {o['dtype']})",
-        f"- Input: {i['width']} x {i['height']} px, {i['bands']} bands, {i['dtype']}, "
-        f"CRS {i['crs']}, nodata {i['nodata']}",
+        (f"- Input: {i['width']} x {i['height']} px, {i['bands']} bands, {i['dtype']}, "
+         f"CRS {i['crs']}, nodata {i['nodata']}" if i.get("format", "geotiff") == "geotiff" else
+         f"- Input: {i['format']}, {i['width']} x {i['height']} px, {i['bands']} planes, "
+         f"{i['dtype']}; geometry {json.dumps(i.get('geometry', {}))}"),
         f"- Model: `{d['name']}` ({d['architecture']}, x{rep['scale']}, receptive field "
         f"{d['receptive_field_px']} px) - {m['card'].get('summary') or m['card'].get('note', '')}",
         f"- Normalisation: {rep['normalisation']['method']}",

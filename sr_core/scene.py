@@ -8,8 +8,9 @@ GeoTIFF, truncated, unsupported dtype (complex, palette, ...).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -43,7 +44,14 @@ class SceneInfo:
         mask_kind: ``"nodata"`` (a nodata value), ``"per_dataset"`` (an internal/external mask band),
             or ``"none"``. Non-finite float pixels always count as invalid too.
         descriptions, colorinterp, units: per band; tags: dataset tags; band_tags: per band.
-        file_bytes: size of the file read.
+        file_bytes: size of the file read (all files of a DICOM series folder).
+        format: ``"geotiff"``, ``"dicom"``, ``"nifti"`` or ``"wsi"`` (see :mod:`sr_core.formats`).
+        geometry: the physical geometry of a medical image (spacing, affine, MPP, ...; never
+            patient data), shown in reports; empty for GeoTIFFs.
+        meta: what the format's reader and writer need (file list, header facts); never reported.
+
+    For a medical image the ``count`` axis holds *planes*: the 2-D images that are upscaled
+    in-plane one by one (slices, frames, time points, colour samples; see each format's module).
     """
 
     path: str
@@ -63,10 +71,19 @@ class SceneInfo:
     tags: dict = field(default_factory=dict)
     band_tags: tuple[dict, ...] = ()
     file_bytes: int = 0
+    format: str = "geotiff"
+    geometry: dict = field(default_factory=dict)
+    meta: Any = None
 
     @property
     def size_px(self) -> int:
         return self.height * self.width
+
+    @property
+    def chunk_planes(self) -> int:
+        """Planes per Zarr chunk: all bands for a GeoTIFF (one chunk per tile), one for medical
+        images (one chunk per tile and plane, so a writer can read plane by plane)."""
+        return self.count if self.format == "geotiff" else 1
 
     def to_dict(self) -> dict:
         """JSON-ready metadata for reports."""
@@ -75,6 +92,7 @@ class SceneInfo:
             "dtype": self.dtype, "crs": self.crs_label or self.crs, "transform": list(self.transform),
             "nodata": self.nodata, "mask": self.mask_kind, "descriptions": list(self.descriptions),
             "colorinterp": list(self.colorinterp), "file_bytes": self.file_bytes,
+            "format": self.format, **({"geometry": self.geometry} if self.geometry else {}),
         }
 
 
@@ -192,3 +210,21 @@ def read_window(src: rasterio.DatasetReader, window: PixelWindow, *, name: str
     if np.issubdtype(data.dtype, np.floating):
         valid &= np.isfinite(data)
     return data, valid
+
+
+def iter_blocks(scene: SceneInfo, tile_size_px: int
+                ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:
+    """Stream a GeoTIFF for staging: one chunk-sized window of all bands at a time.
+
+    Yields:
+        ``(planes, window, data, valid)`` as :func:`sr_core.formats.iter_blocks` describes.
+
+    Raises:
+        InputError: a block cannot be decoded (truncated or corrupt file).
+    """
+    from sr_core.tiling import plan_tiles
+
+    with rasterio.open(scene.path, driver=ALLOWED_DRIVERS) as src:
+        for tile in plan_tiles(scene.height, scene.width, tile_size_px=tile_size_px, halo_px=0):
+            data, ok = read_window(src, tile.core, name=scene.name)
+            yield slice(0, scene.count), tile.core, data, ok

@@ -3,14 +3,16 @@
 Layout (zarr-python 3, Zarr format 3), one group per scene:
 
 * input group: ``image`` ``(bands, H, W)`` in the scene's dtype and ``valid`` ``(bands, H, W)``
-  bool, both chunked ``(bands, T, T)`` with T the tile size in LR pixels.
+  bool, both chunked ``(P, T, T)`` with T the tile size in LR pixels and P =
+  :attr:`SceneInfo.chunk_planes` (all bands for a GeoTIFF; 1 for the planes of a medical image).
 * output group: ``image`` ``(bands, H*s, W*s)`` and ``valid`` likewise, chunked
-  ``(bands, T*s, T*s)``: the core of tile ``(r, c)`` is exactly output chunk ``(0, r, c)``, so no two
-  tasks ever write the same chunk.
+  ``(P, T*s, T*s)``: the core of tile ``(r, c)`` is exactly output chunk ``(0, r, c)`` (GeoTIFF)
+  or chunks ``(p, r, c)`` for every plane p (medical), so no two tasks ever write the same chunk.
 
-Staging reads the source one chunk-sized window at a time, so memory stays bounded by one chunk
-whatever the scene size, and measures each band's valid minimum and maximum on the way (the
-per-scene normalisation needs them).
+Staging streams the source block by block (:func:`sr_core.formats.iter_blocks`: a chunk-sized
+window for GeoTIFFs and whole-slide images, one plane for DICOM and NIfTI), so memory stays bounded
+by one block whatever the scene size, and measures each band's valid minimum and maximum on the way
+(the per-scene normalisation needs them).
 """
 
 from __future__ import annotations
@@ -18,11 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
 import zarr
 
-from sr_core.scene import ALLOWED_DRIVERS, SceneInfo, read_window
-from sr_core.tiling import TileGrid, plan_tiles
+from sr_core.scene import SceneInfo
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,6 @@ class StagedScene:
         return 1.0 - (sum(self.valid_px) / total if total else 0.0)
 
 
-def _chunk_grid(height_px: int, width_px: int, tile_size_px: int) -> TileGrid:
-    return plan_tiles(height_px, width_px, tile_size_px=tile_size_px, halo_px=0)
-
-
 def stage_scene(scene: SceneInfo, store_path: str, *, tile_size_px: int) -> StagedScene:
     """Copy a scene into a Zarr group chunked by tile, measuring per-band valid min/max.
 
@@ -67,9 +63,11 @@ def stage_scene(scene: SceneInfo, store_path: str, *, tile_size_px: int) -> Stag
     Raises:
         InputError: a block of the source cannot be decoded (truncated or corrupt file).
     """
+    from sr_core.formats import iter_blocks
+
     group = zarr.open_group(store_path, mode="w")
     shape = (scene.count, scene.height, scene.width)
-    chunks = (scene.count, tile_size_px, tile_size_px)
+    chunks = (scene.chunk_planes, tile_size_px, tile_size_px)
     image = group.create_array("image", shape=shape, chunks=chunks, dtype=scene.dtype,
                                fill_value=0)
     valid = group.create_array("valid", shape=shape, chunks=chunks, dtype="bool",
@@ -77,18 +75,16 @@ def stage_scene(scene: SceneInfo, store_path: str, *, tile_size_px: int) -> Stag
     lo = np.full(scene.count, np.inf)
     hi = np.full(scene.count, -np.inf)
     count = np.zeros(scene.count, dtype=np.int64)
-    with rasterio.open(scene.path, driver=ALLOWED_DRIVERS) as src:
-        for tile in _chunk_grid(scene.height, scene.width, tile_size_px):
-            data, ok = read_window(src, tile.core, name=scene.name)
-            rows, cols = tile.core.slices()
-            image[:, rows, cols] = data
-            valid[:, rows, cols] = ok
-            for b in range(scene.count):
-                vals = data[b][ok[b]]
-                if vals.size:
-                    lo[b] = min(lo[b], float(vals.min()))
-                    hi[b] = max(hi[b], float(vals.max()))
-                    count[b] += vals.size
+    for planes, window, data, ok in iter_blocks(scene, tile_size_px):
+        rows, cols = window.slices()
+        image[planes, rows, cols] = data
+        valid[planes, rows, cols] = ok
+        for i, b in enumerate(range(scene.count)[planes]):
+            vals = data[i][ok[i]]
+            if vals.size:
+                lo[b] = min(lo[b], float(vals.min()))
+                hi[b] = max(hi[b], float(vals.max()))
+                count[b] += vals.size
     lo[~np.isfinite(lo)] = np.nan
     hi[~np.isfinite(hi)] = np.nan
     return StagedScene(store_path, tile_size_px, tuple(map(float, lo)), tuple(map(float, hi)),
@@ -106,7 +102,7 @@ def create_output(store_path: str, scene: SceneInfo, *, scale: int, tile_size_px
     """
     group = zarr.open_group(store_path, mode="w")
     shape = (scene.count, scene.height * scale, scene.width * scale)
-    chunks = (scene.count, tile_size_px * scale, tile_size_px * scale)
+    chunks = (scene.chunk_planes, tile_size_px * scale, tile_size_px * scale)
     fill = scene.nodata if scene.nodata is not None else 0
     group.create_array("image", shape=shape, chunks=chunks, dtype=scene.dtype, fill_value=fill)
     group.create_array("valid", shape=shape, chunks=chunks, dtype="bool", fill_value=False)

@@ -169,7 +169,9 @@ def fetch(uri: str | os.PathLike, scratch_dir: str | os.PathLike) -> str:
     Returns:
         A local path. For S3, a new file ``<scratch_dir>/<uuid>-<basename of key>``, downloaded with
         boto3's managed transfer (streamed to disk in parts, never whole in memory; s3transfer
-        writes to a temporary name and renames when complete).
+        writes to a temporary name and renames when complete). A URL ending in ``/`` names a
+        folder (e.g. a DICOM series): every object directly under that prefix is downloaded
+        into a new local folder, which is returned.
 
     Raises:
         InputError: malformed S3 URL, or no such object or bucket.
@@ -180,7 +182,7 @@ def fetch(uri: str | os.PathLike, scratch_dir: str | os.PathLike) -> str:
     uri = str(uri)
     bucket, key = parse_s3(uri)
     if key.endswith("/"):
-        raise InputError(f"{uri}: names a prefix, not an object")
+        return _fetch_prefix(uri, bucket, key, scratch_dir)
     local = _scratch_file(scratch_dir, key)
     try:
         s3_client().download_file(bucket, key, local, Config=_transfer_config(
@@ -195,6 +197,29 @@ def fetch(uri: str | os.PathLike, scratch_dir: str | os.PathLike) -> str:
         discard(local)
         raise _s3_error(uri, exc) from None
     return local
+
+
+def _fetch_prefix(uri: str, bucket: str, prefix: str, scratch_dir: str | os.PathLike) -> str:
+    """Download the objects directly under ``prefix`` into a new folder (see :func:`fetch`)."""
+    folder = _scratch_file(scratch_dir, prefix)
+    os.makedirs(folder)
+    client = s3_client()
+    try:
+        keys = [obj["Key"] for page in client.get_paginator("list_objects_v2").paginate(
+                    Bucket=bucket, Prefix=prefix, Delimiter="/")
+                for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
+        if not keys:
+            raise InputError(f"{uri}: no objects under this prefix")
+        for key in keys:
+            client.download_file(bucket, key, os.path.join(folder, os.path.basename(key)),
+                                 Config=_transfer_config(MULTIPART_THRESHOLD, MULTIPART_CHUNKSIZE))
+    except InputError:
+        discard(folder)
+        raise
+    except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
+        discard(folder)
+        raise _s3_error(uri, exc, missing="no such bucket") from None
+    return folder
 
 
 def temp_path_for(dst_uri: str | os.PathLike, scratch_dir: str | os.PathLike) -> str:
@@ -236,8 +261,13 @@ def _scratch_file(scratch_dir: str | os.PathLike, key: str) -> str:
 
 
 def discard(temp: str | os.PathLike | None) -> None:
-    """Remove a temporary file; a missing file or any OS error is ignored."""
+    """Remove a temporary file or folder; a missing one or any OS error is ignored."""
     if temp is None:
+        return
+    if os.path.isdir(temp):
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
         return
     try:
         os.remove(temp)
@@ -257,6 +287,10 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
         multipart_threshold, multipart_chunksize: S3 only, bytes; files at least
             ``multipart_threshold`` long are uploaded in parts of ``multipart_chunksize``.
 
+    A folder (a DICOM series) is published as a whole: locally renamed into place (DST must not
+    exist or be an empty folder), to S3 uploaded file by file under ``DST/`` (the objects appear
+    one by one).
+
     Local: :func:`os.replace`. S3: ``upload_file`` with ``ChecksumAlgorithm="SHA256"`` (S3
     verifies every part and stores the checksum; the object appears only when the upload
     completes), then ``local_file`` is removed. On failure ``local_file`` is kept (the caller
@@ -268,6 +302,9 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
             different file systems, ...).
     """
     local_file = os.fspath(local_file)
+    if os.path.isdir(local_file):
+        _publish_folder(local_file, dst_uri, multipart_threshold, multipart_chunksize)
+        return
     if not is_s3(dst_uri):
         dst = os.fspath(dst_uri)
         try:
@@ -287,6 +324,23 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
         raise _s3_error(uri, exc, missing="no such bucket") from None
     discard(local_file)
+
+
+def _publish_folder(folder: str, dst_uri: str | os.PathLike, multipart_threshold: int,
+                    multipart_chunksize: int) -> None:
+    if not is_s3(dst_uri):
+        dst = os.fspath(dst_uri).rstrip("/")
+        try:
+            os.replace(folder, dst)
+        except OSError as exc:
+            raise StorageError(f"{dst}: cannot move {folder} into place "
+                               f"({exc.strerror or exc})") from None
+        return
+    base = str(dst_uri).rstrip("/")
+    for name in sorted(os.listdir(folder)):
+        publish(os.path.join(folder, name), f"{base}/{name}",
+                multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
+    discard(folder)
 
 
 def exists(uri: str | os.PathLike) -> bool:
@@ -310,11 +364,13 @@ def exists(uri: str | os.PathLike) -> bool:
     return True
 
 
-def check_destination(dst_uri: str | os.PathLike) -> None:
+def check_destination(dst_uri: str | os.PathLike, *, folder: bool | None = False) -> None:
     """Fail early, before any work, if ``dst_uri`` cannot be written.
 
     Local: the parent directory must exist (it is not created) and be writable, and ``dst_uri``
-    must not be a directory. S3: a valid ``s3://bucket/key`` URL (key not ending in ``/``) whose
+    must not be a directory (``folder=False``) or must not exist / be an empty directory
+    (``folder=True``, the output is a folder of files); ``folder=None`` leaves that to a later
+    check. S3: a valid ``s3://bucket/key`` URL (key not ending in ``/`` unless ``folder``) whose
     bucket exists (``HeadBucket``).
 
     Raises:
@@ -326,8 +382,11 @@ def check_destination(dst_uri: str | os.PathLike) -> None:
         dst = os.fspath(dst_uri)
         if not dst:
             raise InputError("destination path is empty")
-        if os.path.isdir(dst):
+        if folder is False and os.path.isdir(dst):
             raise InputError(f"{dst}: is a directory (give a file name)")
+        if folder and os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
+            raise InputError(f"{dst}: exists and is not an empty folder (give a new folder name)")
+        dst = dst.rstrip("/") or dst
         parent = os.path.dirname(os.path.abspath(dst))
         if not os.path.isdir(parent):
             raise InputError(f"{dst}: parent directory does not exist ({parent})")
@@ -336,7 +395,7 @@ def check_destination(dst_uri: str | os.PathLike) -> None:
         return
     uri = str(dst_uri)
     bucket, key = parse_s3(uri)
-    if key.endswith("/"):
+    if key.endswith("/") and folder is False:
         raise InputError(f"{uri}: names a prefix, not an object key")
     try:
         s3_client().head_bucket(Bucket=bucket)
