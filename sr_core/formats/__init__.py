@@ -23,8 +23,10 @@ the other axes (slices, time, frames) are kept.
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -58,11 +60,24 @@ def _head(path: str, n: int = 512) -> bytes:
     return head
 
 
+@contextmanager
+def quiet_tifffile() -> Iterator[None]:
+    """Keep tifffile's warnings about broken files off stderr: the caller turns them into one
+    InputError line."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _is_wsi(path: str) -> bool:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             return bool(tif.is_svs or tif.is_ome)
     except Exception:  # noqa: BLE001 - not parsable by tifffile: GDAL's open decides
         return False

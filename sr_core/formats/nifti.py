@@ -100,7 +100,7 @@ def open_nifti(path: str, name: str) -> SceneInfo:
     if dtype.newbyteorder("=").name not in SUPPORTED_DTYPES:
         raise InputError(f"{name}: NIfTI dtype {dtype.name} is not supported (supported: "
                          f"{', '.join(SUPPORTED_DTYPES)})")
-    offset = int(hdr.get_data_offset())
+    offset = int(img.dataobj.offset)  # vox_offset may be 0 (unset) in the header
     need = offset + math.prod(shape) * dtype.itemsize
     try:
         have = _stream_bytes(path, gz)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sr_core.errors import InputError, StorageError
-from sr_core.formats import first_line
+from sr_core.formats import first_line, quiet_tifffile
 from sr_core.scene import SceneInfo, _check_tiff_extent
 from sr_core.tiling import PixelWindow, plan_tiles
 
@@ -89,7 +89,7 @@ def open_wsi(path: str, name: str) -> SceneInfo:
     file_bytes = os.path.getsize(path)
     _check_tiff_extent(path, name, file_bytes)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             kind = "svs" if tif.is_svs else "ome"
             series = tif.series[0]
             level = series.levels[0]
@@ -271,6 +271,7 @@ def write_wsi(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
             return (lh, lw, s) if s > 1 else (lh, lw)
 
         if meta.kind == "svs":
+            common["metadata"] = None  # no tifffile "shaped" JSON: readers must see Aperio
             with tifffile.TiffWriter(dst_path, bigtiff=True) as tif:
                 tif.write(_tiles(levels[0]), shape=shape_of(levels[0]), dtype=dtype,
                           tile=(TILE_PX, TILE_PX),
