@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 import rasterio
@@ -61,3 +62,26 @@ def test_upscale_scene_flow(prefect_harness, repo_data, dask_address, tmp_path):
     assert "Wald PSNR" in by_key["upscale-report"].data
     assert by_key["upscale-quality"].type == "table"
     assert "Wald PSNR (dB)" in str(by_key["upscale-quality"].data)
+
+
+def test_upscale_scene_flow_dicom_series(prefect_harness, dask_address, tmp_path):
+    """A medical input (a DICOM series folder) takes the same six stages and comes out as a new
+    series."""
+    import pydicom
+
+    from flows.upscale_scene import upscale_scene
+
+    src = Path(__file__).resolve().parent / "data" / "medical" / "CT5N"
+    dst = tmp_path / "out" / "ct5n_x2"
+    dst.parent.mkdir()
+    state = upscale_scene(src=str(src), dst=str(dst), model="bicubic", dask_address=dask_address,
+                          return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert out["output"] == str(dst) and out["format"] == "dicom" and "cog" not in out
+    files = sorted(dst.iterdir())
+    assert len(files) == 5 and all(pydicom.dcmread(f).Rows == 32 for f in files)
+    tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
+    names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
+    assert names == sorted(["ingest", "tile", "infer", "stitch", "publish", "report"])
+    assert "upscale-report" in {a.key for a in artifacts}

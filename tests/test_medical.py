@@ -152,6 +152,26 @@ def test_dicom_series_folder(dask_address, tmp_path):
         assert abs(hy.mean() - hx.mean()) <= 0.01 * float(np.ptp(hx))
 
 
+@pytest.mark.parametrize("name", ["SC_rgb_rle_16bit_2frame.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm"],
+                         ids=["rgb-rle-2frame", "ybr422-jpeg"])
+def test_dicom_multiframe_and_colour(name, dask_address, tmp_path):
+    """Frames and colour samples are planes: RLE 16-bit RGB with 2 frames, JPEG YBR_FULL_422
+    (pydicom decodes it to RGB, so the output says RGB)."""
+    src = Path(get_testdata_file(name))
+    upscale(src, tmp_path / "out.dcm", dask_address, model="bicubic")
+    a, b = pydicom.dcmread(src), pydicom.dcmread(tmp_path / "out.dcm")
+    assert b.get("NumberOfFrames", 1) == a.get("NumberOfFrames", 1)
+    assert (b.Rows, b.Columns, b.SamplesPerPixel) == (2 * a.Rows, 2 * a.Columns, 3)
+    assert b.PhotometricInterpretation == "RGB" and b.PlanarConfiguration == 0
+    assert [float(v) for v in b.PixelSpacing] == [float(v) / 2 for v in a.PixelSpacing]
+    x = a.pixel_array.astype(np.float64)
+    y = b.pixel_array.astype(np.float64)
+    assert y.shape == (*x.shape[:-3], 2 * a.Rows, 2 * a.Columns, 3)
+    span = float(x.max() - x.min())
+    back = downsample_mean(np.moveaxis(y, -1, -3))
+    assert psnr(back, np.moveaxis(x, -1, -3), span) > 25
+
+
 # --------------------------------------------------------------------------------------- NIfTI
 
 @pytest.fixture(scope="module")
