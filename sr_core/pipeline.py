@@ -381,7 +381,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         batches = [tiles[i:i + cfg.tiles_per_task] for i in range(0, len(tiles), cfg.tiles_per_task)]
         futures = {client.submit(run_tiles, job, b, pure=False): b
                    for b in batches}
-        drange = data_range_for(scene.dtype, run.staged.band_min, run.staged.band_max)
+        drange = _data_range(run)
         window = _wald_window(scene, cfg.scale, cfg.wald_window_px)
         wald_future = client.submit(wald_window_task, job, window, drange,
                                     _wald_planes(scene), pure=False) \
@@ -435,10 +435,20 @@ def publish(run: Run) -> Run:
     return run
 
 
+def _data_range(run: Run) -> float:
+    """PSNR/SSIM data range: :func:`~sr_core.metrics.data_range_for` for GeoTIFFs and 8-bit
+    images; for other medical images the volume's valid value range (a 12-bit MR in uint16 or a
+    CT in int16 would otherwise be judged against 65535)."""
+    scene, staged = run.scene, run.staged
+    if scene.format == "geotiff" or scene.dtype == "uint8":
+        return data_range_for(scene.dtype, staged.band_min, staged.band_max)
+    return data_range_for("float64", staged.band_min, staged.band_max)
+
+
 def quality(run: Run) -> dict:
     """Quality figures of the run: Wald-protocol check and LR consistency."""
     assert run.scene is not None and run.staged is not None
-    drange = data_range_for(run.scene.dtype, run.staged.band_min, run.staged.band_max)
+    drange = _data_range(run)
     sse = sum(t.lr_sse for t in run.tiles)
     n = sum(t.valid_px for t in run.tiles)
     return {

@@ -77,7 +77,8 @@ def build_report(run, quality: dict) -> dict:
                 "psnr": "10 log10(data_range^2 / MSE) over valid pixels, scikit-image",
                 "ssim": "Wang et al. 2004, scikit-image structural_similarity per band (7x7 window),"
                         " map averaged over valid pixels and bands",
-                "data_range": "dtype range for integer scenes, valid value range for floats",
+                "data_range": "dtype range for integer scenes and 8-bit medical images, valid "
+                              "value range for floats and other medical images",
                 "wald": "Wald et al. 1997: degrade the scene by the scale "
                         f"({DEGRADATION}), super-resolve it, compare with the scene; centred window",
             },

@@ -361,7 +361,8 @@ def _phi_values(paths) -> set[str]:
 
 @pytest.mark.parametrize("src,dst_name", [(SERIES, "series_x2"), (MED / "RG1_J2KI.dcm", "cr.dcm")],
                          ids=["ct-series", "cr-jpeg2000"])
-def test_no_patient_data_in_report_or_log(src, dst_name, dask_address, tmp_path, capsys, caplog):
+def test_no_patient_data_in_report_or_log(src, dst_name, dask_address, tmp_path, capsys, caplog,
+                                          recwarn):
     files = sorted(src.iterdir()) if src.is_dir() else [src]
     values = _phi_values(files)
     assert len(values) >= 3, values  # the inputs do carry patient data
@@ -372,7 +373,8 @@ def test_no_patient_data_in_report_or_log(src, dst_name, dask_address, tmp_path,
     assert code == 0, err
     texts = {"report.json": (tmp_path / f"{Path(dst_name).stem}.report.json").read_text(),
              "report.md": (tmp_path / f"{Path(dst_name).stem}.report.md").read_text(),
-             "stdout": out, "stderr": err, "log": caplog.text}
+             "stdout": out, "stderr": err, "log": caplog.text,
+             "warnings": "\n".join(str(w.message) for w in recwarn)}
     assert "dicom" in texts["report.json"]
     for where, text in texts.items():
         leaked = sorted(v for v in values if v.lower() in text.lower())

@@ -28,8 +28,11 @@ only, and messages name files and tags, never values.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +76,22 @@ class DicomMeta:
         """The stored values Bits Stored and Pixel Representation allow."""
         b = self.bits_stored
         return (-(1 << (b - 1)), (1 << (b - 1)) - 1) if self.signed else (0, (1 << b) - 1)
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log records while it reads or writes: its validation
+    messages quote element values (``Invalid value for VR DA: '...'``), which may be patient
+    data, and stray warnings would break the CLI's one-line errors."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _files_of(path: str, name: str) -> list[str]:
@@ -166,6 +185,11 @@ def open_dicom(path: str, name: str) -> SceneInfo:
         InputError: not DICOM, truncated or undecodable pixel data, unsupported pixel format,
             or a folder that mixes series, sizes or pixel formats.
     """
+    with quiet_pydicom():
+        return _open_dicom(path, name)
+
+
+def _open_dicom(path: str, name: str) -> SceneInfo:
     files = _files_of(path, name)
     entries, first, dtype = [], None, None
     total_bytes = 0
@@ -240,7 +264,8 @@ def iter_blocks(scene: SceneInfo, tile_size_px: int
     for i, f in enumerate(meta.files):
         label = _label(scene.name, scene.path, f)
         try:
-            arr = pydicom.dcmread(f).pixel_array
+            with quiet_pydicom():
+                arr = pydicom.dcmread(f).pixel_array
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{label}: cannot decode pixel data ({first_line(exc)})") from None
         data = _planes_of(arr, meta).astype(scene.dtype, copy=False)
@@ -345,25 +370,27 @@ def write_dicom(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
     try:
         if not single:
             os.makedirs(dst_path)
-        for i, f in enumerate(meta.files):
-            planes = np.asarray(image[i * per:(i + 1) * per])
-            pixels = planes.reshape(meta.frames, meta.samples, h, w).transpose(0, 2, 3, 1)
-            if meta.samples == 1:
-                pixels = pixels[..., 0]
-            ds = pydicom.dcmread(f)
-            del ds.PixelData
-            ds = derived_dataset(ds, np.ascontiguousarray(pixels), meta, scale, series_uid,
-                                 model_name)
-            out = dst_path if single else os.path.join(dst_path, f"IM{i + 1:05d}.dcm")
-            ds.save_as(out, enforce_file_format=True)
-            written.append(out)
+        with quiet_pydicom():
+            for i, f in enumerate(meta.files):
+                planes = np.asarray(image[i * per:(i + 1) * per])
+                pixels = planes.reshape(meta.frames, meta.samples, h, w).transpose(0, 2, 3, 1)
+                if meta.samples == 1:
+                    pixels = pixels[..., 0]
+                ds = pydicom.dcmread(f)
+                del ds.PixelData
+                ds = derived_dataset(ds, np.ascontiguousarray(pixels), meta, scale, series_uid,
+                                     model_name)
+                out = dst_path if single else os.path.join(dst_path, f"IM{i + 1:05d}.dcm")
+                ds.save_as(out, enforce_file_format=True)
+                written.append(out)
     except Exception as exc:  # noqa: BLE001 - disk full, permissions, encoder refusals
         if single:
             _remove(dst_path)
         else:
             shutil.rmtree(dst_path, ignore_errors=True)
         raise StorageError(f"{dst_path}: cannot write DICOM ({first_line(exc)})") from None
-    check = pydicom.dcmread(written[0])
+    with quiet_pydicom():
+        check = pydicom.dcmread(written[0])
     return {
         "path": dst_path, "format": "dicom", "files": len(written), "rows": int(check.Rows),
         "columns": int(check.Columns), "transfer_syntax": str(check.file_meta.TransferSyntaxUID),
