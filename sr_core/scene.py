@@ -96,7 +96,7 @@ class SceneInfo:
         }
 
 
-def _check_tiff_extent(path: str, name: str, file_bytes: int) -> None:
+def check_tiff_extent(path: str, name: str, file_bytes: int) -> None:
     """Refuse a TIFF whose strips or tiles point past the end of the file (truncated download)."""
     import tifffile
 
@@ -179,7 +179,7 @@ def open_scene(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
             band_tags=tuple(dict(src.tags(b)) for b in range(1, src.count + 1)),
             file_bytes=file_bytes,
         )
-    _check_tiff_extent(path, name, file_bytes)
+    check_tiff_extent(path, name, file_bytes)
     return info
 
 

@@ -302,16 +302,21 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
             different file systems, ...).
     """
     local_file = os.fspath(local_file)
-    if os.path.isdir(local_file):
-        _publish_folder(local_file, dst_uri, multipart_threshold, multipart_chunksize)
-        return
     if not is_s3(dst_uri):
-        dst = os.fspath(dst_uri)
-        try:
+        dst = os.fspath(dst_uri).rstrip("/") or os.fspath(dst_uri)
+        try:  # a folder too: renamed onto a missing or empty folder
             os.replace(local_file, dst)
         except OSError as exc:
             raise StorageError(f"{dst}: cannot move {local_file} into place "
                                f"({exc.strerror or exc})") from None
+        return
+    if os.path.isdir(local_file):
+        base = str(dst_uri).rstrip("/")
+        for name in sorted(os.listdir(local_file)):
+            publish(os.path.join(local_file, name), f"{base}/{name}",
+                    multipart_threshold=multipart_threshold,
+                    multipart_chunksize=multipart_chunksize)
+        discard(local_file)
         return
     uri = str(dst_uri)
     bucket, key = parse_s3(uri)
@@ -324,23 +329,6 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
         raise _s3_error(uri, exc, missing="no such bucket") from None
     discard(local_file)
-
-
-def _publish_folder(folder: str, dst_uri: str | os.PathLike, multipart_threshold: int,
-                    multipart_chunksize: int) -> None:
-    if not is_s3(dst_uri):
-        dst = os.fspath(dst_uri).rstrip("/")
-        try:
-            os.replace(folder, dst)
-        except OSError as exc:
-            raise StorageError(f"{dst}: cannot move {folder} into place "
-                               f"({exc.strerror or exc})") from None
-        return
-    base = str(dst_uri).rstrip("/")
-    for name in sorted(os.listdir(folder)):
-        publish(os.path.join(folder, name), f"{base}/{name}",
-                multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
-    discard(folder)
 
 
 def exists(uri: str | os.PathLike) -> bool:

@@ -40,6 +40,7 @@ import numpy as np
 from sr_core.errors import InputError, StorageError
 from sr_core.formats import first_line
 from sr_core.scene import SceneInfo
+from sr_core.storage import discard
 from sr_core.tiling import PixelWindow
 
 #: Spacing attributes divided by the scale (row spacing \\ column spacing, mm).
@@ -352,8 +353,6 @@ def write_dicom(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
     Raises:
         StorageError: a file cannot be written (nothing is left at ``dst_path``).
     """
-    import shutil
-
     import pydicom
     import zarr
     from pydicom.uid import generate_uid
@@ -384,10 +383,7 @@ def write_dicom(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
                 ds.save_as(out, enforce_file_format=True)
                 written.append(out)
     except Exception as exc:  # noqa: BLE001 - disk full, permissions, encoder refusals
-        if single:
-            _remove(dst_path)
-        else:
-            shutil.rmtree(dst_path, ignore_errors=True)
+        discard(dst_path)
         raise StorageError(f"{dst_path}: cannot write DICOM ({first_line(exc)})") from None
     with quiet_pydicom():
         check = pydicom.dcmread(written[0])
@@ -398,10 +394,3 @@ def write_dicom(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
            if check.get(t)},
         "bytes": sum(os.path.getsize(p) for p in written),
     }
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass

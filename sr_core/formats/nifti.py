@@ -36,6 +36,7 @@ import numpy as np
 from sr_core.errors import InputError, StorageError
 from sr_core.formats import first_line
 from sr_core.scene import SUPPORTED_DTYPES, SceneInfo
+from sr_core.storage import discard
 from sr_core.tiling import PixelWindow
 
 _READ_CHUNK = 16 * 1024 * 1024
@@ -231,10 +232,7 @@ def write_nifti(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
             for p in range(scene.count):
                 f.write(np.asarray(image[p]).astype(dtype, copy=False).tobytes(order="C"))
     except Exception as exc:  # noqa: BLE001 - disk full, permissions, header errors
-        try:
-            os.remove(dst_path)
-        except OSError:
-            pass
+        discard(dst_path)
         raise StorageError(f"{dst_path}: cannot write NIfTI ({first_line(exc)})") from None
     # read the header back (nibabel's load() goes by the file name, a temporary one here)
     with (gzip.open(dst_path, "rb") if compress else open(dst_path, "rb")) as f:

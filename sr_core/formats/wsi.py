@@ -31,7 +31,8 @@ import numpy as np
 
 from sr_core.errors import InputError, StorageError
 from sr_core.formats import first_line, quiet_tifffile
-from sr_core.scene import SceneInfo, _check_tiff_extent
+from sr_core.scene import SceneInfo, check_tiff_extent
+from sr_core.storage import discard
 from sr_core.tiling import PixelWindow, plan_tiles
 
 TILE_PX = 256
@@ -87,7 +88,7 @@ def open_wsi(path: str, name: str) -> SceneInfo:
     import tifffile
 
     file_bytes = os.path.getsize(path)
-    _check_tiff_extent(path, name, file_bytes)
+    check_tiff_extent(path, name, file_bytes)
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             kind = "svs" if tif.is_svs else "ome"
@@ -295,10 +296,7 @@ def write_wsi(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
                     tif.write(_tiles(level), shape=shape_of(level), dtype=dtype,
                               tile=(TILE_PX, TILE_PX), subfiletype=1, metadata=None, **common)
     except Exception as exc:  # noqa: BLE001 - disk full, permissions, codec errors
-        try:
-            os.remove(dst_path)
-        except OSError:
-            pass
+        discard(dst_path)
         raise StorageError(f"{dst_path}: cannot write pyramidal TIFF ({first_line(exc)})") from None
     return {"path": dst_path, "format": "svs" if meta.kind == "svs" else "ome-tiff",
             "width": w, "height": h, "levels": [list(lv.shape[1:]) for lv in levels],
