@@ -196,8 +196,7 @@ def test_nifti_affine_units_and_values(src, dst_name, mni_slab, dask_address, tm
     assert np.allclose(zb, (za[0] / 2, za[1] / 2, *za[2:]), rtol=1e-6)
     assert b.get_data_dtype() == a.get_data_dtype()
     assert b.header.get_xyzt_units() == a.header.get_xyzt_units()
-    assert np.array_equal(np.asarray(b.header.get_slope_inter(), float),
-                          np.asarray(a.header.get_slope_inter(), float), equal_nan=True)
+    assert (b.dataobj.slope, b.dataobj.inter) == (a.dataobj.slope, a.dataobj.inter)
     for code in ("sform_code", "qform_code", "intent_code", "xyzt_units"):
         assert b.header[code] == a.header[code], code
     m = in_plane_matrix(2)
@@ -216,6 +215,24 @@ def test_nifti_affine_units_and_values(src, dst_name, mni_slab, dask_address, tm
     ys = np.moveaxis(y, (0, 1), (-1, -2))
     assert abs(y.mean() - x.mean()) <= 0.002 * span
     assert psnr(downsample_mean(ys), xs, span) > 30
+
+
+def test_nifti_scaling_kept(dask_address, tmp_path):
+    """scl_slope / scl_inter are kept and the stored values stay stored values: example4d with
+    its header's scaling set to 0.5 x - 100 (header bytes 112 and 116, NIfTI-1)."""
+    raw = bytearray(gzip.decompress(EX4D.read_bytes()))
+    raw[112:120] = np.array([0.5, -100.0], dtype="<f4").tobytes()
+    src = tmp_path / "ex4d_scaled.nii"
+    src.write_bytes(bytes(raw))
+    upscale(src, tmp_path / "out.nii", dask_address, model="bicubic")
+    a, b = nib.load(src), nib.load(tmp_path / "out.nii")
+    # nibabel moves the scaling from the loaded header into the array proxy
+    assert (b.dataobj.slope, b.dataobj.inter) == (a.dataobj.slope, a.dataobj.inter) == (0.5, -100)
+    stored_a = np.asarray(a.dataobj.get_unscaled(), dtype=np.float64)
+    stored_b = np.asarray(b.dataobj.get_unscaled(), dtype=np.float64)
+    assert b.dataobj.get_unscaled().dtype == np.int16
+    assert abs(stored_b.mean() - stored_a.mean()) <= 0.002 * float(np.ptp(stored_a))
+    assert abs(b.get_fdata().mean() - a.get_fdata().mean()) <= 0.002 * float(np.ptp(a.get_fdata()))
 
 
 def test_nifti_tiled_equals_whole_image(dask_address, tmp_path):

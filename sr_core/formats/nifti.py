@@ -66,6 +66,17 @@ class NiftiMeta:
             : len(self.shape) - 2]
 
 
+def file_header(path: str):
+    """The header as stored in the file. (A loaded image's ``header`` has ``scl_slope`` /
+    ``scl_inter`` reset to NaN: nibabel moves the scaling into the array proxy.)"""
+    import nibabel as nib
+
+    gz = open(path, "rb").read(2) == b"\x1f\x8b"
+    klass = type(nib.load(path).header)
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        return klass.from_fileobj(f)
+
+
 def _stream_bytes(path: str, gz: bool) -> int:
     """Bytes of the (decompressed) file, read once in bounded chunks."""
     if not gz:
@@ -112,7 +123,7 @@ def open_nifti(path: str, name: str) -> SceneInfo:
                          f"voxels, the file has {have:,})")
     zooms = [float(z) for z in hdr.get_zooms()]
     space, time_unit = hdr.get_xyzt_units()
-    slope, inter = hdr.get_slope_inter()
+    slope, inter = file_header(path).get_slope_inter()
     geometry = {
         "shape": list(shape), "voxel_size": zooms, "units": {"space": space, "time": time_unit},
         "affine": np.asarray(img.affine, dtype=float).round(9).tolist(),
@@ -215,12 +226,11 @@ def write_nifti(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
     Raises:
         StorageError: the file cannot be written; nothing is left at ``dst_path``.
     """
-    import nibabel as nib
     import zarr
 
     meta: NiftiMeta = scene.meta
     compress = dst_path.endswith(".gz") if compress is None else compress
-    hdr = output_header(nib.load(scene.path).header, meta.shape, scale, model_name)
+    hdr = output_header(file_header(scene.path), meta.shape, scale, model_name)
     dtype = np.dtype(meta.dtype)
     image = zarr.open_group(store_path, mode="r")["image"]
     try:
