@@ -114,6 +114,11 @@ def test_dicom_geometry_units_and_metadata(case, dask_address, tmp_path):
     span = float(hx.max() - hx.min())
     assert abs(hy.mean() - hx.mean()) <= 0.002 * span
     assert psnr(downsample_mean(hy), hx, span) > 30
+    pad = a.get("PixelPaddingValue")
+    if pad is not None:  # padding (outside the field of view) stays padding, nothing else is
+        is_pad = np.repeat(np.repeat(x == pad, 2, axis=0), 2, axis=1)
+        assert ((y == pad) == is_pad).all()
+        assert is_pad.any() == (case == "CT_693"), "693_UNCI has 494 padding pixels"
     rep = json.loads((tmp_path / "out.report.json").read_text())
     assert rep["input"]["format"] == "dicom" and rep["output"]["format"] == "dicom"
     assert rep["output"]["width"] == 2 * a.Columns

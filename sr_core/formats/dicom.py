@@ -6,7 +6,9 @@ is ``(i * frames + f) * samples + c``. Each plane's rows and columns are upscale
 
 Values: the *stored* values are staged and written (Bits Stored, Pixel Representation kept;
 output clipped to the Bits Stored range) and Rescale Slope / Intercept are copied unchanged, so
-Hounsfield units (or any modality unit) mean the same in the output.
+Hounsfield units (or any modality unit) mean the same in the output. Pixels equal to the Pixel
+Padding Value (outside a CT's field of view) are nodata: not seen by the model, padding again in
+the output (upscaled by nearest neighbour), and no other output pixel takes that value.
 
 Output: a new series (DICOM PS3.3): Rows / Columns times the scale, Pixel Spacing, Imager Pixel
 Spacing and Nominal Scanned Pixel Spacing (also inside the functional groups of enhanced
@@ -162,6 +164,16 @@ def _check_pixels(ds, label: str) -> np.dtype:
     return np.dtype(("i" if signed else "u") + str(bits // 8))
 
 
+def _padding(ds) -> int | None:
+    """Pixel Padding Value (stored units) of a greyscale image without a Pixel Padding Range
+    Limit, else ``None``: padding pixels lie outside the scanned field and are handled like
+    nodata (not fed to the model, kept exactly in the output)."""
+    value = ds.get("PixelPaddingValue")
+    if value is None or "PixelPaddingRangeLimit" in ds or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    return int(value)
+
+
 def _position_along_normal(ds) -> float:
     try:
         iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
@@ -201,17 +213,17 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
         total_bytes += os.path.getsize(f)
         key = (int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1),
                int(ds.get("SamplesPerPixel", 1)), dt.str, int(ds.get("BitsStored", 8 * dt.itemsize)),
-               str(ds.get("SeriesInstanceUID", "")))
+               str(ds.get("SeriesInstanceUID", "")), _padding(ds))
         if first is None:
             first, dtype, ref = key, dt, ds
         elif key != first:
-            what = ("series" if key[6] != first[6] else "size or pixel format")
+            what = ("series" if key[6] != first[6] else "size, pixel format or pixel padding")
             raise InputError(f"{label}: differs from the other files of the folder in {what}; "
                              "give one series")
         entries.append((int(ds.get("InstanceNumber", 0) or 0), _position_along_normal(ds), f))
         del ds
     entries.sort(key=lambda e: (e[0], e[1]))
-    rows, cols, frames, samples, _, bits_stored, _ = first
+    rows, cols, frames, samples, _, bits_stored, _, padding = first
     photometric = str(ref.get("PhotometricInterpretation", "MONOCHROME2"))
     if samples == 3:
         photometric = "RGB"  # pydicom decodes YBR to RGB
@@ -222,6 +234,7 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
         **{f"{_snake(t)}_mm": v for t, v in spacing.items()},
         "image_orientation_patient": [float(v) for v in ref.get("ImageOrientationPatient", [])],
         "slice_thickness_mm": float(ref.SliceThickness) if ref.get("SliceThickness") else None,
+        "pixel_padding_value": padding,
         "bits_stored": bits_stored, "pixel_representation": int(ref.get("PixelRepresentation", 0)),
         "rescale_slope": float(ref.get("RescaleSlope", 1) or 1),
         "rescale_intercept": float(ref.get("RescaleIntercept", 0) or 0),
@@ -234,7 +247,9 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
     count = len(entries) * frames * samples
     return SceneInfo(
         path=path, name=name, height=rows, width=cols, count=count, dtype=dtype.name, crs=None,
-        crs_label=None, transform=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), nodata=None, mask_kind="none",
+        crs_label=None, transform=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        nodata=None if padding is None else float(padding),
+        mask_kind="none" if padding is None else "nodata",
         descriptions=(None,) * count, colorinterp=("gray",) * count, units=(None,) * count,
         file_bytes=total_bytes, format="dicom", geometry=geometry, meta=meta)
 
@@ -270,7 +285,8 @@ def iter_blocks(scene: SceneInfo, tile_size_px: int
         except Exception as exc:  # noqa: BLE001
             raise InputError(f"{label}: cannot decode pixel data ({first_line(exc)})") from None
         data = _planes_of(arr, meta).astype(scene.dtype, copy=False)
-        yield slice(i * per, (i + 1) * per), window, data, np.ones(data.shape, dtype=bool)
+        valid = np.ones(data.shape, dtype=bool) if scene.nodata is None else data != scene.nodata
+        yield slice(i * per, (i + 1) * per), window, data, valid
 
 
 def _scaled_spacing(ds, scale: int) -> None:
