@@ -259,7 +259,10 @@ def dask_client(address: str | None, workers: int | None, scratch: str):
     # adaptive mmap threshold: every large activation is then mmapped and page-faulted afresh.
     # Measured here: one EDSR forward pass 9.8 s in a plain process, 16.6 s in a worker with it,
     # 11.1 s without it. Our workers allocate tile-sized tensors, so they run without it.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    # Worker processes import distributed afresh, which sets its loggers to INFO (a dozen start-up
+    # lines per worker in the user's terminal); the variable makes their level ERROR from the start.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}):
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
                                processes=True, dashboard_address=":0", local_directory=scratch,
                                silence_logs=logging.ERROR)
