@@ -165,6 +165,37 @@ def child(method: str, scene: str, model_ref: str, device: str, tile_px: int, ou
     print(json.dumps({"seconds": seconds, "halo_px": halo, "scale": model.scale}))
 
 
+def matmul_gflops(n: int = 2048, repeat: int = 5) -> float:
+    """This machine's measured fp32 matmul rate (GFLOP/s) with torch using every core: the best of
+    ``repeat`` ``(n x n) @ (n x n)`` products (2 n^3 FLOPs each)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_output_value(model_ref: str) -> float:
+    """FLOPs the model spends per output value (one band of one HR pixel), counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` on a 64 x 64 px LR input."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sr_core.models.registry import load_model
+
+    model = load_model(model_ref, device="cpu")
+    c, s = model.descriptor.in_channels, model.scale
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.module(torch.rand(1, c, 64, 64))
+    return counter.get_total_flops() / (c * (64 * s) ** 2)
+
+
 def max_diff(reference: np.ndarray, other: np.ndarray, valid_up: np.ndarray) -> float:
     """Largest |other - reference| over valid output pixels, in output DN."""
     d = np.abs(other.astype(np.float64) - reference.astype(np.float64))
@@ -225,11 +256,17 @@ def main() -> None:
         child(args.child, args.scene, args.models[0], args.device, args.tile_size, args.out,
               args.tmp)
         return
-    rows = []
+    rows, floors = [], {}
+    gflops = matmul_gflops()
+    print(f"measured fp32 matmul rate: {gflops:.1f} GFLOP/s ({os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for ref in args.models:
             if ref == "edsr-baseline-x4":
                 ref = make_edsr_baseline_x4(tmp)
+            fpv = flops_per_output_value(ref)
+            # the compute floor: output MP/s if every FLOP ran at the matmul rate
+            floors[ref] = {"flops_per_output_value": fpv,
+                           "floor_out_mp_per_s": gflops * 1e3 / fpv if fpv else None}
             rows += compare_model(args.scene, ref, args.device, args.tile_size, tmp)
     print(f"scene {args.scene}, device {args.device}, {os.cpu_count()} cores, tile {args.tile_size} px")
     print(f"{'model':20}{'method':18}{'seconds':>9}{'MP/s':>9}{'RSS MB':>8}{'max diff DN':>13}"
@@ -246,8 +283,15 @@ def main() -> None:
               f"{p / by['monai_usual']['out_mp_per_s']:.2f}, / MONAI matched "
               f"{p / by['monai_matched']['out_mp_per_s']:.2f}, / Real-ESRGAN-style loop "
               f"{p / by['realesrgan_loop']['out_mp_per_s']:.2f}")
+        fl = floors[model]
+        if fl["floor_out_mp_per_s"]:
+            print(f"{Path(model).stem}: {fl['flops_per_output_value'] / 1e3:.1f} kFLOP per output "
+                  f"value; compute floor {fl['floor_out_mp_per_s']:.3f} MP/s; model alone reaches "
+                  f"{by['alone']['out_mp_per_s'] / fl['floor_out_mp_per_s']:.0%} of it, the "
+                  f"pipeline {p / fl['floor_out_mp_per_s']:.0%}")
     print(json.dumps({"benchmark": "compare_tilers", "scene": args.scene, "device": args.device,
-                      "cores": os.cpu_count(), "tile_size_px": args.tile_size, "runs": rows}))
+                      "cores": os.cpu_count(), "tile_size_px": args.tile_size, "matmul_gflops": gflops, "floors": floors,
+                      "runs": rows}))
 
 
 if __name__ == "__main__":
