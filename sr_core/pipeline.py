@@ -182,14 +182,18 @@ def start(cfg: UpscaleConfig, scratch: str | None = None) -> Run:
     Raises:
         InputError, ModelError: bad options or model.
     """
+    t0 = time.perf_counter()
     check_options(cfg)
     model = resolve_model(cfg.model, cfg.scale)
     cfg = replace(cfg, model=model.ref, scale=model.descriptor.scale)
-    return Run(cfg=cfg, scratch=scratch or make_scratch(cfg), model=model)
+    run = Run(cfg=cfg, scratch=scratch or make_scratch(cfg), model=model, started=t0)
+    run.timings["start"] = time.perf_counter() - t0
+    return run
 
 
 @contextmanager
-def _timed(run: Run, stage: str) -> Iterator[None]:
+def timed(run: Run, stage: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` body to ``run.timings[stage]`` (seconds)."""
     t0 = time.perf_counter()
     try:
         yield
@@ -203,7 +207,7 @@ def ingest(run: Run) -> Run:
     Raises:
         InputError: bad source file or destination; StorageError: S3 unreachable.
     """
-    with _timed(run, "ingest"):
+    with timed(run, "ingest"):
         storage.check_destination(run.cfg.dst)
         local = storage.fetch(run.cfg.src, run.scratch)
         run.scene = open_scene(local, name=run.cfg.src)
@@ -215,7 +219,7 @@ def tile(run: Run) -> Run:
     create the output Zarr."""
     assert run.scene is not None
     cfg, scene = run.cfg, run.scene
-    with _timed(run, "tile"):
+    with timed(run, "tile"):
         run.staged = stage_scene(scene, os.path.join(run.scratch, "input.zarr"),
                                  tile_size_px=cfg.tile_size_px)
         run.normalization = normalization_for(scene.dtype, list(run.staged.band_min),
@@ -340,7 +344,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
 
     assert run.grid is not None and run.normalization is not None and run.scene is not None
     cfg, scene = run.cfg, run.scene
-    with _timed(run, "infer"):
+    with timed(run, "infer"):
         info = client.scheduler_info()
         n_workers = max(1, len(info.get("workers", {})))
         threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or 1
@@ -377,7 +381,10 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         run.wald = wald_future.result() if wald_future is not None else None
         run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
                     "tiles_per_task": cfg.tiles_per_task, "scheduler": cfg.dask_address or "LocalCluster",
-                    "devices": sorted({t.device for t in run.tiles})}
+                    "devices": sorted({t.device for t in run.tiles}),
+                    # compute inside the tasks, so scheduling overhead = infer wall - these / threads
+                    "tile_compute_s": round(sum(t.seconds for t in run.tiles), 3),
+                    "wald_compute_s": round(run.wald["seconds"], 3) if run.wald else 0.0}
     return run
 
 
@@ -386,7 +393,7 @@ def stitch(run: Run) -> Run:
     from sr_core.cog import write_cog
 
     assert run.scene is not None and run.output_store is not None
-    with _timed(run, "stitch"):
+    with timed(run, "stitch"):
         run.temp_cog = storage.temp_path_for(run.cfg.dst, run.scratch)
         run.cog = write_cog(run.output_store, run.scene, run.cfg.scale, run.temp_cog,
                             extra_tags={"SR_SCALE": str(run.cfg.scale),
@@ -397,7 +404,7 @@ def stitch(run: Run) -> Run:
 def publish(run: Run) -> Run:
     """Move or upload the finished COG into place at DST."""
     assert run.temp_cog is not None
-    with _timed(run, "publish"):
+    with timed(run, "publish"):
         storage.publish(run.temp_cog, run.cfg.dst)
         run.published["cog"] = run.cfg.dst
         run.temp_cog = None
@@ -425,7 +432,7 @@ def report(run: Run) -> Run:
     """Write the JSON and markdown reports and publish them beside the COG."""
     from sr_core.report import build_report, to_markdown, write_json
 
-    with _timed(run, "report"):
+    with timed(run, "report"):
         rep = build_report(run, quality(run))
         json_uri, md_uri = run.cfg.report_paths()
         for uri, text in ((json_uri, write_json(rep)), (md_uri, to_markdown(rep))):
@@ -469,7 +476,7 @@ def run_upscale(cfg: UpscaleConfig,
         cluster.warm(run.cfg)
         ingest(run)
         tile(run)
-        with _timed(run, "cluster_wait"):
+        with timed(run, "cluster_wait"):
             client = cluster.client()
         infer(run, client, on_progress)
         stitch(run)
