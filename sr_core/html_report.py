@@ -219,24 +219,28 @@ def _box_sums(a: np.ndarray, k: int) -> np.ndarray:
 
 
 def pick_regions(thumb: np.ndarray, valid: np.ndarray, factor: float, height: int, width: int,
-                 display: Display, *, crop_px: int, seed: int = 0) -> list[Region]:
+                 display: Display, *, crop_px: int, tile_px: int | None = None,
+                 seed: int = 0) -> list[Region]:
     """Choose the crop regions on a decimated read of the input.
 
     Region A has the most detail: the largest sum of squared gradients (both axes, stretched
     values, all bands) in a crop-sized box of the thumbnail, among boxes at least 99 % valid.
     Region B is drawn at random (``numpy.random.default_rng(seed)``) among boxes at least 90 %
-    valid that do not overlap A.
+    valid that do not overlap A. Region C (when ``tile_px`` is given and the scene has more than
+    one tile) is centred on a tile corner (on an edge when one axis has a single tile): the one
+    whose box has the most detail among boxes at least 90 % valid, so seams would show.
 
     Args:
         thumb, valid: ``(bands, h, w)`` decimated input and validity.
         factor: input pixels per thumbnail pixel.
         height, width: input size (px).
         display: the display stretch (bands weigh equally after it).
-        crop_px: crop edge in input pixels.
+        crop_px: crop edge in input pixels, at most ``min(height, width)``.
+        tile_px: tile core edge in input pixels, or ``None`` for no region C.
         seed: seed of the random region.
 
     Returns:
-        Regions ``A`` and ``B`` (B is missing when the scene has room for one region only).
+        Regions ``A``, then ``B`` and ``C`` where there is room / a tile edge.
     """
     all_valid = valid.all(axis=0)
     g = np.zeros(all_valid.shape)
@@ -252,37 +256,38 @@ def pick_regions(thumb: np.ndarray, valid: np.ndarray, factor: float, height: in
     energy = _box_sums(g, k)
     frac = _box_sums(all_valid.astype(np.float64), k) / (k * k)
 
-    def to_region(name: str, i: int, j: int, why: str) -> Region:
-        r = min(max(0, round(i * factor)), height - crop_px)
-        c = min(max(0, round(j * factor)), width - crop_px)
-        return Region(name, r, c, crop_px, why)
+    def clamp(r: int, c: int) -> tuple[int, int]:
+        return min(max(0, r), height - crop_px), min(max(0, c), width - crop_px)
+
+    def box(r: int, c: int) -> tuple[int, int]:
+        return (min(round(r / factor), energy.shape[0] - 1),
+                min(round(c / factor), energy.shape[1] - 1))
 
     ok = frac >= 0.99 if (frac >= 0.99).any() else frac >= frac.max()
     i, j = np.unravel_index(np.argmax(np.where(ok, energy, -1.0)), energy.shape)
-    regions = [to_region("A", int(i), int(j), "most detail (largest gradient energy)")]
+    regions = [Region("A", *clamp(round(i * factor), round(j * factor)), crop_px,
+                      "most detail (largest gradient energy)")]
     rng = np.random.default_rng(seed)
     cand = np.argwhere((frac >= 0.9) & ((np.abs(np.arange(energy.shape[0])[:, None] - i) >= k)
                                         | (np.abs(np.arange(energy.shape[1])[None, :] - j) >= k)))
     if len(cand):
         bi, bj = cand[rng.integers(len(cand))]
-        regions.append(to_region("B", int(bi), int(bj), f"random (seed {seed})"))
+        regions.append(Region("B", *clamp(round(bi * factor), round(bj * factor)), crop_px,
+                              f"random (seed {seed})"))
+    if tile_px and (height > tile_px or width > tile_px):
+        rows = list(range(tile_px, height, tile_px)) or [height // 2]
+        cols = list(range(tile_px, width, tile_px)) or [width // 2]
+        best, best_score = None, -np.inf
+        for by in rows:
+            for bx in cols:
+                r, c = clamp(by - crop_px // 2, bx - crop_px // 2)
+                bi, bj = box(r, c)
+                score = energy[bi, bj] if frac[bi, bj] >= 0.9 else frac[bi, bj] - 2.0
+                if score > best_score:
+                    best, best_score = (r, c), score
+        regions.append(Region("C", *best, crop_px,
+                              "centred on the tile corner (or edge) with the most detail"))
     return regions
-
-
-def grid_region(height: int, width: int, tile_px: int, crop_px: int) -> Region | None:
-    """A crop centred on the tile corner nearest the scene centre (``None`` for one tile)."""
-    rows, cols = -(-height // tile_px), -(-width // tile_px)
-    if rows == 1 and cols == 1:
-        return None
-
-    def corner(size: int, n: int) -> int:
-        if n == 1:
-            return size // 2
-        return min(max(round(size / 2 / tile_px), 1), n - 1) * tile_px
-
-    r = min(max(corner(height, rows) - crop_px // 2, 0), height - crop_px)
-    c = min(max(corner(width, cols) - crop_px // 2, 0), width - crop_px)
-    return Region("C", r, c, crop_px, "centred on the tile corner nearest the scene centre")
 
 
 # ------------------------------------------------------------------------------------- figures
@@ -309,7 +314,8 @@ def _thumbnail_figure(out_thumb, out_valid, out_factor, display, regions, scale)
         ax.text(x + 2, y - 4 if y > 14 else y + k + 12, reg.name, color=colour, fontsize=12,
                 fontweight="bold")
     return _embed(fig, "thumbnail", "The whole output",
-                  f"Decimated {out_factor:.1f} x from the output COG's overviews; boxes mark the "
+                  (f"Decimated {out_factor:.1f} x from the output COG's overviews"
+                   if out_factor > 1.01 else "At full resolution") + "; boxes mark the "
                   "regions cropped below (A most detail, B random, C tile corner).",
                   "Look for tile-sized patterns, stripes or blocks: there should be none.")
 
@@ -377,8 +383,9 @@ def _grid_figure(reg: Region, model: tuple, display: Display, scale: int,
                      fontsize=10)
         _hide(ax)
     return _embed(fig, "tile-grid", "Tile grid over the output (region C)",
-                  f"Tiles of {tile_px} input px ({t_hr} output px) around the tile corner nearest "
-                  "the scene centre; the right panel is the same crop without the lines.",
+                  f"Tiles of {tile_px} input px ({t_hr} output px) around the tile corner (or "
+                  "edge) with the most detail; the right panel is the same crop without the "
+                  "lines.",
                   "Nothing should change where the dashed lines run (no step, line or texture "
                   "change at the tile edges).")
 
@@ -389,7 +396,7 @@ def _seam_figure(seam: dict) -> FigureHTML | None:
         return None
     fig = _figure(SEAM_PROFILE_PX)
     ax = fig.add_subplot()
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.18)
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.92, bottom=0.18)
     off = np.asarray(prof["offset_px"])
     rel = np.asarray([np.nan if v is None else v for v in prof["relative"]], dtype=float)
     ax.axhline(1.0, color="0.6", lw=1)
@@ -397,7 +404,11 @@ def _seam_figure(seam: dict) -> FigureHTML | None:
     ax.plot([0], [rel[off == 0][0]] if (off == 0).any() else [np.nan], "o", color="#ff3b30",
             ms=9, label="across the tile edge")
     ax.set_xlabel("distance from the tile edge (output px)")
-    ax.set_ylabel("mean |neighbour difference|\n/ reference")
+    ax.set_ylabel("|neighbour diff.| / reference")
+    # never zoom in so far that noise of a few per cent looks like a seam
+    finite = rel[np.isfinite(rel)]
+    ax.set_ylim(min(0.8, finite.min() - 0.05) if finite.size else 0.8,
+                max(1.2, finite.max() + 0.05) if finite.size else 1.2)
     ax.legend(loc="upper right", fontsize=9)
     ax.grid(alpha=0.3)
     return _embed(fig, "seam-profile", "Seam profile",
@@ -575,11 +586,11 @@ def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int 
         display = Display(bands, lo, hi, label)
         out_thumb, out_valid, out_factor = read_decimated(out)
         small_thumb, small_valid, _ = read_decimated(out, BANDS_PANEL_PX)
-        regions = pick_regions(in_thumb, in_valid, in_factor, src.height, src.width, display,
-                               crop_px=crop_px, seed=seed)
-        grid_reg = grid_region(src.height, src.width, tile_px, crop_px)
-        figures = [_thumbnail_figure(out_thumb, out_valid, out_factor, display,
-                                     regions + ([grid_reg] if grid_reg else []), scale)]
+        marked = pick_regions(in_thumb, in_valid, in_factor, src.height, src.width, display,
+                              crop_px=crop_px, tile_px=tile_px, seed=seed)
+        regions = [r for r in marked if r.name != "C"]
+        grid_reg = next((r for r in marked if r.name == "C"), None)
+        figures = [_thumbnail_figure(out_thumb, out_valid, out_factor, display, marked, scale)]
         diffs = []
         for reg in regions:
             crops = _crop_set(src, out, reg, scale, norm)
@@ -723,7 +734,7 @@ def _archive_plot(rows: list[dict]) -> FigureHTML | None:
     fig = _figure(ARCHIVE_PLOT_PX)
     axes = fig.subplots(3, 1, sharex=True)
     fig.subplots_adjust(left=0.09, right=0.98, top=0.95, bottom=0.08, hspace=0.25)
-    x = np.arange(len(ok))
+    x = np.array([r["index"] for r in ok])
 
     def vals(key):
         return np.array([np.nan if not isinstance(r[key], int | float) else r[key] for r in ok],
@@ -738,15 +749,23 @@ def _archive_plot(rows: list[dict]) -> FigureHTML | None:
     axes[1].set_ylabel("Wald gain (dB)")
     axes[1].set_title("quality gain over bicubic (higher is better, < 0 = worse than bicubic)",
                       fontsize=10)
-    axes[2].plot(x, vals("seam"), "o", color="#ff9500")
+    seam = vals("seam")
+    axes[2].plot(x, seam, "o", color="#ff9500")
     axes[2].axhline(1.0, color="0.4", lw=1)
+    finite = seam[np.isfinite(seam)]
+    axes[2].set_ylim(min(0.8, finite.min() - 0.05) if finite.size else 0.8,
+                     max(1.2, finite.max() + 0.05) if finite.size else 1.2)
     axes[2].set_ylabel("seam ratio")
     axes[2].set_title("seam ratio (about 1.0 = no seams)", fontsize=10)
     axes[2].set_xlabel("scene # (table order)")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         ax.grid(alpha=0.3)
     return _embed(fig, "archive-plots", "Throughput and quality across scenes",
-                  "One bar or point per scene that succeeded, in the order of the table (scene #).",
+                  "One bar or point per scene that succeeded, at its number in the table "
+                  "(scene #; failed scenes leave a gap).",
                   "Look for outliers: slow scenes, scenes worse than bicubic, seam ratios above "
                   "1.0.")
 
