@@ -58,11 +58,12 @@ def report(run: Run) -> Run:
 
     run = pipeline.report(run)
     rep = run.published["report"]
-    html_link = link_for(run.published["report_html"])
-    create_link_artifact(link=html_link, link_text=f"HTML report: {run.cfg.dst}",
-                         key="upscale-report-html",
-                         description="Self-contained HTML quality report with pictures (crops, "
-                                     "heat map, tile grid, histograms)")
+    html_link = link_for(run.published["report_html"]) if run.published["report_html"] else None
+    if html_link:
+        create_link_artifact(link=html_link, link_text=f"HTML report: {run.cfg.dst}",
+                             key="upscale-report-html",
+                             description="Self-contained HTML quality report with pictures "
+                                         "(crops, heat map, tile grid, histograms)")
     create_markdown_artifact(markdown=to_markdown(rep, html_link), key="upscale-report",
                              description=f"sr-pipeline report for {run.cfg.src}")
     create_table_artifact(table=quality_rows(rep), key="upscale-quality",
@@ -140,7 +141,8 @@ def main(argv: list[str]) -> int:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
         return 1
     print(f"COG:    {out['cog']}")
-    print(f"report: {out['report_html']} (HTML), {out['report_json']} and {out['report_md']}")
+    html = f"{out['report_html']} (HTML), " if out.get("report_html") else ""
+    print(f"report: {html}{out['report_json']} and {out['report_md']}")
     wald = out.get("wald")
     if isinstance(wald, dict):
         print(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM {wald['model']['ssim']:.4f}; "

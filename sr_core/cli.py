@@ -81,8 +81,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     o = rep["output"]
     click.echo(f"COG:    {run.published['cog']} ({o['width']} x {o['height']} px, {o['bands']} "
                f"band(s), {o['dtype']}, CRS {o['crs']})")
-    click.echo(f"report: {run.published['report_html']} (HTML), {run.published['report_json']} "
-               f"and {run.published['report_md']}")
+    html = f"{run.published['report_html']} (HTML), " if run.published["report_html"] else ""
+    click.echo(f"report: {html}{run.published['report_json']} and {run.published['report_md']}")
     wald = rep["quality"].get("wald")
     if isinstance(wald, dict):
         click.echo(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM "

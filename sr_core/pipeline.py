@@ -472,7 +472,9 @@ def report(run: Run) -> Run:
     """Write the JSON, markdown and HTML reports and publish them beside the COG.
 
     Timings ``report_measure`` (streaming statistics and seam metric) and ``report_html``
-    (figures and page) are recorded in the JSON report.
+    (figures and page) are recorded in the JSON report. Should the HTML page fail (a bug in the
+    figures), a warning is logged, ``report_html_error`` says why in the JSON report and the JSON
+    and markdown are published all the same.
     """
     from sr_core.html_report import build_scene_html
     from sr_core.report import build_report, to_markdown, write_json
@@ -485,19 +487,27 @@ def report(run: Run) -> Run:
         run.timings["report_measure"] = time.perf_counter() - t0
         rep = build_report(run, q, measures)
         t0 = time.perf_counter()
-        html = build_scene_html(rep, run.scene.path, run.local_cog)
-        rep["timings_s"]["report_html"] = round(time.perf_counter() - t0, 3)
         json_uri, md_uri = run.cfg.report_paths()
-        html_uri = run.cfg.html_report_path()
-        for uri, text in ((html_uri, html), (json_uri, write_json(rep)),
-                          (md_uri, to_markdown(rep, html_uri.rsplit("/", 1)[-1]))):
+        html_uri: str | None = run.cfg.html_report_path()
+        try:
+            html = build_scene_html(rep, run.scene.path, run.local_cog)
+        except Exception as exc:  # noqa: BLE001 - the pictures must not cost the JSON report
+            log.warning("%s: no HTML report (%s: %s)", run.cfg.dst, type(exc).__name__, exc)
+            rep["report_html_error"] = f"{type(exc).__name__}: {exc}"
+            html = html_uri = None
+        rep["timings_s"]["report_html"] = round(time.perf_counter() - t0, 3)
+        pages = [(json_uri, write_json(rep)),
+                 (md_uri, to_markdown(rep, html_uri.rsplit("/", 1)[-1] if html_uri else None))]
+        if html_uri:
+            pages.insert(0, (html_uri, html))
+        for uri, text in pages:
             tmp = storage.temp_path_for(uri, run.scratch)
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
             storage.publish(tmp, uri)
         run.published["report_json"] = json_uri
         run.published["report_md"] = md_uri
-        run.published["report_html"] = html_uri
+        run.published["report_html"] = html_uri  # None when the page could not be made
         run.published["report"] = rep
     return run
 

@@ -310,3 +310,23 @@ def test_cli_report_archive(landsat_run, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["report-archive", str(tmp_path / "x.html"), str(bad)])
     assert exc.value.code == 2 and not (tmp_path / "x.html").exists()
+
+
+def test_html_failure_keeps_json_and_markdown(repo_data, dask_address, tmp_path, monkeypatch):
+    """Should the page fail, the run still publishes the JSON and markdown reports, says why, and
+    leaves no HTML file."""
+    import sr_core.html_report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(sr_core.html_report, "build_scene_html", broken)
+    src = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "crop.tif",
+                     row=300, col=300, height=90, width=100)
+    run = run_upscale(UpscaleConfig(src=str(src), dst=str(tmp_path / "out.tif"), model="bicubic",
+                                    dask_address=dask_address, progress=False))
+    assert run.published["report_html"] is None
+    assert not (tmp_path / "out.report.html").exists()
+    rep = json.loads((tmp_path / "out.report.json").read_text())
+    assert rep["report_html_error"] == "RuntimeError: figure failed"
+    assert "HTML report" not in (tmp_path / "out.report.md").read_text()
