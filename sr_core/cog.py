@@ -301,8 +301,8 @@ def validate_cog(path: str | os.PathLike) -> list[str]:
         with rasterio.open(path) as src:
             if src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG":
                 problems.append("IMAGE_STRUCTURE has no LAYOUT=COG")
-            if not src.profile.get("tiled", False):
-                problems.append("full resolution is not tiled")
+            # (rasterio's profile says tiled=False when one block spans the whole width, e.g. a
+            # 512 px wide COG of 512 px blocks: the TIFF tags below decide whether it is tiled)
             bw, bh = src.block_shapes[0][1], src.block_shapes[0][0]
             if (src.width > bw or src.height > bh) and not src.overviews(1):
                 problems.append("no overviews although the image is larger than one tile")
