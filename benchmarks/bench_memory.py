@@ -75,18 +75,22 @@ def main() -> None:
             src = os.path.join(tmp, f"mosaic_{edge}.tif")
             dst = os.path.join(tmp, f"mosaic_{edge}_x{args.scale}.tif")
             build_mosaic(args.scene, edge, src)
+            procs: dict[str, int] = {}
             wall, peak, _ = run_measured([cli, "upscale", src, dst, "--model", args.model,
                                           "--scale", str(args.scale), "--no-progress",
-                                          "--scratch-dir", tmp])
+                                          "--scratch-dir", tmp], per_process=procs)
             rep = json.loads(Path(tmp, f"mosaic_{edge}_x{args.scale}.report.json").read_text())
             out_mp = (edge * args.scale) ** 2 / 1e6
             rows.append({"edge_px": edge, "out_edge_px": edge * args.scale, "seconds": wall,
                          "out_mp_per_s": out_mp / wall, "peak_rss_mb": peak / 2**20,
                          "tiles": rep["tiling"]["tiles"], "stages_s": rep["timings_s"],
-                         "out_bytes": os.path.getsize(dst)})
+                         "out_bytes": os.path.getsize(dst),
+                         "per_process_peak_rss_mb": {k: v / 2**20 for k, v in procs.items()}})
             print(f"{edge:>6} px -> {edge * args.scale:>6} px: {wall:8.1f} s, "
                   f"{out_mp / wall:7.1f} output MP/s, peak RSS {peak / 2**20:7.0f} MB, "
                   f"{rep['tiling']['tiles']} tiles", flush=True)
+            for label, rss in sorted(procs.items(), key=lambda kv: -kv[1]):
+                print(f"        {rss / 2**20:7.0f} MB  pid {label}")
             for f in (src, dst):
                 os.remove(f)
     ratio = rows[-1]["peak_rss_mb"] / rows[0]["peak_rss_mb"]

@@ -15,7 +15,8 @@ import shutil
 import sys
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
+                               create_table_artifact)
 from prefect.cache_policies import NO_CACHE
 
 from sr_core import pipeline
@@ -52,14 +53,22 @@ def publish(run: Run) -> Run:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(run: Run) -> Run:
+    from sr_core.html_report import link_for
     from sr_core.report import quality_rows, to_markdown
 
     run = pipeline.report(run)
     rep = run.published["report"]
-    create_markdown_artifact(markdown=to_markdown(rep), key="upscale-report",
+    html_link = link_for(run.published["report_html"]) if run.published["report_html"] else None
+    if html_link:
+        create_link_artifact(link=html_link, link_text=f"HTML report: {run.cfg.dst}",
+                             key="upscale-report-html",
+                             description="Self-contained HTML quality report with pictures "
+                                         "(crops, heat map, tile grid, histograms)")
+    create_markdown_artifact(markdown=to_markdown(rep, html_link), key="upscale-report",
                              description=f"sr-pipeline report for {run.cfg.src}")
     create_table_artifact(table=quality_rows(rep), key="upscale-quality",
-                          description=f"Quality of {run.cfg.dst}: Wald PSNR/SSIM, LR consistency")
+                          description=f"Quality of {run.cfg.dst}: Wald PSNR/SSIM, LR consistency, "
+                                      "seam ratio")
     return run
 
 
@@ -72,8 +81,9 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
 
     Returns:
         ``{"output": DST, "format": ..., "cog": DST (GeoTIFF input only), "report_json": ...,
-        "report_md": ..., "wald": {...}, "timings_s": {...}}`` (``timings_s``: seconds per
-        stage, the cluster's start-up wait and teardown included).
+        "report_md": ..., "report_html": ... (GeoTIFF input only), "wald": {...}, "seam": {...},
+        "timings_s": {...}}`` (``timings_s``: seconds per stage, the cluster's start-up wait and
+        teardown included).
     """
     # importing distributed configures its loggers at INFO: import it first, then quiet it, or
     # every scheduler and nanny event lands in the flow's log
@@ -109,6 +119,7 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
             pipeline.cleanup(run)
     out = {k: v for k, v in run.published.items() if k != "report"}
     out["wald"] = run.published["report"]["quality"].get("wald")
+    out["seam"] = run.published["report"]["quality"].get("seam")
     out["timings_s"] = dict(run.timings)
     return out
 
@@ -132,7 +143,8 @@ def main(argv: list[str]) -> int:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
         return 1
     print(f"{'COG' if out['format'] == 'cog' else out['format']}:    {out['output']}")
-    print(f"report: {out['report_json']} and {out['report_md']}")
+    html = f"{out['report_html']} (HTML), " if out.get("report_html") else ""
+    print(f"report: {html}{out['report_json']} and {out['report_md']}")
     wald = out.get("wald")
     if isinstance(wald, dict):
         print(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM {wald['model']['ssim']:.4f}; "

@@ -21,3 +21,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip check >&2
     echo "$want" > "$stamp"
 fi
+# Headless Chromium renders the HTML quality report in the tests: Debian's package (no browser
+# download; playwright drives /usr/bin/chromium). Installed when missing and we are root (CI).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium (Debian package) for the HTML report tests" >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "warning: chromium is missing; the HTML report test needs it (apt-get install chromium)" >&2
+    fi
+fi

@@ -87,6 +87,11 @@ class UpscaleConfig:
         md = _strip_ext(base) + ".md" if base.endswith(".json") else base + ".md"
         return base, md
 
+    def html_report_path(self) -> str:
+        """Location of the HTML report: beside the JSON report, ``.html`` for ``.json``."""
+        base = self.report_paths()[0]
+        return _strip_ext(base) + ".html" if base.endswith(".json") else base + ".html"
+
 
 def _strip_ext(uri: str) -> str:
     head, sep, tail = uri.rstrip("/").rpartition("/")
@@ -122,6 +127,7 @@ class Run:
     dask: dict = field(default_factory=dict)
     written: dict | None = None
     temp_output: str | None = None
+    local_cog: str | None = None
     published: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -436,6 +442,18 @@ def publish(run: Run) -> Run:
     """Move or upload the finished output into place at DST."""
     assert run.temp_output is not None and run.written is not None
     with timed(run, "publish"):
+        if run.written["format"] == "cog":
+            if storage.is_s3(run.cfg.dst):
+                # the upload removes the temporary COG; keep a link to it in scratch so the
+                # report stage reads the published pixels without downloading them again
+                run.local_cog = os.path.join(run.scratch,
+                                             "published-" + os.path.basename(run.temp_output))
+                try:
+                    os.link(run.temp_output, run.local_cog)
+                except OSError:
+                    shutil.copyfile(run.temp_output, run.local_cog)
+            else:
+                run.local_cog = run.cfg.dst
         storage.publish(run.temp_output, run.cfg.dst)
         run.published["output"] = run.cfg.dst
         run.published["format"] = run.written["format"]
@@ -472,20 +490,75 @@ def quality(run: Run) -> dict:
     }
 
 
+def measure_output(run: Run) -> dict:
+    """Stream the input and the published COG once each (bounded memory): per-band statistics,
+    histograms, and the seam metric of the output's tile grid.
+
+    Returns:
+        ``{"seam": ..., "band_stats": {"input", "output"}, "histograms": {"input", "output"}}``
+        (see :func:`sr_core.metrics.seam_metric` and :class:`sr_core.scan.RasterScan`).
+    """
+    from sr_core.metrics import seam_metric
+    from sr_core.scan import scan_raster
+
+    assert run.scene is not None and run.normalization is not None and run.local_cog
+    norm = run.normalization
+    ranges = [(o, o + s) for o, s in zip(norm.offset, norm.span, strict=True)]
+    scan_in = scan_raster(run.scene.path, ranges, pair_profiles=False, name=run.scene.name)
+    scan_out = scan_raster(run.local_cog, ranges, name=run.cfg.dst)
+    seam = seam_metric(scan_out.col_pair_sum, scan_out.col_pair_n, scan_out.row_pair_sum,
+                       scan_out.row_pair_n, tile_px=run.cfg.tile_size_px * run.cfg.scale,
+                       scale=run.cfg.scale)
+    return {"seam": seam,
+            "band_stats": {"input": scan_in.band_stats(), "output": scan_out.band_stats()},
+            "histograms": {"input": scan_in.histograms(), "output": scan_out.histograms()}}
+
+
 def report(run: Run) -> Run:
-    """Write the JSON and markdown reports and publish them beside the COG."""
+    """Write the JSON, markdown and HTML reports and publish them beside the COG.
+
+    Timings ``report_measure`` (streaming statistics and seam metric) and ``report_html``
+    (figures and page) are recorded in the JSON report. Should the HTML page fail (a bug in the
+    figures), a warning is logged, ``report_html_error`` says why in the JSON report and the JSON
+    and markdown are published all the same.
+    """
+    from sr_core.html_report import build_scene_html
     from sr_core.report import build_report, to_markdown, write_json
 
     with timed(run, "report"):
-        rep = build_report(run, quality(run))
+        t0 = time.perf_counter()
+        q = quality(run)
+        # the streamed statistics, seam metric and HTML page read GeoTIFFs with rasterio: a
+        # medical output gets the JSON and markdown reports only
+        measures = measure_output(run) if run.local_cog else {}
+        if measures:
+            q["seam"] = measures.pop("seam")
+        run.timings["report_measure"] = time.perf_counter() - t0
+        rep = build_report(run, q, measures)
+        t0 = time.perf_counter()
         json_uri, md_uri = run.cfg.report_paths()
-        for uri, text in ((json_uri, write_json(rep)), (md_uri, to_markdown(rep))):
+        html_uri: str | None = run.cfg.html_report_path() if run.local_cog else None
+        html = None
+        try:
+            if html_uri:
+                html = build_scene_html(rep, run.scene.path, run.local_cog)
+        except Exception as exc:  # noqa: BLE001 - the pictures must not cost the JSON report
+            log.warning("%s: no HTML report (%s: %s)", run.cfg.dst, type(exc).__name__, exc)
+            rep["report_html_error"] = f"{type(exc).__name__}: {exc}"
+            html = html_uri = None
+        rep["timings_s"]["report_html"] = round(time.perf_counter() - t0, 3)
+        pages = [(json_uri, write_json(rep)),
+                 (md_uri, to_markdown(rep, html_uri.rsplit("/", 1)[-1] if html_uri else None))]
+        if html_uri:
+            pages.insert(0, (html_uri, html))
+        for uri, text in pages:
             tmp = storage.temp_path_for(uri, run.scratch)
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
             storage.publish(tmp, uri)
         run.published["report_json"] = json_uri
         run.published["report_md"] = md_uri
+        run.published["report_html"] = html_uri  # None when the page could not be made
         run.published["report"] = rep
     return run
 
