@@ -26,8 +26,9 @@ class SRModel:
       and ``(N, N, N)``. Band order matters: the pipeline must pass bands in the order the
       model was trained on.
 
-    Size policy: when the descriptor's ``size_multiple`` is above 1, the image is padded at the
-    bottom and right to a multiple of it (reflect, or replicate when the image is too small to
+    Size policy: when the descriptor's ``size_multiple`` is above 1 or its ``min_size_px`` is
+    larger than the image, the image is padded at the bottom and right to the smallest size that
+    is a multiple and at least the minimum (reflect, or replicate when the image is too small to
     reflect) and the output cropped back, so the output is always exactly ``scale`` times the
     input.
 
@@ -58,9 +59,9 @@ class SRModel:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, h, w)`` -> ``(N, C, h*s, w*s)`` with size-multiple padding and batching."""
-        m = self.descriptor.size_multiple
+        m, lo = self.descriptor.size_multiple, self.descriptor.min_size_px
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % m, (-w) % m
+        pad_h, pad_w = (-max(h, lo)) % m + max(lo - h, 0), (-max(w, lo)) % m + max(lo - w, 0)
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)

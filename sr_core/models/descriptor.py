@@ -21,9 +21,14 @@ class ModelDescriptor:
             halo is at least this, so tiled output equals whole-image output.
         size_multiple: the input height and width must be a multiple of this; the runner pads
             (reflect) and crops back. 1 means any size.
+        min_size_px: the input height and width must be at least this; the runner pads (then
+            crops back). 0 means no minimum.
         input_grid: ``"lr"`` when the network takes the LR image, ``"hr"`` when it works on the
             bicubic-upsampled grid (SRCNN, VDSR).
-        tileable: whether the model may be run tile by tile (False for global-context models).
+        tileable: whether the model may be run tile by tile (False for global-context models:
+            the pipeline then runs the whole scene as one tile).
+        supported_scales: the scales the architecture can be built for; ``None``: any integer
+            >= 2 (filled in by :func:`sr_core.models.registry.describe`).
     """
 
     name: str
@@ -33,8 +38,10 @@ class ModelDescriptor:
     out_channels: int = 1
     receptive_field_px: int
     size_multiple: int = 1
+    min_size_px: int = 0
     input_grid: Literal["lr", "hr"] = "lr"
     tileable: bool = True
+    supported_scales: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:
         """Plain-JSON form for reports and model cards."""

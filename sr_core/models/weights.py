@@ -164,8 +164,8 @@ def load_weights(path: str | os.PathLike, *, require_card: bool = True
 
     Args:
         path: ``NAME.safetensors``, or ``NAME.pth`` / ``.pt`` / ``.ckpt``.
-        require_card: the ``NAME.json`` card must exist (always true for ``.safetensors``);
-            when False and a checkpoint has no card, the card returned is ``None``.
+        require_card: the ``NAME.json`` card must exist; when False and the file has no card,
+            the card returned is ``None`` (the caller recognises the architecture).
 
     Returns:
         ``(state_dict, card)``: CPU tensors keyed by parameter name, and the card.
@@ -184,7 +184,6 @@ def load_weights(path: str | os.PathLike, *, require_card: bool = True
             state = load_file(path, device="cpu")
         except Exception as e:
             raise ModelError(f"{path}: cannot read safetensors file: {e}") from None
-        require_card = True
     elif suffix in TORCH_SUFFIXES:
         state = _load_torch_checkpoint(path)
     else:
