@@ -157,6 +157,36 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
                    f"; bicubic {m['bicubic']['psnr_db']:.2f} dB / SSIM {m['bicubic']['ssim']:.4f}")
 
 
+@cli.command()
+@click.option("--model", "models", multiple=True, metavar="NAME_OR_WEIGHTS",
+              help="Model to evaluate (repeat for several); bicubic is always included.")
+@click.option("--scale", type=int, required=True, help="Upscaling factor.")
+@click.option("--hr", "hr_dir", default=None, help="Folder of HR images (NAME_HR.png or any "
+              "images); LR images NAME_LR*.png beside them are used when present.")
+@click.option("--lr", "lr_dir", default=None, help="Folder of provided LR images.")
+@click.option("--scene", "scenes", multiple=True, help="Georeferenced scene evaluated by the "
+              "Wald protocol; repeat for several.")
+@click.option("--channel", type=click.Choice(["y", "rgb"]), default="y", show_default=True,
+              help="y = BT.601 luma (the SR literature's convention), rgb = all channels.")
+@click.option("--crop-border", "crop_border", type=int, default=None,
+              help="Pixels cropped from each side before measuring (default: the scale).")
+@click.option("--out", "out_dir", required=True, help="Folder for evaluation.md and .csv.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",
+              show_default=True)
+def evaluate(models, scale, hr_dir, lr_dir, scenes, channel, crop_border, out_dir, device
+             ) -> None:
+    """PSNR / SSIM of models and bicubic on benchmark images or georeferenced scenes."""
+    from sr_core import evaluate as ev
+
+    cfg = ev.EvalConfig(models=tuple(models), scale=scale, hr_dir=hr_dir, lr_dir=lr_dir,
+                        scenes=tuple(scenes), channel=channel, crop_border_px=crop_border,
+                        device=device)
+    result = ev.evaluate(cfg)
+    paths = ev.write_outputs(result, out_dir)
+    click.echo(ev.to_markdown(result), nl=False)
+    click.echo(f"written: {paths['markdown']} and {paths['csv']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:

@@ -61,3 +61,28 @@ def test_upscale_scene_flow(prefect_harness, repo_data, dask_address, tmp_path):
     assert "Wald PSNR" in by_key["upscale-report"].data
     assert by_key["upscale-quality"].type == "table"
     assert "Wald PSNR (dB)" in str(by_key["upscale-quality"].data)
+
+
+def test_evaluate_models_flow(prefect_harness, repo_data, tmp_path):
+    """Two task runs (evaluate, publish); the summary is a table artifact and the files exist."""
+    import numpy as np
+    from PIL import Image
+
+    from flows.evaluate_models import evaluate_models
+
+    with rasterio.open(repo_data.path("landsat7_RGB.byte.tif")) as ds:
+        rgb = ds.read(window=rasterio.windows.Window(250, 250, 120, 100))
+    Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 2, 0))).save(tmp_path / "l_HR.png")
+    state = evaluate_models(out_dir=str(tmp_path / "eval"), scale=2, models=["espcn-x2"],
+                            hr_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert os.path.exists(out["markdown"]) and os.path.exists(out["csv"])
+    assert {r["model"] for r in out["summary"]} == {"bicubic", "espcn-x2"}
+
+    tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
+    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == ["evaluate", "publish"]
+    by_key = {a.key: a for a in artifacts}
+    assert by_key["evaluation-summary"].type == "table"
+    assert "espcn-x2" in str(by_key["evaluation-summary"].data)
+    assert "BT.601" in by_key["evaluation-report"].data
