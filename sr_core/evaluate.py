@@ -48,14 +48,12 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from sr_core.color import luma
 from sr_core.errors import InputError
 from sr_core.models.registry import load_model
 from sr_core.resample import downsample_bicubic
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-#: ITU-R BT.601 luma for R, G, B in [0, 1] -> Y in [16, 235].
-BT601_Y = (65.481, 128.553, 24.966)
-BT601_OFFSET = 16.0
 
 
 @dataclass(frozen=True)
@@ -105,24 +103,16 @@ class EvalResult:
 
 
 def rgb_to_y(x: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of an image in [0, 1].
-
-    Args:
-        x: ``(3, H, W)`` RGB or ``(1, H, W)`` grey, float in [0, 1].
-
-    Returns:
-        ``(H, W)`` float64: ``16 + 65.481 R + 128.553 G + 24.966 B`` (range [16, 235]) for RGB;
-        ``255 x`` for grey.
+    """BT.601 luma on the 0..255 scale (:func:`sr_core.color.luma`).
 
     Raises:
         InputError: neither 1 nor 3 channels.
     """
-    if x.shape[0] == 1:
-        return x[0].astype(np.float64) * 255.0
-    if x.shape[0] != 3:
-        raise InputError(f"Y channel needs 1 or 3 bands, got {x.shape[0]}; use channel='rgb'")
-    r, g, b = (x[i].astype(np.float64) for i in range(3))
-    return BT601_OFFSET + BT601_Y[0] * r + BT601_Y[1] * g + BT601_Y[2] * b
+    try:
+        return luma(x)
+    except ValueError:
+        raise InputError(f"Y channel needs 1 or 3 bands, got {x.shape[0]}; use channel='rgb'"
+                         ) from None
 
 
 def image_metrics(hr: np.ndarray, sr: np.ndarray, *, channel: str, border_px: int

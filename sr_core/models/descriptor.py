@@ -27,6 +27,10 @@ class ModelDescriptor:
             bicubic-upsampled grid (SRCNN, VDSR).
         tileable: whether the model may be run tile by tile (False for global-context models:
             the pipeline then runs the whole scene as one tile).
+        colour: ``"bands"``: the network sees the scene's bands (policy in
+            :class:`~sr_core.models.base.SRModel`); ``"y"``: a 1-channel network trained on the
+            luma of BT.601 YCbCr (the reference SRCNN / FSRCNN / VDSR weights): on a 3-band
+            scene it runs on Y and the chroma is upscaled by bicubic; other scenes band by band.
         supported_scales: the scales the architecture can be built for; ``None``: any integer
             >= 2 (filled in by :func:`sr_core.models.registry.describe`).
     """
@@ -41,6 +45,7 @@ class ModelDescriptor:
     min_size_px: int = 0
     input_grid: Literal["lr", "hr"] = "lr"
     tileable: bool = True
+    colour: Literal["bands", "y"] = "bands"
     supported_scales: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:

@@ -220,6 +220,18 @@ def _check_scale(path: Path, have: int, scale: int | None) -> None:
         )
 
 
+#: Architectures whose published 1-channel weights are Y-channel (BT.601 luma) models.
+Y_CHANNEL_REFERENCES = ("srcnn", "fsrcnn", "vdsr")
+
+
+def _luma(descriptor: ModelDescriptor) -> ModelDescriptor:
+    """A Y-channel model: the chroma's bicubic upsampling reaches 2 LR px."""
+    from sr_core.models.bicubic import BICUBIC_RECEPTIVE_FIELD_PX
+
+    return replace(descriptor, colour="y", receptive_field_px=max(
+        descriptor.receptive_field_px, BICUBIC_RECEPTIVE_FIELD_PX))
+
+
 def _recognised(path: Path, state: dict, name: str | None, scale: int | None,
                 device: torch.device) -> SRModel:
     """A checkpoint without a card: a native layout recognised from keys and shapes, else
@@ -236,12 +248,15 @@ def _recognised(path: Path, state: dict, name: str | None, scale: int | None,
     _check_scale(path, arguments["scale"], scale)
     module = _load_native(path, architecture, arguments, state)
     descriptor = describe(architecture, name, **arguments)
+    if architecture in Y_CHANNEL_REFERENCES and descriptor.in_channels == 1:
+        descriptor = _luma(descriptor)
     card = {
         "name": name, "architecture": architecture, "arguments": arguments,
         "scale": descriptor.scale, "in_channels": descriptor.in_channels,
         "bands": "band by band" if descriptor.in_channels == 1 else
                  f"groups of {descriptor.in_channels} bands",
         "normalisation": "[0, 1] (8-bit data / 255), the reference implementations' convention",
+        "colour": descriptor.colour,
         "source": "recognised from the checkpoint's keys and tensor shapes (no model card)",
     }
     return _finish(module, descriptor, card, device)
@@ -260,9 +275,45 @@ def _from_file(path: Path, name: str | None, scale: int | None, device: torch.de
     _check_scale(path, card["scale"], scale)
     module = _load_native(path, architecture, arguments, state)
     descriptor = describe(architecture, name or card["name"], **arguments)
+    if card.get("colour") == "y":
+        if descriptor.in_channels != 1:
+            raise ModelError(f"{path}: card says colour 'y' but the model has "
+                             f"{descriptor.in_channels} channels")
+        descriptor = _luma(descriptor)
     if descriptor.scale != card["scale"]:
         raise ModelError(f"{path}: card scale {card['scale']} != arguments' {descriptor.scale}")
     return _finish(module, descriptor, card, device)
+
+
+def _fetch_s3_model(uri: str) -> Path:
+    """Download an ``s3://`` weights file (and its ``.json`` card when there is one) into a
+    local cache keyed by the URL and the object's ETag, so each process downloads a given
+    version once (``$SR_MODEL_CACHE``, default ``<temp dir>/sr-pipeline-models``).
+
+    Raises:
+        InputError: malformed URL or no such object; StorageError: S3 unreachable.
+    """
+    import hashlib
+    import tempfile
+
+    from sr_core import storage
+
+    bucket, key = storage.parse_s3(uri)
+    etag = storage.object_etag(uri)
+    root = Path(os.environ.get("SR_MODEL_CACHE")
+                or Path(tempfile.gettempdir()) / "sr-pipeline-models")
+    folder = root / hashlib.sha256(f"{uri}\n{etag}".encode()).hexdigest()[:16]
+    path = folder / Path(key).name
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    card_uri = f"s3://{bucket}/{str(Path(key).with_suffix('.json'))}"
+    wanted = [(uri, path)]
+    if storage.exists(card_uri):
+        wanted.insert(0, (card_uri, path.with_suffix(".json")))
+    for src, dst in wanted:  # the card first: the weights file appearing marks completion
+        os.replace(storage.fetch(src, folder), dst)
+    return path
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -282,6 +333,8 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
     * a shipped name (``"edsr-x2"``); ``scale``, if given, must agree;
     * a path to a ``.safetensors`` (or ``.pth``/``.pt``/``.ckpt``) file with its ``.json`` card
       beside it; ``scale``, if given, must agree with the card;
+    * an ``s3://bucket/key`` URL of such a file (its card ``key`` with ``.json`` beside it, when
+      there is one), downloaded once per version into a local cache;
     * a path to such a file without a card: a native architecture recognised from its keys and
       tensor shapes (:mod:`sr_core.models.detect`; SRCNN, VDSR and FSRCNN need ``scale``), or
       else any architecture spandrel recognises (:mod:`sr_core.models.thirdparty`).
@@ -327,6 +380,8 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
                 f"was installed without it); use 'bicubic' or a local .safetensors"
             )
         return _from_file(path, ref, scale, dev)
+    if ref.startswith("s3://"):
+        return _from_file(_fetch_s3_model(ref), None, scale, dev)
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
         if not path.is_file():

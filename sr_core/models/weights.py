@@ -10,6 +10,8 @@ Our format is two files side by side:
   - ``arguments``: the constructor's keyword arguments (``scale`` included);
   - ``scale``, ``in_channels``: repeated for readers that do not build the network;
   - ``bands``: the band policy in words; ``normalisation``: what [0, 1] input means;
+  - ``colour`` (optional): ``"y"`` for a 1-channel model trained on BT.601 luma (run on Y of
+    3-band scenes, chroma by bicubic), else absent or ``"bands"``;
   - ``training``: ``scenes``, ``validation_scenes``, ``epochs``/``steps``, ``patch_size``,
     ``loss``, ``optimiser``, ``seed``;
   - ``metrics``: ``{"validation": {"model": {"psnr":, "ssim":}, "bicubic": {...}}}``;
