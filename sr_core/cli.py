@@ -107,7 +107,8 @@ def models_cmd() -> None:
 
 @cli.command()
 @click.option("--arch", "architecture", default="edsr", show_default=True,
-              help="Architecture to train (edsr, espcn).")
+              help="Architecture to train (see `sr-pipeline models`: edsr, espcn, srcnn, fsrcnn, "
+                   "vdsr, srresnet, msrresnet, imdn, rrdbnet).")
 @click.option("--scale", type=int, default=2, show_default=True)
 @click.option("--name", default=None, help="Model name (default ARCH-xSCALE).")
 @click.option("--out", required=True, help="Weights file to write (NAME.safetensors; the model "
@@ -127,8 +128,18 @@ def models_cmd() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT's checkpoint.")
+@click.option("--loss", type=click.Choice(["l1", "mse", "perceptual"]), default="l1",
+              show_default=True, help="perceptual = L1 + VGG-19 feature MSE (needs --vgg-weights).")
+@click.option("--vgg-weights", default=None, help="torchvision VGG-19 weights file for the "
+              "perceptual loss (never downloaded).")
+@click.option("--vgg-layer", default="relu5_4", show_default=True)
+@click.option("--perceptual-weight", type=float, default=1.0, show_default=True)
+@click.option("--gan-epochs", type=int, default=0, show_default=True,
+              help="SRGAN adversarial epochs after the pixel pre-training epochs.")
+@click.option("--adversarial-weight", type=float, default=1e-3, show_default=True)
 def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, steps, batch_size,
-          patch, learning_rate, seed, device, resume) -> None:
+          patch, learning_rate, seed, device, resume, loss, vgg_weights, vgg_layer,
+          perceptual_weight, gan_epochs, adversarial_weight) -> None:
     """Train a model on your scenes by the Wald protocol and write it with its model card."""
     import json
 
@@ -149,7 +160,9 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
                       name=name or f"{architecture}-x{scale}", out=out, scenes=tuple(scenes),
                       val_scenes=tuple(val_scenes), epochs=epochs, steps_per_epoch=steps,
                       batch_size=batch_size, patch_px=patch, learning_rate=learning_rate,
-                      seed=seed, device=device, resume=resume)
+                      seed=seed, device=device, resume=resume, loss=loss, vgg_weights=vgg_weights,
+                      vgg_layer=vgg_layer, perceptual_weight=perceptual_weight,
+                      gan_epochs=gan_epochs, adversarial_weight=adversarial_weight)
     card = train_model(cfg)
     click.echo(f"weights: {card['weights']} (card beside it)")
     for scene, m in card["metrics"]["validation"].items():
