@@ -86,3 +86,29 @@ def test_evaluate_models_flow(prefect_harness, repo_data, tmp_path):
     assert by_key["evaluation-summary"].type == "table"
     assert "espcn-x2" in str(by_key["evaluation-summary"].data)
     assert "BT.601" in by_key["evaluation-report"].data
+
+
+def test_train_model_flow(prefect_harness, repo_data, tmp_path):
+    """Two task runs (train, publish); the weights and card are written and the per-epoch
+    validation is a table artifact."""
+    from flows.train_model import train_model_flow
+
+    train = crop_scene(repo_data.path("S2A_29RKH_20200219_L2A_B04.tif"), tmp_path / "s2.tif",
+                       row=300, col=300, height=96, width=96)
+    val = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "l7.tif",
+                     row=250, col=250, height=64, width=64)
+    arguments = {"scale": 2, "in_channels": 1, "n_feats": [8, 4]}
+    state = train_model_flow(architecture="espcn", arguments=arguments, name="espcn-tiny-x2",
+                             out=str(tmp_path / "espcn_tiny.safetensors"), scenes=[str(train)],
+                             val_scenes=[str(val)], epochs=2, steps_per_epoch=2, batch_size=2,
+                             patch_px=8, pool_size=8, val_window_px=48, device="cpu",
+                             return_state=True)
+    assert state.is_completed(), state.message
+    card = state.result()
+    assert os.path.exists(card["weights"]) and (tmp_path / "espcn_tiny.json").exists()
+    tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
+    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == ["publish", "train"]
+    by_key = {a.key: a for a in artifacts}
+    assert by_key["training-validation"].type == "table"
+    assert "l7.tif PSNR (dB)" in str(by_key["training-validation"].data)
+    assert "espcn-tiny-x2" in by_key["training-card"].data
