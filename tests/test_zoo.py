@@ -13,6 +13,9 @@ import pytest
 import rasterio
 import torch
 from conftest import crop_scene
+from test_models import ZOO_CONFIGS as CONFIGS
+from test_models import ZOO_IDS as IDS
+from test_models import rand01, randomized
 from torch import nn
 
 from sr_core.errors import InputError, ModelError
@@ -23,43 +26,7 @@ from sr_core.models.weights import save_model
 from sr_core.pipeline import UpscaleConfig, run_upscale
 from sr_core.resample import upsample_bands
 
-# small widths and depths: the descriptors' formulas are in terms of the arguments
-CONFIGS = [
-    ("srcnn", {"scale": 2, "n_feats": [8, 4]}),
-    ("srcnn", {"scale": 3, "n_feats": [8, 4], "kernel_sizes": [9, 5, 5]}),
-    ("srcnn", {"scale": 4, "n_feats": [8, 4]}),
-    ("fsrcnn", {"scale": 2, "d": 8, "s": 4, "m": 2}),
-    ("fsrcnn", {"scale": 3, "d": 8, "s": 4, "m": 1}),
-    ("fsrcnn", {"scale": 4, "d": 8, "s": 4, "m": 1, "in_channels": 3}),
-    ("vdsr", {"scale": 2, "depth": 5, "n_feats": 8}),
-    ("vdsr", {"scale": 3, "depth": 4, "n_feats": 8}),
-    ("vdsr", {"scale": 4, "depth": 6, "n_feats": 8}),
-    ("srresnet", {"scale": 4, "n_blocks": 2, "n_feats": 8}),
-    ("srresnet", {"scale": 2, "n_blocks": 1, "n_feats": 8, "in_channels": 1}),
-    ("msrresnet", {"scale": 4, "n_blocks": 2, "n_feats": 8}),
-    ("msrresnet", {"scale": 3, "n_blocks": 1, "n_feats": 8}),
-    ("msrresnet", {"scale": 2, "n_blocks": 1, "n_feats": 8, "in_channels": 1}),
-    ("rrdbnet", {"scale": 4, "num_block": 1, "num_feat": 8, "num_grow_ch": 4}),
-    ("rrdbnet", {"scale": 2, "num_block": 1, "num_feat": 8, "num_grow_ch": 4, "in_channels": 1}),
-    ("edsr", {"scale": 4, "n_resblocks": 1, "n_feats": 8}),
-    ("imdn", {"scale": 2, "nf": 16, "num_modules": 2, "in_channels": 1}),
-    ("imdn", {"scale": 3, "nf": 16, "num_modules": 1}),
-]
-IDS = [f"{a}-{'-'.join(f'{k}{v}' for k, v in kw.items())}".replace(" ", "") for a, kw in CONFIGS]
 NEEDS_SCALE = {"srcnn", "vdsr", "fsrcnn"}  # their weights do not encode the scale
-
-
-def randomized(module: nn.Module, seed: int = 1) -> nn.Module:
-    """Random parameters (std 0.1) and random positive batch-norm statistics, eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-        for name, b in module.named_buffers():
-            if b.dtype.is_floating_point:
-                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
-    return module.eval()
 
 
 def run_module(module: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -67,36 +34,7 @@ def run_module(module: nn.Module, x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(x)[None])[0].numpy()
 
 
-def rand01(*shape: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random(shape, dtype=np.float32)
-
-
 # --- architectures ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("architecture", "arguments"), CONFIGS, ids=IDS)
-def test_shape_and_receptive_field_match_probe(architecture: str, arguments: dict) -> None:
-    module = randomized(build_module(architecture, **arguments))
-    d = describe(architecture, "t", **arguments)
-    x = torch.rand(2, d.in_channels, 12, 14)
-    with torch.inference_mode():
-        y = module(x)
-    assert y.shape == (2, d.in_channels, 12 * d.scale, 14 * d.scale)
-    assert torch.isfinite(y).all()
-    if d.tileable:
-        measured = probe_receptive_field(module, d.scale, in_channels=d.in_channels,
-                                         size=2 * d.receptive_field_px + 8)
-        assert measured > 0 and d.receptive_field_px == measured
-    else:
-        # global context: a pixel in one corner changes the output in the opposite corner
-        x = torch.rand(1, d.in_channels, 40, 40, dtype=torch.float64)
-        xp = x.clone()
-        xp[..., 0, 0] += 0.5
-        net = module.double()
-        with torch.inference_mode():
-            far = (net(xp) - net(x))[..., -d.scale:, -d.scale:].abs().max()
-        assert far > 0, "a non-tileable model must really depend on far pixels"
-        assert 40 - 1 > d.receptive_field_px
-
 
 @pytest.mark.parametrize("architecture", [a for a in ARCHITECTURES if a != "bicubic"])
 def test_constructors_are_keyword_only_with_defaults(architecture: str) -> None:
