@@ -103,6 +103,18 @@ def models_cmd() -> None:
         click.echo(f"{r['name']:<14} {r['architecture']:<12} {str(r['scale']):>5} "
                    f"{r['channels']:>8} {r['receptive_field_px']:>20}  {r['weights']}")
     click.echo(f"default: {DEFAULT_MODEL}")
+    from sr_core.models.registry import ARCHITECTURES, describe
+
+    click.echo("\narchitectures (train with --arch, or load their checkpoints by path):")
+    for key, arch in ARCHITECTURES.items():
+        if key == "bicubic":
+            continue
+        d = describe(key, key)
+        sc = arch.scales
+        scales = ("any" if not sc else f"{sc[0]}-{sc[-1]}" if len(sc) > 3
+                  and list(sc) == list(range(sc[0], sc[-1] + 1)) else ", ".join(map(str, sc)))
+        click.echo(f"  {key:<10} {arch.paper:<36} scales {scales:<14} "
+                   f"{'tileable' if d.tileable else 'whole image'}")
 
 
 @cli.command()
