@@ -149,9 +149,16 @@ def models_cmd() -> None:
 @click.option("--gan-epochs", type=int, default=0, show_default=True,
               help="SRGAN adversarial epochs after the pixel pre-training epochs.")
 @click.option("--adversarial-weight", type=float, default=1e-3, show_default=True)
+@click.option("--degradation", type=click.Choice(["bicubic", "area"]), default="bicubic",
+              show_default=True, help="How HR patches become LR inputs.")
+@click.option("--blur", "blur_sigma_px", type=float, default=0.0, show_default=True,
+              help="Gaussian blur sigma (HR px) before downsampling.")
+@click.option("--noise", "noise_sigma", type=float, default=0.0, show_default=True,
+              help="Gaussian noise sigma on the LR input (normalised units).")
 def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, steps, batch_size,
           patch, learning_rate, seed, device, resume, loss, vgg_weights, vgg_layer,
-          perceptual_weight, gan_epochs, adversarial_weight) -> None:
+          perceptual_weight, gan_epochs, adversarial_weight, degradation, blur_sigma_px,
+          noise_sigma) -> None:
     """Train a model on your scenes by the Wald protocol and write it with its model card."""
     import json
 
@@ -174,7 +181,9 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
                       batch_size=batch_size, patch_px=patch, learning_rate=learning_rate,
                       seed=seed, device=device, resume=resume, loss=loss, vgg_weights=vgg_weights,
                       vgg_layer=vgg_layer, perceptual_weight=perceptual_weight,
-                      gan_epochs=gan_epochs, adversarial_weight=adversarial_weight)
+                      gan_epochs=gan_epochs, adversarial_weight=adversarial_weight,
+                      degradation=degradation, blur_sigma_px=blur_sigma_px,
+                      noise_sigma=noise_sigma)
     card = train_model(cfg)
     click.echo(f"weights: {card['weights']} (card beside it)")
     for scene, m in card["metrics"]["validation"].items():

@@ -4,6 +4,8 @@ Pairs are made from the scenes themselves (Wald, Ranchin & Mangolini, PE&RS 1997
 taken from a scene, degraded by the scale (bicubic, Keys a = -0.5, antialiased: the same
 degradation the report's Wald check uses) to make the LR input, and the model learns LR -> HR.
 
+* The degradation is selectable (:func:`degrade`: bicubic or area, optional Gaussian blur and
+  noise); validation always uses the bicubic Wald check, the report's convention.
 * Scenes are staged into Zarr (:func:`sr_core.staging.stage_scene`) and normalised per scene as in
   inference (:func:`sr_core.normalize.normalization_for`), so training sees what inference sees.
 * A fixed pool of HR patches (one band each) is sampled once from the staged scenes, chosen at
@@ -48,6 +50,7 @@ from sr_core.tiling import PixelWindow
 
 STAGE_TILE_PX = 512
 LOSSES = ("l1", "mse", "perceptual")
+DEGRADATIONS = ("bicubic", "area")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class TrainConfig:
             ``adversarial_weight`` * BCE(D(SR), real), and the SRGAN discriminator
             BCE(D(HR), real) + BCE(D(SR), fake) (Ledig et al., CVPR 2017).
         adversarial_weight: weight of the generator's adversarial term (1e-3 in SRGAN).
+        degradation: how HR patches become LR inputs: ``"bicubic"`` (antialiased, MATLAB
+            ``imresize``; the Wald check's degradation) or ``"area"`` (mean of each
+            ``scale x scale`` block, a sensor-like integration); see :func:`degrade`.
+        blur_sigma_px: Gaussian blur (HR px) applied before downsampling; 0 = none.
+        noise_sigma: Gaussian noise (normalised units) added to the LR input; 0 = none.
     """
 
     architecture: str
@@ -102,6 +110,9 @@ class TrainConfig:
     perceptual_weight: float = 1.0
     gan_epochs: int = 0
     adversarial_weight: float = 1e-3
+    degradation: str = "bicubic"
+    blur_sigma_px: float = 0.0
+    noise_sigma: float = 0.0
 
 
 @dataclass
@@ -176,6 +187,50 @@ def sample_patches(scenes: list[_Staged], *, count: int, hr_px: int,
     return patches
 
 
+def degrade(hr: torch.Tensor, scale: int, *, method: str = "bicubic", blur_sigma_px: float = 0.0,
+            noise_sigma: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Make LR training inputs from HR patches (the Wald protocol's degradation, with options).
+
+    Args:
+        hr: ``(N, C, H, W)`` float tensor, ``H`` and ``W`` multiples of ``scale``.
+        scale: integer factor >= 2.
+        method: ``"bicubic"`` (:func:`sr_core.resample.downsample_bicubic`) or ``"area"``
+            (block mean).
+        blur_sigma_px: standard deviation (HR px) of a Gaussian blur applied first (kernel
+            ``2 ceil(3 sigma) + 1``, reflect padding); 0 = none.
+        noise_sigma: standard deviation of additive Gaussian noise on the LR result; 0 = none.
+        generator: CPU generator for the noise (deterministic training).
+
+    Returns:
+        ``(N, C, H // scale, W // scale)`` tensor on ``hr``'s device.
+
+    Raises:
+        InputError: unknown method or negative sigma.
+    """
+    if method not in DEGRADATIONS:
+        raise InputError(f"degradation {method!r}: expected one of {', '.join(DEGRADATIONS)}")
+    if blur_sigma_px < 0 or noise_sigma < 0:
+        raise InputError("blur and noise sigmas must be >= 0")
+    x = hr
+    if blur_sigma_px > 0:
+        r = max(1, int(np.ceil(3 * blur_sigma_px)))
+        t = torch.arange(-r, r + 1, dtype=hr.dtype, device=hr.device)
+        k = torch.exp(-0.5 * (t / blur_sigma_px) ** 2)
+        k = k / k.sum()
+        c = x.shape[1]
+        x = torch.nn.functional.pad(x, (r, r, r, r), mode="reflect")
+        x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        x = torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    if method == "area":
+        lr = torch.nn.functional.avg_pool2d(x, scale)
+    else:
+        lr = downsample_bicubic(x, scale)
+    if noise_sigma > 0:
+        noise = torch.randn(lr.shape, generator=generator, dtype=lr.dtype)
+        lr = lr + noise_sigma * noise.to(lr.device)
+    return lr
+
+
 def _augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     k = int(rng.integers(4))
     batch = torch.rot90(batch, k, dims=(-2, -1))
@@ -237,6 +292,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
     if cfg.loss == "perceptual" and not cfg.vgg_weights:
         raise InputError("the perceptual loss needs VGG-19 weights: pass their file "
                          "(torchvision's vgg19 state dict); none are downloaded")
+    degrade(torch.zeros(1, 1, 4, 4), 2, method=cfg.degradation, blur_sigma_px=cfg.blur_sigma_px,
+            noise_sigma=cfg.noise_sigma)  # options checked before any work
     if cfg.gan_epochs < 0:
         raise InputError(f"gan epochs {cfg.gan_epochs}: must be >= 0")
     device = resolve_device(cfg.device)
@@ -298,6 +355,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
             # uninterrupted one
             rng = np.random.default_rng([cfg.seed, epoch])
             torch.manual_seed(cfg.seed + epoch)
+            noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
             adversarial = epoch >= cfg.epochs
             module.train()
             if disc is not None:
@@ -306,7 +364,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
             for _ in range(cfg.steps_per_epoch):
                 idx = torch.from_numpy(rng.choice(len(pool), cfg.batch_size, replace=False))
                 hr = _augment(pool[idx], rng).contiguous().to(device)
-                lr = downsample_bicubic(hr, s)
+                lr = degrade(hr, s, method=cfg.degradation, blur_sigma_px=cfg.blur_sigma_px,
+                             noise_sigma=cfg.noise_sigma, generator=noise_gen)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     sr = module(lr)
                 sr = sr.float()
@@ -370,7 +429,13 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
                 "scenes": [Path(p).name for p in cfg.scenes],
                 "validation_scenes": [Path(p).name for p in cfg.val_scenes],
                 "protocol": "Wald: HR patch -> degrade by the scale -> LR; learn LR -> HR",
-                "degradation": DEGRADATION,
+                "degradation": (DEGRADATION if cfg.degradation == "bicubic" else
+                                "area (block mean)")
+                               + (f", Gaussian blur sigma {cfg.blur_sigma_px} HR px first"
+                                  if cfg.blur_sigma_px else "")
+                               + (f", Gaussian noise sigma {cfg.noise_sigma}"
+                                  if cfg.noise_sigma else ""),
+                "validation_degradation": DEGRADATION,
                 "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                 "batch_size": cfg.batch_size, "patch_px_lr": cfg.patch_px,
                 "pool_size": cfg.pool_size,

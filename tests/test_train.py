@@ -99,9 +99,38 @@ def test_perceptual_and_adversarial_phases(scenes, tmp_path):
     assert "VGG-19 relu2_2" in card["training"]["loss"] and "SRGAN" in card["training"]["loss"]
     assert load_model(card["weights"]).scale == 2
 
-    mse = train_model(config(scenes, tmp_path / "mse.safetensors", loss="mse", epochs=1),
+    mse = train_model(config(scenes, tmp_path / "mse.safetensors", loss="mse", epochs=1,
+                             degradation="area", blur_sigma_px=0.8, noise_sigma=0.01),
                       progress=False)
     assert mse["training"]["loss"] == "MSE"
+    assert mse["training"]["degradation"] == ("area (block mean), Gaussian blur sigma 0.8 HR px "
+                                              "first, Gaussian noise sigma 0.01")
+
+
+def test_degradations(repo_data):
+    import rasterio
+    from rasterio.windows import Window
+
+    from sr_core.resample import downsample_bicubic
+    from sr_core.train import degrade
+
+    with rasterio.open(repo_data.path("landsat7_RGB.byte.tif")) as ds:
+        hr = ds.read(window=Window(300, 300, 32, 32)).astype(np.float32)[None] / 255.0
+    t = torch.from_numpy(hr)
+    area = degrade(t, 2, method="area")
+    np.testing.assert_allclose(area.numpy(), hr.reshape(1, 3, 16, 2, 16, 2).mean(axis=(3, 5)),
+                               atol=1e-6)
+    assert torch.equal(degrade(t, 2), downsample_bicubic(t, 2))
+    blurred = degrade(t, 2, method="area", blur_sigma_px=1.0)
+    assert (blurred - area).abs().max() > 0.01 and blurred.std() < area.std()
+    flat = torch.full((1, 1, 16, 16), 0.3)
+    assert torch.allclose(degrade(flat, 2, blur_sigma_px=2.0), torch.full((1, 1, 8, 8), 0.3))
+    n1 = degrade(t, 2, noise_sigma=0.05, generator=torch.Generator().manual_seed(1))
+    n2 = degrade(t, 2, noise_sigma=0.05, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(n1, n2)
+    assert 0.04 < float((n1 - degrade(t, 2)).std()) < 0.06
+    with pytest.raises(InputError, match="degradation 'nearest'"):
+        degrade(t, 2, method="nearest")
 
 
 def test_bad_training_options(scenes, tmp_path):
