@@ -150,10 +150,12 @@ def test_output_shape_dtype_and_receptive_field(architecture: str, arguments: di
     torch.manual_seed(0)
     module = randomized(build_module(architecture, **arguments))
     d = describe(architecture, "t", **arguments)
-    x = torch.rand(2, d.in_channels, 11, 13)
+    m = d.size_multiple  # 11 x 13, or the next multiple (the runner pads; the network needs it)
+    h, w = -(-11 // m) * m, -(-13 // m) * m
+    x = torch.rand(2, d.in_channels, h, w)
     with torch.inference_mode():
         y = module(x)
-    assert y.shape == (2, d.in_channels, 11 * d.scale, 13 * d.scale)
+    assert y.shape == (2, d.in_channels, h * d.scale, w * d.scale)
     assert y.dtype == torch.float32 and torch.isfinite(y).all()
 
     if not d.tileable:
