@@ -78,6 +78,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 SHIPPED: dict[str, str] = {
     "edsr-x2": "edsr_x2",
     "espcn-x2": "espcn_x2",
+    "espcn-x4": "espcn_x4",
 }
 
 #: Constructor arguments of the shipped models (the default model is small enough to train on a
@@ -86,6 +87,7 @@ SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
     "edsr-x2": {"scale": 2, "in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
                 "rgb_range": 1.0, "bicubic_residual": True},
     "espcn-x2": {"scale": 2, "in_channels": 1},
+    "espcn-x4": {"scale": 4, "in_channels": 1},
 }
 
 DEFAULT_MODEL = "edsr"
