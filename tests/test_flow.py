@@ -63,6 +63,13 @@ def test_upscale_scene_flow(prefect_harness, repo_data, dask_address, tmp_path):
     assert "Wald PSNR (dB)" in str(by_key["upscale-quality"].data)
 
 
+def _tasks_and_artifacts(state):
+    """Sorted task names (completed) and artifacts by key of a finished flow run."""
+    tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
+    assert all(t.state.is_completed() for t in tasks)
+    return sorted(t.name.rsplit("-", 1)[0] for t in tasks), {a.key: a for a in artifacts}
+
+
 def test_evaluate_models_flow(prefect_harness, repo_data, tmp_path):
     """Two task runs (evaluate, publish); the summary is a table artifact and the files exist."""
     import numpy as np
@@ -80,9 +87,8 @@ def test_evaluate_models_flow(prefect_harness, repo_data, tmp_path):
     assert os.path.exists(out["markdown"]) and os.path.exists(out["csv"])
     assert {r["model"] for r in out["summary"]} == {"bicubic", "espcn-x2"}
 
-    tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
-    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == ["evaluate", "publish"]
-    by_key = {a.key: a for a in artifacts}
+    names, by_key = _tasks_and_artifacts(state)
+    assert names == ["evaluate", "publish"]
     assert by_key["evaluation-summary"].type == "table"
     assert "espcn-x2" in str(by_key["evaluation-summary"].data)
     assert "BT.601" in by_key["evaluation-report"].data
@@ -106,9 +112,8 @@ def test_train_model_flow(prefect_harness, repo_data, tmp_path):
     assert state.is_completed(), state.message
     card = state.result()
     assert os.path.exists(card["weights"]) and (tmp_path / "espcn_tiny.json").exists()
-    tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
-    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == ["publish", "train"]
-    by_key = {a.key: a for a in artifacts}
+    names, by_key = _tasks_and_artifacts(state)
+    assert names == ["publish", "train"]
     assert by_key["training-validation"].type == "table"
     assert "l7.tif PSNR (dB)" in str(by_key["training-validation"].data)
     assert "espcn-tiny-x2" in by_key["training-card"].data
