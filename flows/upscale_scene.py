@@ -11,6 +11,7 @@ Run it without a server (Prefect starts a temporary one) with::
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 
 from prefect import flow, task
@@ -69,7 +70,8 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
     """Super-resolve one scene (local path or s3:// URL) into a COG with a quality report.
 
     Returns:
-        ``{"cog": DST, "report_json": ..., "report_md": ..., "wald": {...}}``.
+        ``{"cog": DST, "report_json": ..., "report_md": ..., "wald": {...}, "timings_s": {...}}``
+        (``timings_s``: seconds per stage, the cluster's start-up wait and teardown included).
     """
     # importing distributed configures its loggers at INFO: import it first, then quiet it, or
     # every scheduler and nanny event lands in the flow's log
@@ -79,24 +81,34 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers,
                         report=report_path, progress=False)
-    run = pipeline.start(cfg)
-    cluster = None
+    # as sr_core.pipeline.run_upscale: the cluster starts first, so spawning workers and loading
+    # the model on them overlap loading it here, ingest and staging
+    scratch = pipeline.make_scratch(cfg)
+    cluster = pipeline.ClusterStarter(cfg, scratch)
+    run = None
     try:
+        run = pipeline.start(cfg, scratch)
+        cluster.warm(run.cfg)
         run = ingest(run)
-        cluster = pipeline.ClusterStarter(run.cfg, run.scratch)  # starts while staging runs
         run = tile(run)
-        address = cluster.client().scheduler.address
+        with pipeline.timed(run, "cluster_wait"):
+            address = cluster.client().scheduler.address
         run = infer(run, address)
         run = stitch(run)
         run = publish(run)
         run = report(run)
-        out = {k: v for k, v in run.published.items() if k != "report"}
-        out["wald"] = run.published["report"]["quality"].get("wald")
-        return out
     finally:
-        if cluster is not None:
+        if run is None:
             cluster.close()
-        pipeline.cleanup(run)
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            with pipeline.timed(run, "teardown"):
+                cluster.close()
+            pipeline.cleanup(run)
+    out = {k: v for k, v in run.published.items() if k != "report"}
+    out["wald"] = run.published["report"]["quality"].get("wald")
+    out["timings_s"] = dict(run.timings)
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up .venv (first time: a few minutes, torch is most of it)" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,bench]"
     .venv/bin/python -m pip check >&2
     echo "$want" > "$stamp"
 fi

@@ -102,7 +102,7 @@ def models_cmd() -> None:
     for r in rows:
         click.echo(f"{r['name']:<14} {r['architecture']:<12} {str(r['scale']):>5} "
                    f"{r['channels']:>8} {r['receptive_field_px']:>20}  {r['weights']}")
-    click.echo(f"default: {DEFAULT_MODEL}")
+    click.echo(f"default: {DEFAULT_MODEL} (its shipped weights for --scale; x2 when no scale is given)")
     from sr_core.models.registry import ARCHITECTURES, describe
 
     click.echo("\narchitectures (train with --arch, or load their checkpoints by path):")

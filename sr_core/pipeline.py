@@ -186,6 +186,7 @@ def start(cfg: UpscaleConfig, scratch: str | None = None) -> Run:
     Raises:
         InputError, ModelError: bad options or model.
     """
+    t0 = time.perf_counter()
     check_options(cfg)
     model = resolve_model(cfg.model, cfg.scale)
     m = model.descriptor.size_multiple
@@ -193,11 +194,14 @@ def start(cfg: UpscaleConfig, scratch: str | None = None) -> Run:
         raise InputError(f"--tile-size {cfg.tile_size_px}: model {model.descriptor.name} needs "
                          f"tiles of a multiple of {m} px")
     cfg = replace(cfg, model=model.ref, scale=model.descriptor.scale)
-    return Run(cfg=cfg, scratch=scratch or make_scratch(cfg), model=model)
+    run = Run(cfg=cfg, scratch=scratch or make_scratch(cfg), model=model, started=t0)
+    run.timings["start"] = time.perf_counter() - t0
+    return run
 
 
 @contextmanager
-def _timed(run: Run, stage: str) -> Iterator[None]:
+def timed(run: Run, stage: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` body to ``run.timings[stage]`` (seconds)."""
     t0 = time.perf_counter()
     try:
         yield
@@ -211,7 +215,7 @@ def ingest(run: Run) -> Run:
     Raises:
         InputError: bad source file or destination; StorageError: S3 unreachable.
     """
-    with _timed(run, "ingest"):
+    with timed(run, "ingest"):
         storage.check_destination(run.cfg.dst)
         local = storage.fetch(run.cfg.src, run.scratch)
         run.scene = open_scene(local, name=run.cfg.src)
@@ -226,7 +230,7 @@ def tile(run: Run) -> Run:
     if not run.model.descriptor.tileable:  # global context: the whole scene is one tile
         run.cfg = replace(run.cfg, tile_size_px=max(scene.height, scene.width))
     cfg = run.cfg
-    with _timed(run, "tile"):
+    with timed(run, "tile"):
         run.staged = stage_scene(scene, os.path.join(run.scratch, "input.zarr"),
                                  tile_size_px=cfg.tile_size_px)
         run.normalization = normalization_for(scene.dtype, list(run.staged.band_min),
@@ -270,7 +274,10 @@ def dask_client(address: str | None, workers: int | None, scratch: str):
     # adaptive mmap threshold: every large activation is then mmapped and page-faulted afresh.
     # Measured here: one EDSR forward pass 9.8 s in a plain process, 16.6 s in a worker with it,
     # 11.1 s without it. Our workers allocate tile-sized tensors, so they run without it.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    # Worker processes import distributed afresh, which sets its loggers to INFO (a dozen start-up
+    # lines per worker in the user's terminal); the variable makes their level ERROR from the start.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}):
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
                                processes=True, dashboard_address=":0", local_directory=scratch,
                                silence_logs=logging.ERROR)
@@ -348,7 +355,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
 
     assert run.grid is not None and run.normalization is not None and run.scene is not None
     cfg, scene = run.cfg, run.scene
-    with _timed(run, "infer"):
+    with timed(run, "infer"):
         info = client.scheduler_info()
         n_workers = max(1, len(info.get("workers", {})))
         threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or 1
@@ -385,7 +392,10 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         run.wald = wald_future.result() if wald_future is not None else None
         run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
                     "tiles_per_task": cfg.tiles_per_task, "scheduler": cfg.dask_address or "LocalCluster",
-                    "devices": sorted({t.device for t in run.tiles})}
+                    "devices": sorted({t.device for t in run.tiles}),
+                    # compute inside the tasks, so scheduling overhead = infer wall - these / threads
+                    "tile_compute_s": round(sum(t.seconds for t in run.tiles), 3),
+                    "wald_compute_s": round(run.wald["seconds"], 3) if run.wald else 0.0}
     return run
 
 
@@ -394,7 +404,7 @@ def stitch(run: Run) -> Run:
     from sr_core.cog import write_cog
 
     assert run.scene is not None and run.output_store is not None
-    with _timed(run, "stitch"):
+    with timed(run, "stitch"):
         run.temp_cog = storage.temp_path_for(run.cfg.dst, run.scratch)
         run.cog = write_cog(run.output_store, run.scene, run.cfg.scale, run.temp_cog,
                             extra_tags={"SR_SCALE": str(run.cfg.scale),
@@ -405,7 +415,7 @@ def stitch(run: Run) -> Run:
 def publish(run: Run) -> Run:
     """Move or upload the finished COG into place at DST."""
     assert run.temp_cog is not None
-    with _timed(run, "publish"):
+    with timed(run, "publish"):
         storage.publish(run.temp_cog, run.cfg.dst)
         run.published["cog"] = run.cfg.dst
         run.temp_cog = None
@@ -433,7 +443,7 @@ def report(run: Run) -> Run:
     """Write the JSON and markdown reports and publish them beside the COG."""
     from sr_core.report import build_report, to_markdown, write_json
 
-    with _timed(run, "report"):
+    with timed(run, "report"):
         rep = build_report(run, quality(run))
         json_uri, md_uri = run.cfg.report_paths()
         for uri, text in ((json_uri, write_json(rep)), (md_uri, to_markdown(rep))):
@@ -477,7 +487,7 @@ def run_upscale(cfg: UpscaleConfig,
         cluster.warm(run.cfg)
         ingest(run)
         tile(run)
-        with _timed(run, "cluster_wait"):
+        with timed(run, "cluster_wait"):
             client = cluster.client()
         infer(run, client, on_progress)
         stitch(run)
