@@ -15,7 +15,7 @@ args=()
 for s in "${SCENES[@]}"; do args+=(--scene "$G/$s"); done
 for s in "${VAL[@]}"; do args+=(--val-scene "$G/$s"); done
 W=sr_core/models/weights
-ONLY=${ONLY:-edsr espcn}   # which shipped models to train
+ONLY=${ONLY:-edsr espcn espcn4}   # which shipped models to train
 if [[ " $ONLY " == *" edsr "* ]]; then
 .venv/bin/sr-pipeline train --arch edsr --scale 2 --name edsr-x2 --out $W/edsr_x2.safetensors \
     --epochs ${EPOCHS:-10} --steps ${STEPS:-100} --seed 0 --device cpu "${args[@]}"
@@ -23,4 +23,9 @@ fi
 if [[ " $ONLY " == *" espcn "* ]]; then
 .venv/bin/sr-pipeline train --arch espcn --scale 2 --name espcn-x2 --out $W/espcn_x2.safetensors \
     --epochs ${EPOCHS:-10} --steps ${STEPS:-100} --seed 0 --lr 1e-3 --device cpu "${args[@]}"
+fi
+if [[ " $ONLY " == *" espcn4 "* ]]; then
+# x4: ESPCN on 24 px LR / 96 px HR patches
+.venv/bin/sr-pipeline train --arch espcn --scale 4 --name espcn-x4 --out $W/espcn_x4.safetensors \
+    --patch 24 --epochs ${EPOCHS:-10} --steps ${STEPS:-100} --seed 0 --lr 1e-3 --device cpu "${args[@]}"
 fi

@@ -115,6 +115,18 @@ def models_cmd() -> None:
         click.echo(f"{r['name']:<14} {r['architecture']:<12} {str(r['scale']):>5} "
                    f"{r['channels']:>8} {r['receptive_field_px']:>20}  {r['weights']}")
     click.echo(f"default: {DEFAULT_MODEL} (its shipped weights for --scale; x2 when no scale is given)")
+    from sr_core.models.registry import ARCHITECTURES, describe
+
+    click.echo("\narchitectures (train with --arch, or load their checkpoints by path):")
+    for key, arch in ARCHITECTURES.items():
+        if key == "bicubic":
+            continue
+        d = describe(key, key)
+        sc = arch.scales
+        scales = ("any" if not sc else f"{sc[0]}-{sc[-1]}" if len(sc) > 3
+                  and list(sc) == list(range(sc[0], sc[-1] + 1)) else ", ".join(map(str, sc)))
+        click.echo(f"  {key:<10} {arch.paper:<36} scales {scales:<14} "
+                   f"{'tileable' if d.tileable else 'whole image'}")
 
 
 @cli.command("report-archive")
@@ -132,7 +144,8 @@ def report_archive(out, reports, title) -> None:
 
 @cli.command()
 @click.option("--arch", "architecture", default="edsr", show_default=True,
-              help="Architecture to train (edsr, espcn).")
+              help="Architecture to train (see `sr-pipeline models`: edsr, espcn, srcnn, fsrcnn, "
+                   "vdsr, srresnet, msrresnet, imdn, rrdbnet).")
 @click.option("--scale", type=int, default=2, show_default=True)
 @click.option("--name", default=None, help="Model name (default ARCH-xSCALE).")
 @click.option("--out", required=True, help="Weights file to write (NAME.safetensors; the model "
@@ -152,8 +165,25 @@ def report_archive(out, reports, title) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from OUT's checkpoint.")
+@click.option("--loss", type=click.Choice(["l1", "mse", "perceptual"]), default="l1",
+              show_default=True, help="perceptual = L1 + VGG-19 feature MSE (needs --vgg-weights).")
+@click.option("--vgg-weights", default=None, help="torchvision VGG-19 weights file for the "
+              "perceptual loss (never downloaded).")
+@click.option("--vgg-layer", default="relu5_4", show_default=True)
+@click.option("--perceptual-weight", type=float, default=1.0, show_default=True)
+@click.option("--gan-epochs", type=int, default=0, show_default=True,
+              help="SRGAN adversarial epochs after the pixel pre-training epochs.")
+@click.option("--adversarial-weight", type=float, default=1e-3, show_default=True)
+@click.option("--degradation", type=click.Choice(["bicubic", "area"]), default="bicubic",
+              show_default=True, help="How HR patches become LR inputs.")
+@click.option("--blur", "blur_sigma_px", type=float, default=0.0, show_default=True,
+              help="Gaussian blur sigma (HR px) before downsampling.")
+@click.option("--noise", "noise_sigma", type=float, default=0.0, show_default=True,
+              help="Gaussian noise sigma on the LR input (normalised units).")
 def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, steps, batch_size,
-          patch, learning_rate, seed, device, resume) -> None:
+          patch, learning_rate, seed, device, resume, loss, vgg_weights, vgg_layer,
+          perceptual_weight, gan_epochs, adversarial_weight, degradation, blur_sigma_px,
+          noise_sigma) -> None:
     """Train a model on your scenes by the Wald protocol and write it with its model card."""
     import json
 
@@ -174,12 +204,46 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
                       name=name or f"{architecture}-x{scale}", out=out, scenes=tuple(scenes),
                       val_scenes=tuple(val_scenes), epochs=epochs, steps_per_epoch=steps,
                       batch_size=batch_size, patch_px=patch, learning_rate=learning_rate,
-                      seed=seed, device=device, resume=resume)
+                      seed=seed, device=device, resume=resume, loss=loss, vgg_weights=vgg_weights,
+                      vgg_layer=vgg_layer, perceptual_weight=perceptual_weight,
+                      gan_epochs=gan_epochs, adversarial_weight=adversarial_weight,
+                      degradation=degradation, blur_sigma_px=blur_sigma_px,
+                      noise_sigma=noise_sigma)
     card = train_model(cfg)
     click.echo(f"weights: {card['weights']} (card beside it)")
     for scene, m in card["metrics"]["validation"].items():
         click.echo(f"{scene}: model {m['model']['psnr_db']:.2f} dB / SSIM {m['model']['ssim']:.4f}"
                    f"; bicubic {m['bicubic']['psnr_db']:.2f} dB / SSIM {m['bicubic']['ssim']:.4f}")
+
+
+@cli.command()
+@click.option("--model", "models", multiple=True, metavar="NAME_OR_WEIGHTS",
+              help="Model to evaluate (repeat for several); bicubic is always included.")
+@click.option("--scale", type=int, required=True, help="Upscaling factor.")
+@click.option("--hr", "hr_dir", default=None, help="Folder of HR images (NAME_HR.png or any "
+              "images); LR images NAME_LR*.png beside them are used when present.")
+@click.option("--lr", "lr_dir", default=None, help="Folder of provided LR images.")
+@click.option("--scene", "scenes", multiple=True, help="Georeferenced scene evaluated by the "
+              "Wald protocol; repeat for several.")
+@click.option("--channel", type=click.Choice(["y", "rgb"]), default="y", show_default=True,
+              help="y = BT.601 luma (the SR literature's convention), rgb = all channels.")
+@click.option("--crop-border", "crop_border", type=int, default=None,
+              help="Pixels cropped from each side before measuring (default: the scale).")
+@click.option("--out", "out_dir", required=True, help="Folder for evaluation.md and .csv.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",
+              show_default=True)
+def evaluate(models, scale, hr_dir, lr_dir, scenes, channel, crop_border, out_dir, device
+             ) -> None:
+    """PSNR / SSIM of models and bicubic on benchmark images or georeferenced scenes."""
+    from sr_core import evaluate as ev
+
+    cfg = ev.EvalConfig(models=tuple(models), scale=scale, hr_dir=hr_dir, lr_dir=lr_dir,
+                        scenes=tuple(scenes), channel=channel, crop_border_px=crop_border,
+                        device=device)
+    result = ev.evaluate(cfg)
+    paths = ev.write_outputs(result, out_dir)
+    click.echo(ev.to_markdown(result), nl=False)
+    click.echo(f"written: {paths['markdown']} and {paths['csv']}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -134,7 +134,11 @@ class Run:
 
     @property
     def halo_px(self) -> int:
-        return self.model.descriptor.receptive_field_px
+        """The receptive-field radius rounded up to the model's size multiple, so every read
+        window starts on the same ``size_multiple`` grid as the whole image (models that
+        pixel-unshuffle or partition windows see the same blocks)."""
+        d = self.model.descriptor
+        return -(-d.receptive_field_px // d.size_multiple) * d.size_multiple
 
 
 def check_options(cfg: UpscaleConfig) -> None:
@@ -205,6 +209,10 @@ def start(cfg: UpscaleConfig, scratch: str | None = None) -> Run:
     t0 = time.perf_counter()
     check_options(cfg)
     model = resolve_model(cfg.model, cfg.scale)
+    m = model.descriptor.size_multiple
+    if model.descriptor.tileable and cfg.tile_size_px % m:
+        raise InputError(f"--tile-size {cfg.tile_size_px}: model {model.descriptor.name} needs "
+                         f"tiles of a multiple of {m} px")
     cfg = replace(cfg, model=model.ref, scale=model.descriptor.scale)
     run = Run(cfg=cfg, scratch=scratch or make_scratch(cfg), model=model, started=t0)
     run.timings["start"] = time.perf_counter() - t0
@@ -239,7 +247,10 @@ def tile(run: Run) -> Run:
     """Stage the scene into Zarr tiles, fix the per-scene normalisation, plan the tile grid and
     create the output Zarr."""
     assert run.scene is not None
-    cfg, scene = run.cfg, run.scene
+    scene = run.scene
+    if not run.model.descriptor.tileable:  # global context: the whole scene is one tile
+        run.cfg = replace(run.cfg, tile_size_px=max(scene.height, scene.width))
+    cfg = run.cfg
     with timed(run, "tile"):
         run.staged = stage_scene(scene, os.path.join(run.scratch, "input.zarr"),
                                  tile_size_px=cfg.tile_size_px)

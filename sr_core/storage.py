@@ -352,6 +352,20 @@ def exists(uri: str | os.PathLike) -> bool:
     return True
 
 
+def object_etag(uri: str) -> str:
+    """The ETag of an S3 object (changes when the object is rewritten).
+
+    Raises:
+        InputError: malformed S3 URL or no such object.
+        StorageError: access denied or endpoint unreachable.
+    """
+    bucket, key = parse_s3(uri)
+    try:
+        return str(s3_client().head_object(Bucket=bucket, Key=key)["ETag"])
+    except Exception as exc:  # noqa: BLE001
+        raise _s3_error(uri, exc) from None
+
+
 def check_destination(dst_uri: str | os.PathLike, *, folder: bool | None = False) -> None:
     """Fail early, before any work, if ``dst_uri`` cannot be written.
 

@@ -142,3 +142,7 @@ def test_models_lists_every_architecture(capsys):
     for name in ("bicubic", "espcn-x2", "edsr-x2"):
         assert name in out
     assert "receptive field" in out and "20" in out  # the default EDSR's radius
+    from sr_core.models.registry import ARCHITECTURES
+
+    assert all(f"  {a} " in out for a in ARCHITECTURES if a != "bicubic")
+    assert "imdn" in out and "whole image" in out

@@ -91,3 +91,59 @@ def test_upscale_scene_flow_dicom_series(prefect_harness, dask_address, tmp_path
     names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
     assert names == sorted(["ingest", "tile", "infer", "stitch", "publish", "report"])
     assert "upscale-report" in {a.key for a in artifacts}
+
+
+def _tasks_and_artifacts(state):
+    """Sorted task names (completed) and artifacts by key of a finished flow run."""
+    tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
+    assert all(t.state.is_completed() for t in tasks)
+    return sorted(t.name.rsplit("-", 1)[0] for t in tasks), {a.key: a for a in artifacts}
+
+
+def test_evaluate_models_flow(prefect_harness, repo_data, tmp_path):
+    """Two task runs (evaluate, publish); the summary is a table artifact and the files exist."""
+    import numpy as np
+    from PIL import Image
+
+    from flows.evaluate_models import evaluate_models
+
+    with rasterio.open(repo_data.path("landsat7_RGB.byte.tif")) as ds:
+        rgb = ds.read(window=rasterio.windows.Window(250, 250, 120, 100))
+    Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 2, 0))).save(tmp_path / "l_HR.png")
+    state = evaluate_models(out_dir=str(tmp_path / "eval"), scale=2, models=["espcn-x2"],
+                            hr_dir=str(tmp_path), return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert os.path.exists(out["markdown"]) and os.path.exists(out["csv"])
+    assert {r["model"] for r in out["summary"]} == {"bicubic", "espcn-x2"}
+
+    names, by_key = _tasks_and_artifacts(state)
+    assert names == ["evaluate", "publish"]
+    assert by_key["evaluation-summary"].type == "table"
+    assert "espcn-x2" in str(by_key["evaluation-summary"].data)
+    assert "BT.601" in by_key["evaluation-report"].data
+
+
+def test_train_model_flow(prefect_harness, repo_data, tmp_path):
+    """Two task runs (train, publish); the weights and card are written and the per-epoch
+    validation is a table artifact."""
+    from flows.train_model import train_model_flow
+
+    train = crop_scene(repo_data.path("S2A_29RKH_20200219_L2A_B04.tif"), tmp_path / "s2.tif",
+                       row=300, col=300, height=96, width=96)
+    val = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "l7.tif",
+                     row=250, col=250, height=64, width=64)
+    arguments = {"scale": 2, "in_channels": 1, "n_feats": [8, 4]}
+    state = train_model_flow(architecture="espcn", arguments=arguments, name="espcn-tiny-x2",
+                             out=str(tmp_path / "espcn_tiny.safetensors"), scenes=[str(train)],
+                             val_scenes=[str(val)], epochs=2, steps_per_epoch=2, batch_size=2,
+                             patch_px=8, pool_size=8, val_window_px=48, device="cpu",
+                             return_state=True)
+    assert state.is_completed(), state.message
+    card = state.result()
+    assert os.path.exists(card["weights"]) and (tmp_path / "espcn_tiny.json").exists()
+    names, by_key = _tasks_and_artifacts(state)
+    assert names == ["publish", "train"]
+    assert by_key["training-validation"].type == "table"
+    assert "l7.tif PSNR (dB)" in str(by_key["training-validation"].data)
+    assert "espcn-tiny-x2" in by_key["training-card"].data

@@ -25,9 +25,14 @@ class SRModel:
       the padding are dropped. So a 3-channel RGB model sees a 4-band RGBN scene as ``(R, G, B)``
       and ``(N, N, N)``. Band order matters: the pipeline must pass bands in the order the
       model was trained on.
+    * a Y-channel model (``descriptor.colour == "y"``, 1 channel) on a 3-band scene: the bands
+      are read as RGB, converted to BT.601 YCbCr (:mod:`sr_core.color`), Y is super-resolved by
+      the network and Cb/Cr by bicubic interpolation, and the result converted back to RGB (as
+      the SR literature evaluates SRCNN, FSRCNN and VDSR). Other band counts run band by band.
 
-    Size policy: when the descriptor's ``size_multiple`` is above 1, the image is padded at the
-    bottom and right to a multiple of it (reflect, or replicate when the image is too small to
+    Size policy: when the descriptor's ``size_multiple`` is above 1 or its ``min_size_px`` is
+    larger than the image, the image is padded at the bottom and right to the smallest size that
+    is a multiple and at least the minimum (reflect, or replicate when the image is too small to
     reflect) and the output cropped back, so the output is always exactly ``scale`` times the
     input.
 
@@ -58,9 +63,9 @@ class SRModel:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, h, w)`` -> ``(N, C, h*s, w*s)`` with size-multiple padding and batching."""
-        m = self.descriptor.size_multiple
+        m, lo = self.descriptor.size_multiple, self.descriptor.min_size_px
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % m, (-w) % m
+        pad_h, pad_w = (-max(h, lo)) % m + max(lo - h, 0), (-max(w, lo)) % m + max(lo - w, 0)
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
@@ -91,6 +96,8 @@ class SRModel:
         if not np.issubdtype(x.dtype, np.floating):
             raise InputError(f"{self.name}: expected a normalised float array, got {x.dtype}")
         bands, h, w = x.shape
+        if self.descriptor.colour == "y" and bands == 3:
+            return self._upscale_luma(x)
         c = self.descriptor.in_channels
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         groups = -(-bands // c)
@@ -100,3 +107,15 @@ class SRModel:
             y = self._forward(t.reshape(groups, c, h, w).to(self.device))
             y = y.reshape(groups * c, h * self.scale, w * self.scale)[:bands]
             return y.to("cpu", torch.float32).contiguous().numpy()
+
+    def _upscale_luma(self, x: np.ndarray) -> np.ndarray:
+        """RGB -> YCbCr; network on Y, bicubic on Cb/Cr; -> RGB (float32, not clipped)."""
+        from sr_core.color import rgb_to_ycbcr, ycbcr_to_rgb
+        from sr_core.resample import upsample_bicubic
+
+        ycc = rgb_to_ycbcr(x).astype(np.float32)
+        with torch.inference_mode():
+            y = self._forward(torch.from_numpy(ycc[None, :1]).to(self.device))
+            cc = upsample_bicubic(torch.from_numpy(ycc[None, 1:]), self.scale)
+        out = np.concatenate([y.to("cpu", torch.float32).numpy()[0], cc.numpy()[0]])
+        return ycbcr_to_rgb(out).astype(np.float32)

@@ -21,9 +21,18 @@ class ModelDescriptor:
             halo is at least this, so tiled output equals whole-image output.
         size_multiple: the input height and width must be a multiple of this; the runner pads
             (reflect) and crops back. 1 means any size.
+        min_size_px: the input height and width must be at least this; the runner pads (then
+            crops back). 0 means no minimum.
         input_grid: ``"lr"`` when the network takes the LR image, ``"hr"`` when it works on the
             bicubic-upsampled grid (SRCNN, VDSR).
-        tileable: whether the model may be run tile by tile (False for global-context models).
+        tileable: whether the model may be run tile by tile (False for global-context models:
+            the pipeline then runs the whole scene as one tile).
+        colour: ``"bands"``: the network sees the scene's bands (policy in
+            :class:`~sr_core.models.base.SRModel`); ``"y"``: a 1-channel network trained on the
+            luma of BT.601 YCbCr (the reference SRCNN / FSRCNN / VDSR weights): on a 3-band
+            scene it runs on Y and the chroma is upscaled by bicubic; other scenes band by band.
+        supported_scales: the scales the architecture can be built for; ``None``: any integer
+            >= 2 (filled in by :func:`sr_core.models.registry.describe`).
     """
 
     name: str
@@ -33,8 +42,11 @@ class ModelDescriptor:
     out_channels: int = 1
     receptive_field_px: int
     size_multiple: int = 1
+    min_size_px: int = 0
     input_grid: Literal["lr", "hr"] = "lr"
     tileable: bool = True
+    colour: Literal["bands", "y"] = "bands"
+    supported_scales: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:
         """Plain-JSON form for reports and model cards."""

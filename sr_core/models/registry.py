@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,15 @@ from sr_core.errors import InputError, ModelError
 from sr_core.models.base import SRModel
 from sr_core.models.bicubic import Bicubic, describe_bicubic
 from sr_core.models.descriptor import ModelDescriptor
+from sr_core.models.detect import detect_architecture
 from sr_core.models.edsr import EDSR, describe_edsr
 from sr_core.models.espcn import ESPCN, describe_espcn
+from sr_core.models.fsrcnn import FSRCNN, describe_fsrcnn
+from sr_core.models.imdn import IMDN, describe_imdn
+from sr_core.models.rrdbnet import RRDBNet, describe_rrdbnet
+from sr_core.models.srcnn import SRCNN, describe_srcnn
+from sr_core.models.srresnet import MSRResNet, SRResNet, describe_msrresnet, describe_srresnet
+from sr_core.models.vdsr import VDSR, describe_vdsr
 from sr_core.models.weights import (
     SAFETENSORS_SUFFIX,
     TORCH_SUFFIXES,
@@ -37,23 +44,41 @@ from sr_core.models.weights import (
 
 @dataclass(frozen=True)
 class Architecture:
-    """An architecture: how to build its network and describe it from the same arguments."""
+    """An architecture: how to build its network and describe it from the same arguments.
+
+    Attributes:
+        builder: the network class (keyword-only constructor with the paper's defaults).
+        describe: ``describe(name, **arguments) -> ModelDescriptor``.
+        paper: short citation (the class docstring has the full one).
+        scales: the scales it can be built for; ``None``: any integer >= 2.
+    """
 
     builder: Callable[..., nn.Module]
     describe: Callable[..., ModelDescriptor]
     paper: str
+    scales: tuple[int, ...] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "bicubic": Architecture(Bicubic, describe_bicubic, "Keys, IEEE Trans. ASSP 1981"),
+    "srcnn": Architecture(SRCNN, describe_srcnn, "Dong et al., ECCV 2014"),
+    "fsrcnn": Architecture(FSRCNN, describe_fsrcnn, "Dong et al., ECCV 2016",
+                           (2, 3, 4, 5, 6, 7, 8)),
     "espcn": Architecture(ESPCN, describe_espcn, "Shi et al., CVPR 2016"),
-    "edsr": Architecture(EDSR, describe_edsr, "Lim et al., CVPRW 2017"),
+    "vdsr": Architecture(VDSR, describe_vdsr, "Kim et al., CVPR 2016"),
+    "edsr": Architecture(EDSR, describe_edsr, "Lim et al., CVPRW 2017", (2, 3, 4, 8)),
+    "srresnet": Architecture(SRResNet, describe_srresnet, "Ledig et al., CVPR 2017", (2, 4, 8)),
+    "msrresnet": Architecture(MSRResNet, describe_msrresnet, "Wang et al., ECCVW 2018 (BasicSR)",
+                              (2, 3, 4)),
+    "imdn": Architecture(IMDN, describe_imdn, "Hui et al., ACM MM 2019"),
+    "rrdbnet": Architecture(RRDBNet, describe_rrdbnet, "Wang et al., ECCVW 2018", (2, 4)),
 }
 
 #: Registry name -> weights file stem in :data:`WEIGHTS_DIR`. Names are ``<architecture>-x<scale>``.
 SHIPPED: dict[str, str] = {
     "edsr-x2": "edsr_x2",
     "espcn-x2": "espcn_x2",
+    "espcn-x4": "espcn_x4",
 }
 
 #: Constructor arguments of the shipped models (the default model is small enough to train on a
@@ -62,6 +87,7 @@ SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
     "edsr-x2": {"scale": 2, "in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
                 "rgb_range": 1.0, "bicubic_residual": True},
     "espcn-x2": {"scale": 2, "in_channels": 1},
+    "espcn-x4": {"scale": 4, "in_channels": 1},
 }
 
 DEFAULT_MODEL = "edsr"
@@ -111,7 +137,9 @@ def describe(architecture: str, name: str, **arguments: Any) -> ModelDescriptor:
     Raises:
         ModelError: unknown architecture or bad arguments.
     """
-    return _architecture(architecture).describe(name, **_bind(architecture, arguments))
+    arch = _architecture(architecture)
+    return replace(arch.describe(name, **_bind(architecture, arguments)),
+                   supported_scales=arch.scales)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -168,20 +196,8 @@ def _bicubic(scale: int, device: torch.device) -> SRModel:
                    card, device)
 
 
-def _from_file(path: Path, name: str | None, scale: int | None, device: torch.device) -> SRModel:
-    state, card = load_weights(path)
-    assert card is not None
-    architecture, arguments = card["architecture"], card["arguments"]
-    if architecture == "bicubic" or architecture not in ARCHITECTURES:
-        raise ModelError(
-            f"{path}: card names architecture {architecture!r}; expected one of "
-            f"{', '.join(a for a in ARCHITECTURES if a != 'bicubic')}"
-        )
-    if scale is not None and scale != card["scale"]:
-        raise ModelError(
-            f"{path}: this model upscales x{card['scale']}, but scale {scale} was asked for; "
-            f"drop the scale option or pick a model trained for x{scale}"
-        )
+def _load_native(path: Path, architecture: str, arguments: dict, state: dict) -> nn.Module:
+    """Build ``architecture(**arguments)`` and load ``state`` into it (strict)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the random init is overwritten; keep the caller's RNG untouched
         module = build_module(architecture, **arguments)
@@ -195,10 +211,111 @@ def _from_file(path: Path, name: str | None, scale: int | None, device: torch.de
         raise ModelError(
             f"{path}: weights do not fit {architecture}({arguments}): {detail}"
         ) from None
+    return module
+
+
+def _check_scale(path: Path, have: int, scale: int | None) -> None:
+    if scale is not None and scale != have:
+        raise ModelError(
+            f"{path}: this model upscales x{have}, but scale {scale} was asked for; "
+            f"drop the scale option or pick a model trained for x{scale}"
+        )
+
+
+#: Architectures whose published 1-channel weights are Y-channel (BT.601 luma) models.
+Y_CHANNEL_REFERENCES = ("srcnn", "fsrcnn", "vdsr")
+
+
+def _luma(descriptor: ModelDescriptor) -> ModelDescriptor:
+    """A Y-channel model: the chroma's bicubic upsampling reaches 2 LR px."""
+    from sr_core.models.bicubic import BICUBIC_RECEPTIVE_FIELD_PX
+
+    return replace(descriptor, colour="y", receptive_field_px=max(
+        descriptor.receptive_field_px, BICUBIC_RECEPTIVE_FIELD_PX))
+
+
+def _recognised(path: Path, state: dict, name: str | None, scale: int | None,
+                device: torch.device) -> SRModel:
+    """A checkpoint without a card: a native layout recognised from keys and shapes, else
+    spandrel."""
+    name = name or path.stem
+    found = detect_architecture(state, scale=scale, where=str(path))
+    if found is None:
+        from sr_core.models.thirdparty import load_spandrel
+
+        module, descriptor, card = load_spandrel(state, name=name, where=str(path))
+        _check_scale(path, descriptor.scale, scale)
+        return _finish(module, descriptor, card, device)
+    architecture, arguments = found
+    _check_scale(path, arguments["scale"], scale)
+    module = _load_native(path, architecture, arguments, state)
+    descriptor = describe(architecture, name, **arguments)
+    if architecture in Y_CHANNEL_REFERENCES and descriptor.in_channels == 1:
+        descriptor = _luma(descriptor)
+    card = {
+        "name": name, "architecture": architecture, "arguments": arguments,
+        "scale": descriptor.scale, "in_channels": descriptor.in_channels,
+        "bands": "band by band" if descriptor.in_channels == 1 else
+                 f"groups of {descriptor.in_channels} bands",
+        "normalisation": "[0, 1] (8-bit data / 255), the reference implementations' convention",
+        "colour": descriptor.colour,
+        "source": "recognised from the checkpoint's keys and tensor shapes (no model card)",
+    }
+    return _finish(module, descriptor, card, device)
+
+
+def _from_file(path: Path, name: str | None, scale: int | None, device: torch.device) -> SRModel:
+    state, card = load_weights(path, require_card=False)
+    if card is None:
+        return _recognised(path, state, name, scale, device)
+    architecture, arguments = card["architecture"], card["arguments"]
+    if architecture == "bicubic" or architecture not in ARCHITECTURES:
+        raise ModelError(
+            f"{path}: card names architecture {architecture!r}; expected one of "
+            f"{', '.join(a for a in ARCHITECTURES if a != 'bicubic')}"
+        )
+    _check_scale(path, card["scale"], scale)
+    module = _load_native(path, architecture, arguments, state)
     descriptor = describe(architecture, name or card["name"], **arguments)
+    if card.get("colour") == "y":
+        if descriptor.in_channels != 1:
+            raise ModelError(f"{path}: card says colour 'y' but the model has "
+                             f"{descriptor.in_channels} channels")
+        descriptor = _luma(descriptor)
     if descriptor.scale != card["scale"]:
         raise ModelError(f"{path}: card scale {card['scale']} != arguments' {descriptor.scale}")
     return _finish(module, descriptor, card, device)
+
+
+def _fetch_s3_model(uri: str) -> Path:
+    """Download an ``s3://`` weights file (and its ``.json`` card when there is one) into a
+    local cache keyed by the URL and the object's ETag, so each process downloads a given
+    version once (``$SR_MODEL_CACHE``, default ``<temp dir>/sr-pipeline-models``).
+
+    Raises:
+        InputError: malformed URL or no such object; StorageError: S3 unreachable.
+    """
+    import hashlib
+    import tempfile
+
+    from sr_core import storage
+
+    bucket, key = storage.parse_s3(uri)
+    etag = storage.object_etag(uri)
+    root = Path(os.environ.get("SR_MODEL_CACHE")
+                or Path(tempfile.gettempdir()) / "sr-pipeline-models")
+    folder = root / hashlib.sha256(f"{uri}\n{etag}".encode()).hexdigest()[:16]
+    path = folder / Path(key).name
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    card_uri = f"s3://{bucket}/{str(Path(key).with_suffix('.json'))}"
+    wanted = [(uri, path)]
+    if storage.exists(card_uri):
+        wanted.insert(0, (card_uri, path.with_suffix(".json")))
+    for src, dst in wanted:  # the card first: the weights file appearing marks completion
+        os.replace(storage.fetch(src, folder), dst)
+    return path
 
 
 def _looks_like_path(ref: str) -> bool:
@@ -217,7 +334,12 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
       e.g. ``"edsr"`` + 2 -> ``"edsr-x2"``;
     * a shipped name (``"edsr-x2"``); ``scale``, if given, must agree;
     * a path to a ``.safetensors`` (or ``.pth``/``.pt``/``.ckpt``) file with its ``.json`` card
-      beside it; ``scale``, if given, must agree with the card.
+      beside it; ``scale``, if given, must agree with the card;
+    * an ``s3://bucket/key`` URL of such a file (its card ``key`` with ``.json`` beside it, when
+      there is one), downloaded once per version into a local cache;
+    * a path to such a file without a card: a native architecture recognised from its keys and
+      tensor shapes (:mod:`sr_core.models.detect`; SRCNN, VDSR and FSRCNN need ``scale``), or
+      else any architecture spandrel recognises (:mod:`sr_core.models.thirdparty`).
 
     Loading is deterministic and does not touch the global RNG.
 
@@ -231,7 +353,8 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
 
     Raises:
         ModelError: unknown name, no shipped weights for that scale, weights file missing or
-            unsafe, card missing or malformed, scale disagreeing with the model.
+            unsafe (needs full unpickling), card malformed, an unrecognised checkpoint without
+            a card, scale disagreeing with the model.
         InputError: bad device, or ``scale`` not an integer >= 2.
     """
     dev = resolve_device(device)
@@ -259,6 +382,8 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
                 f"was installed without it); use 'bicubic' or a local .safetensors"
             )
         return _from_file(path, ref, scale, dev)
+    if ref.startswith("s3://"):
+        return _from_file(_fetch_s3_model(ref), None, scale, dev)
     if _looks_like_path(ref):
         path = Path(ref).expanduser()
         if not path.is_file():

@@ -10,6 +10,8 @@ Our format is two files side by side:
   - ``arguments``: the constructor's keyword arguments (``scale`` included);
   - ``scale``, ``in_channels``: repeated for readers that do not build the network;
   - ``bands``: the band policy in words; ``normalisation``: what [0, 1] input means;
+  - ``colour`` (optional): ``"y"`` for a 1-channel model trained on BT.601 luma (run on Y of
+    3-band scenes, chroma by bicubic), else absent or ``"bands"``;
   - ``training``: ``scenes``, ``validation_scenes``, ``epochs``/``steps``, ``patch_size``,
     ``loss``, ``optimiser``, ``seed``;
   - ``metrics``: ``{"validation": {"model": {"psnr":, "ssim":}, "bicubic": {...}}}``;
@@ -164,8 +166,8 @@ def load_weights(path: str | os.PathLike, *, require_card: bool = True
 
     Args:
         path: ``NAME.safetensors``, or ``NAME.pth`` / ``.pt`` / ``.ckpt``.
-        require_card: the ``NAME.json`` card must exist (always true for ``.safetensors``);
-            when False and a checkpoint has no card, the card returned is ``None``.
+        require_card: the ``NAME.json`` card must exist; when False and the file has no card,
+            the card returned is ``None`` (the caller recognises the architecture).
 
     Returns:
         ``(state_dict, card)``: CPU tensors keyed by parameter name, and the card.
@@ -184,7 +186,6 @@ def load_weights(path: str | os.PathLike, *, require_card: bool = True
             state = load_file(path, device="cpu")
         except Exception as e:
             raise ModelError(f"{path}: cannot read safetensors file: {e}") from None
-        require_card = True
     elif suffix in TORCH_SUFFIXES:
         state = _load_torch_checkpoint(path)
     else:

@@ -1,0 +1,62 @@
+"""Prefect flow ``train_model``: train a model on the user's scenes by the Wald protocol
+(:func:`sr_core.train.train_model`) and publish its validation history as a table artifact
+(``training-validation``) and the card's summary as markdown (``training-card``).
+
+    from flows.train_model import train_model_flow
+    train_model_flow(architecture="edsr", arguments={"scale": 2, ...}, name="edsr-x2",
+                     out="edsr_x2.safetensors", scenes=[...], val_scenes=[...])
+"""
+
+from __future__ import annotations
+
+import json
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from sr_core.train import TrainConfig, train_model
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(cfg: TrainConfig) -> dict:
+    return train_model(cfg, progress=False)
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish_task(card: dict) -> str:
+    rows = [{"epoch": h["epoch"], "phase": h["phase"], "train_loss": round(h["train_loss"], 5),
+             **{f"{scene} PSNR (dB)": round(v["model_psnr_db"], 3)
+                for scene, v in h["validation"].items()}}
+            for h in card["training"]["history"]]
+    create_table_artifact(table=rows, key="training-validation",
+                          description=f"{card['name']}: validation PSNR per epoch")
+    final = card["metrics"]["validation"]
+    lines = [f"# {card['name']}", "", f"weights: `{card['weights']}`", "",
+             "| scene | model PSNR / SSIM | bicubic PSNR / SSIM |", "|---|---|---|"]
+    lines += [f"| {s} | {m['model']['psnr_db']:.2f} dB / {m['model']['ssim']:.4f} | "
+              f"{m['bicubic']['psnr_db']:.2f} dB / {m['bicubic']['ssim']:.4f} |"
+              for s, m in final.items()]
+    lines += ["", "```json", json.dumps(card["arguments"]), "```"]
+    create_markdown_artifact(markdown="\n".join(lines) + "\n", key="training-card")
+    return card["weights"]
+
+
+@flow(name="train_model")
+def train_model_flow(architecture: str, arguments: dict, name: str, out: str,
+                     scenes: list[str], val_scenes: list[str], epochs: int = 10,
+                     steps_per_epoch: int = 100, batch_size: int = 16, patch_px: int = 48,
+                     pool_size: int = 2048, learning_rate: float = 1e-3,
+                     val_window_px: int = 1024, seed: int = 0, device: str = "auto",
+                     resume: bool = False, loss: str = "l1", vgg_weights: str | None = None,
+                     gan_epochs: int = 0) -> dict:
+    """Train and publish; returns the model card (with ``weights``, the file written)."""
+    cfg = TrainConfig(architecture=architecture, arguments=arguments, name=name, out=out,
+                      scenes=tuple(scenes), val_scenes=tuple(val_scenes), epochs=epochs,
+                      steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px,
+                      pool_size=pool_size, learning_rate=learning_rate,
+                      val_window_px=val_window_px, seed=seed, device=device, resume=resume,
+                      loss=loss, vgg_weights=vgg_weights, gan_epochs=gan_epochs)
+    card = train_task(cfg)
+    publish_task(card)
+    return card

@@ -1,0 +1,117 @@
+"""Third-party architectures through spandrel (Real-ESRGAN / ESRGAN, SwinIR, HAT, RCAN, CRAFT,
+Compact, SPAN, ...).
+
+spandrel (https://github.com/chaiNNer-org/spandrel) recognises an architecture from a state dict
+and builds its network with the right hyper-parameters; its descriptor gives the scale, the
+input/output channels, the size requirements (minimum, multiple of, square) and a tiling hint.
+This module turns that into our :class:`~sr_core.models.descriptor.ModelDescriptor`:
+
+* scale and channels from spandrel's descriptor; a model whose input and output channels
+  differ, that is not super-resolution (scale 1), or that needs square inputs is refused;
+* ``size_multiple`` and ``min_size_px`` from its size requirements (the runner pads and crops
+  back); models that partition the image into attention windows (an integer ``window_size``
+  attribute) also get that as ``size_multiple``, so tiles start on the same window grid as the
+  whole image;
+* ``tileable``: spandrel's ``ModelTiling.SUPPORTED`` only; ``DISCOURAGED`` and ``INTERNAL``
+  models run on the whole scene as one tile;
+* ``receptive_field_px``: spandrel states none, so it is measured with
+  :func:`sr_core.models.probe.probe_receptive_field` (float64 CPU copy, growing input); a model
+  whose influence still reaches the border of a 512 px input is treated as global context
+  (``tileable=False``).
+
+The state dict is loaded by :func:`sr_core.models.weights.load_weights` (safetensors or
+``torch.load(weights_only=True)``), never by spandrel's own file loader, which accepts
+TorchScript.
+"""
+
+from __future__ import annotations
+
+from math import lcm
+
+import torch
+from torch import nn
+
+from sr_core.errors import ModelError
+from sr_core.models.descriptor import ModelDescriptor
+from sr_core.models.probe import probe_receptive_field
+
+
+def _spandrel():
+    try:
+        import spandrel
+    except ImportError as e:  # torchvision missing or mismatched with torch
+        raise ModelError(f"spandrel is not usable here ({e}); install sr-pipeline's pinned "
+                         f"spandrel and torchvision") from None
+    return spandrel
+
+
+def load_spandrel(state: dict[str, torch.Tensor], *, name: str, where: str
+                  ) -> tuple[nn.Module, ModelDescriptor, dict]:
+    """Build a spandrel-recognised network from a state dict and describe it.
+
+    Args:
+        state: ``{parameter name: tensor}`` (unwrapped).
+        name: model name for the descriptor and card.
+        where: file name for messages.
+
+    Returns:
+        ``(module, descriptor, card)``; the module is spandrel's network (eval mode, CPU).
+
+    Raises:
+        ModelError: spandrel is missing, does not know the layout, or the model does not fit the
+            pipeline (not SR, channels in != out, square inputs only).
+    """
+    spandrel = _spandrel()
+    try:
+        desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
+    except spandrel.UnsupportedModelError:
+        keys = sorted(state)[:4]
+        raise ModelError(
+            f"{where}: unknown architecture: no model card beside it, its keys (e.g. {keys}) "
+            f"match no native layout, and spandrel does not recognise it"
+        ) from None
+    except Exception as e:
+        raise ModelError(f"{where}: spandrel could not build the network: "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                         ) from None
+    arch = desc.architecture.id
+    if not isinstance(desc, spandrel.ImageModelDescriptor) or desc.scale < 2:
+        raise ModelError(f"{where}: spandrel architecture {arch} is a {desc.purpose} model of "
+                         f"scale {desc.scale}, not super-resolution")
+    if desc.input_channels != desc.output_channels:
+        raise ModelError(f"{where}: spandrel architecture {arch} maps {desc.input_channels} "
+                         f"channels to {desc.output_channels}; the pipeline needs equal counts")
+    req = desc.size_requirements
+    if req.square:
+        raise ModelError(f"{where}: spandrel architecture {arch} needs square inputs; the "
+                         f"pipeline cannot tile it")
+    module = desc.model.eval()
+    window = getattr(module, "window_size", 1)
+    multiple = lcm(req.multiple_of, window if isinstance(window, int) and window > 0 else 1)
+    tileable = desc.tiling == spandrel.ModelTiling.SUPPORTED
+    radius = 0
+    if tileable:
+        try:
+            radius = probe_receptive_field(module, desc.scale, in_channels=desc.input_channels)
+        except ModelError:
+            tileable = False
+    descriptor = ModelDescriptor(
+        name=name, architecture=f"spandrel:{arch}", scale=desc.scale,
+        in_channels=desc.input_channels, out_channels=desc.output_channels,
+        receptive_field_px=radius, size_multiple=multiple, min_size_px=req.minimum,
+        tileable=tileable, supported_scales=(desc.scale,),
+    )
+    card = {
+        "name": name, "architecture": descriptor.architecture, "arguments": {},
+        "scale": desc.scale, "in_channels": desc.input_channels,
+        "bands": "band by band" if desc.input_channels == 1 else
+                 f"groups of {desc.input_channels} bands",
+        "normalisation": "[0, 1] (spandrel's convention; 8-bit data / 255)",
+        "source": f"recognised by spandrel {spandrel.__version__} as {desc.architecture.name} "
+                  f"(no model card)",
+        "spandrel": {"architecture": arch, "tags": list(desc.tags), "tiling": desc.tiling.name,
+                     "size_requirements": {"minimum": req.minimum,
+                                           "multiple_of": req.multiple_of},
+                     "receptive_field": "measured by probe" if tileable else "global"},
+    }
+    return module, descriptor, card
