@@ -135,7 +135,7 @@ def start_stack(home: Path, port: int, extra_env: dict[str, str], *, gpu_slots: 
         stack.cli("work-pool", "create", POOL, "--type", "process")
         stack.cli("global-concurrency-limit", "create", "sr-gpu", "--limit", str(gpu_slots))
         stack.cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
-        stack.spawn("worker", "worker", "start", "--pool", POOL, "--limit", "2")
+        stack.spawn("worker", "worker", "start", "--pool", POOL, "--limit", "4")
     except BaseException:
         stack.close()
         raise
