@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set-up shared by the README's two commands and CI: a virtual environment in .venv with the
-# project and its test extras, pinned by constraints.txt (the versions CI runs). Idempotent: pip
-# runs again only when pyproject.toml or constraints.txt changed since the last install.
+# project and its test extras, pinned by constraints.txt (the versions CI runs), and Debian's
+# chromium for the Prefect UI test (Playwright drives /usr/bin/chromium; no browser download).
+# Idempotent: pip runs again only when pyproject.toml or constraints.txt changed since the last
+# install; apt-get runs only when chromium is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -20,4 +22,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
     .venv/bin/python -m pip check >&2
     echo "$want" > "$stamp"
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing chromium (Debian package) for the Prefect UI test" >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+    else
+        echo "warning: /usr/bin/chromium missing and apt-get unavailable as root: the Prefect UI" \
+             "test will fail (install Debian's chromium package)" >&2
+    fi
 fi

@@ -101,15 +101,14 @@ def _wait_healthy(stack: PrefectStack, proc: subprocess.Popen, timeout_s: float)
         time.sleep(0.5)
 
 
-def start_stack(home: Path, port: int, extra_env: dict[str, str], *, gpu_slots: int = 1
-                ) -> PrefectStack:
-    """Start server, create pool and concurrency limit, deploy, start a worker.
+def start_server(home: Path, port: int, extra_env: dict[str, str]) -> PrefectStack:
+    """Spawn ``prefect server start`` (it comes up while the caller does other set-up; then call
+    :func:`finish_stack`).
 
     Args:
         home: an empty folder for PREFECT_HOME (SQLite database, logs).
         port: a free TCP port on 127.0.0.1.
         extra_env: added to the environment of everything (e.g. the S3 endpoint).
-        gpu_slots: limit of the ``sr-gpu`` global concurrency limit.
     """
     env = {**os.environ, **extra_env,
            "PREFECT_HOME": str(home),
@@ -128,10 +127,16 @@ def start_stack(home: Path, port: int, extra_env: dict[str, str], *, gpu_slots: 
     logs.mkdir(parents=True, exist_ok=True)
     stack = PrefectStack(api_url=env["PREFECT_API_URL"], ui_url=f"http://127.0.0.1:{port}",
                          env=env, logs=logs)
+    stack.spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(port))
+    return stack
+
+
+def finish_stack(stack: PrefectStack, *, gpu_slots: int = 1) -> PrefectStack:
+    """Wait for the server, create the work pool and the ``sr-gpu`` global concurrency limit
+    (``gpu_slots``), deploy ``deployments/prefect.yaml`` and start a process worker. On failure
+    everything is stopped."""
     try:
-        server = stack.spawn("server", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port))
-        _wait_healthy(stack, server, 180)
+        _wait_healthy(stack, stack.procs[0], 240)
         stack.cli("work-pool", "create", POOL, "--type", "process")
         stack.cli("global-concurrency-limit", "create", "sr-gpu", "--limit", str(gpu_slots))
         stack.cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")

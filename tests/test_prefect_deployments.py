@@ -16,7 +16,7 @@ import time
 import pytest
 import rasterio
 from conftest import crop_scene
-from prefect_stack import start_stack
+from prefect_stack import finish_stack, start_server
 from test_archive import put_objects
 
 pytestmark = pytest.mark.slow
@@ -65,13 +65,24 @@ def s3_archive(moto_s3, repo_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def prefect_stack(moto_s3, tmp_path_factory):
+def prefect_server(moto_s3, tmp_path_factory):
+    """``prefect server start``, spawned first so that it starts while the archive and the Dask
+    cluster are set up; every process of the stack is stopped at teardown."""
+    home = tmp_path_factory.mktemp("prefect-stack")
+    stack = start_server(home, _free_port(), {k: os.environ[k] for k in AWS_VARS})
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture(scope="module")
+def prefect_stack(prefect_server, s3_archive, dask_address):
     """Server + pool + ``sr-gpu`` limit (1 slot) + deployments + worker; this process talks to
     the same server (PREFECT_API_URL) for in-process flow runs and client calls."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    home = tmp_path_factory.mktemp("prefect-stack")
-    stack = start_stack(home, _free_port(), {k: os.environ[k] for k in AWS_VARS})
+    stack = finish_stack(prefect_server)
     try:
         with pytest.MonkeyPatch.context() as mp, temporary_settings({PREFECT_API_URL: stack.api_url}):
             mp.setenv("PREFECT_API_URL", stack.api_url)
