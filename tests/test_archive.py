@@ -156,3 +156,29 @@ def test_scene_outputs_stac_and_manifest(repo_data, dask_address, tmp_path):
     assert again().reason == "input changed"
     os.remove(plan.paths.cog)
     assert archive.plan_scene(scene, str(out), cfg, model).reason == "output COG missing"
+
+
+def test_list_stac_catalog_on_s3(listing_bucket, tmp_path):
+    """A self-contained catalog uploaded to S3 with asset hrefs relative to each item: read
+    through boto3, assets resolved to s3:// URLs, fingerprints are the objects' ETags."""
+    import boto3
+    import pystac
+
+    cat = pystac.Catalog(id="s3-archive", description="catalog on S3")
+    for i in (3, 4):
+        item = pystac.Item(id=f"scene-{i}", geometry=None, bbox=[0, 0, 1, 1], properties={},
+                           datetime=pystac.utils.str_to_datetime("2025-01-01T00:00:00Z"))
+        # the item lands at stac/scene-i/scene-i.json; the scene is arch/2025/scene-000i.tif
+        item.add_asset("data", pystac.Asset(href=f"../../arch/{2024 + i % 2}/scene-{i:04d}.tif"))
+        cat.add_item(item)
+    cat.normalize_hrefs(str(tmp_path / "stac"))
+    cat.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    s3 = boto3.client("s3")
+    for path in (tmp_path / "stac").rglob("*.json"):
+        s3.upload_file(str(path), listing_bucket, f"stac/{path.relative_to(tmp_path / 'stac')}")
+    got = archive.list_scenes(f"s3://{listing_bucket}/stac/catalog.json")
+    assert [(s.scene_id, s.uri) for s in got] == [
+        ("scene-3", f"s3://{listing_bucket}/arch/2025/scene-0003.tif"),
+        ("scene-4", f"s3://{listing_bucket}/arch/2024/scene-0004.tif")]
+    head = s3.head_object(Bucket=listing_bucket, Key="arch/2025/scene-0003.tif")
+    assert got[0].fingerprint == {"etag": head["ETag"].strip('"'), "size": 8}
