@@ -87,6 +87,12 @@ def prefect_stack(prefect_server, s3_archive, dask_address):
         with pytest.MonkeyPatch.context() as mp, temporary_settings({PREFECT_API_URL: stack.api_url}):
             mp.setenv("PREFECT_API_URL", stack.api_url)
             yield stack
+            # send this process's buffered run logs and events before the server goes away
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
     finally:
         stack.close()
 
@@ -341,3 +347,22 @@ def test_upscale_scene_from_cli_client_and_ui(prefect_stack, s3_archive, dask_ad
         assert run.state.is_completed(), (how, run.state, prefect_stack.log_tail("worker"))
         assert_scene_run(flow_run_id)
         assert_scene_output(f"scene-out/{how}", tmp_path, s3_archive["single/landsat.tif"])
+
+
+def test_archive_local_folder(prefect_stack, repo_data, dask_address, tmp_path):
+    """A local folder in, a local output prefix out: the same layout, manifest and summary."""
+    src = tmp_path / "scenes" / "2026"
+    src.mkdir(parents=True)
+    crop_scene(repo_data.path("naip_m_4709963_se_14_1_20200831_5m.tif"), src / "naip.tif",
+               row=0, col=0, height=40, width=48)
+    out = tmp_path / "upscaled"
+    result, _ = _archive(dask_address, str(tmp_path / "scenes"), str(out), model="bicubic")
+    assert (result["done"], result["skipped"], result["failed"]) == (1, 0, 0)
+    folder = out / "2026" / "naip" / "bicubic_x2"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "naip.manifest.json", "naip.report.json", "naip.report.md", "naip.stac.json", "naip.tif"]
+    summary = json.loads((out / "archive-summary.json").read_text())
+    assert summary["results"][0]["cog"] == str(folder / "naip.tif")
+    assert len(list((out / "_runs").iterdir())) == 1
+    again, _ = _archive(dask_address, str(tmp_path / "scenes"), str(out), model="bicubic")
+    assert (again["done"], again["skipped"]) == (0, 1)
