@@ -182,3 +182,27 @@ def test_list_stac_catalog_on_s3(listing_bucket, tmp_path):
         ("scene-4", f"s3://{listing_bucket}/arch/2024/scene-0004.tif")]
     head = s3.head_object(Bucket=listing_bucket, Key="arch/2025/scene-0003.tif")
     assert got[0].fingerprint == {"etag": head["ETag"].strip('"'), "size": 8}
+
+
+def test_gpu_resource_routing(repo_data, dask_address, tmp_path):
+    """Tile tasks that ask for the Dask resource GPU=1 run only on workers declaring it: refused
+    at once on a cluster without such a worker; run on the archive's LocalCluster started with
+    gpu=True (its workers declare GPU=1; the model runs on the CPU here)."""
+    from distributed import Client
+
+    from sr_core.errors import SRError
+    from sr_core.pipeline import run_upscale
+
+    src = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "in.tif",
+                     row=100, col=100, height=40, width=40)
+    cfg = UpscaleConfig(src=str(src), dst=str(tmp_path / "out.tif"), model="bicubic",
+                        tile_size_px=32, progress=False, resources={"GPU": 1})
+    with pytest.raises(SRError, match="no worker declares the resources GPU=1"):
+        run_upscale(replace(cfg, dask_address=dask_address))
+    assert not (tmp_path / "out.tif").exists()
+    with archive.shared_cluster(None, 1, str(tmp_path / "dask"), gpu=True) as address:
+        with Client(address) as client:
+            workers = client.scheduler_info()["workers"].values()
+            assert [w["resources"] for w in workers] == [{"GPU": 1}]
+        run = run_upscale(replace(cfg, dask_address=address))
+    assert run.dask["tasks"] == 4 + 1 and (tmp_path / "out.tif").exists()
