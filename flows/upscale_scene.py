@@ -11,10 +11,12 @@ Run it without a server (Prefect starts a temporary one) with::
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
+                               create_table_artifact)
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
@@ -58,14 +60,22 @@ def publish(run: Run) -> Run:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(run: Run) -> Run:
+    from sr_core.html_report import link_for
     from sr_core.report import quality_rows, to_markdown
 
     run = pipeline.report(run)
     rep = run.published["report"]
-    create_markdown_artifact(markdown=to_markdown(rep), key="upscale-report",
+    html_link = link_for(run.published["report_html"]) if run.published["report_html"] else None
+    if html_link:
+        create_link_artifact(link=html_link, link_text=f"HTML report: {run.cfg.dst}",
+                             key="upscale-report-html",
+                             description="Self-contained HTML quality report with pictures "
+                                         "(crops, heat map, tile grid, histograms)")
+    create_markdown_artifact(markdown=to_markdown(rep, html_link), key="upscale-report",
                              description=f"sr-pipeline report for {run.cfg.src}")
     create_table_artifact(table=quality_rows(rep), key="upscale-quality",
-                          description=f"Quality of {run.cfg.dst}: Wald PSNR/SSIM, LR consistency")
+                          description=f"Quality of {run.cfg.dst}: Wald PSNR/SSIM, LR consistency, "
+                                      "seam ratio")
     return run
 
 
@@ -87,7 +97,9 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         report_path: Report JSON location; empty puts DST_STEM.report.json beside the COG.
 
     Returns:
-        ``{"cog": DST, "report_json": ..., "report_md": ..., "wald": {...}}``.
+        ``{"cog": DST, "report_json": ..., "report_md": ..., "report_html": ..., "wald": {...},
+        "seam": {...}, "timings_s": {...}}`` (``timings_s``: seconds per stage, the cluster's
+        start-up wait and teardown included).
     """
     # importing distributed configures its loggers at INFO: import it first, then quiet it, or
     # every scheduler and nanny event lands in the flow's log
@@ -97,24 +109,35 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers,
                         report=report_path, progress=False)
-    run = pipeline.start(cfg)
-    cluster = None
+    # as sr_core.pipeline.run_upscale: the cluster starts first, so spawning workers and loading
+    # the model on them overlap loading it here, ingest and staging
+    scratch = pipeline.make_scratch(cfg)
+    cluster = pipeline.ClusterStarter(cfg, scratch)
+    run = None
     try:
+        run = pipeline.start(cfg, scratch)
+        cluster.warm(run.cfg)
         run = ingest(run)
-        cluster = pipeline.ClusterStarter(run.cfg, run.scratch)  # starts while staging runs
         run = tile(run)
-        address = cluster.client().scheduler.address
+        with pipeline.timed(run, "cluster_wait"):
+            address = cluster.client().scheduler.address
         run = infer(run, address)
         run = stitch(run)
         run = publish(run)
         run = report(run)
-        out = {k: v for k, v in run.published.items() if k != "report"}
-        out["wald"] = run.published["report"]["quality"].get("wald")
-        return out
     finally:
-        if cluster is not None:
+        if run is None:
             cluster.close()
-        pipeline.cleanup(run)
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            with pipeline.timed(run, "teardown"):
+                cluster.close()
+            pipeline.cleanup(run)
+    out = {k: v for k, v in run.published.items() if k != "report"}
+    out["wald"] = run.published["report"]["quality"].get("wald")
+    out["seam"] = run.published["report"]["quality"].get("seam")
+    out["timings_s"] = dict(run.timings)
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -136,7 +159,8 @@ def main(argv: list[str]) -> int:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
         return 1
     print(f"COG:    {out['cog']}")
-    print(f"report: {out['report_json']} and {out['report_md']}")
+    html = f"{out['report_html']} (HTML), " if out.get("report_html") else ""
+    print(f"report: {html}{out['report_json']} and {out['report_md']}")
     wald = out.get("wald")
     if isinstance(wald, dict):
         print(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM {wald['model']['ssim']:.4f}; "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up shared by the README's two commands and CI: a virtual environment in .venv with the
 # project and its test extras, pinned by constraints.txt (the versions CI runs), and Debian's
-# chromium for the Prefect UI test (Playwright drives /usr/bin/chromium; no browser download).
+# chromium for the HTML report and Prefect UI tests (Playwright drives /usr/bin/chromium; no
+# browser download).
 # Idempotent: pip runs again only when pyproject.toml or constraints.txt changed since the last
 # install; apt-get runs only when chromium is missing.
 set -euo pipefail
@@ -19,17 +20,18 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setting up .venv (first time: a few minutes, torch is most of it)" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,bench]"
     .venv/bin/python -m pip check >&2
     echo "$want" > "$stamp"
 fi
-if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "installing chromium (Debian package) for the Prefect UI test" >&2
+# Headless Chromium renders the HTML quality report in the tests: Debian's package (no browser
+# download; playwright drives /usr/bin/chromium). Installed when missing and we are root (CI).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium (Debian package) for the HTML report and Prefect UI tests" >&2
         apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
-        echo "warning: /usr/bin/chromium missing and apt-get unavailable as root: the Prefect UI" \
-             "test will fail (install Debian's chromium package)" >&2
+        echo "warning: chromium is missing; the HTML report and Prefect UI tests need it (apt-get install chromium)" >&2
     fi
 fi

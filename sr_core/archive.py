@@ -17,6 +17,7 @@ Output layout (:func:`output_paths`), under an output prefix (local folder or ``
                                               <stem>.stac.json     STAC item of the COG
                                               <stem>.manifest.json idempotency manifest
     OUTPUT_PREFIX/archive-summary.json                             last run's summary
+    OUTPUT_PREFIX/archive-report.html                              last run's HTML page
     OUTPUT_PREFIX/_runs/<UTC time>-<run id>.summary.json           every run's summary
 
 The scene id is the scene's path relative to the listing root without its extension
@@ -37,6 +38,7 @@ import datetime as _dt
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -50,6 +52,8 @@ import sr_core
 from sr_core import storage
 from sr_core.errors import InputError, SRError
 from sr_core.pipeline import ModelInfo, Run, UpscaleConfig, dask_client, run_upscale
+
+log = logging.getLogger(__name__)
 
 #: Version of the manifest layout; a change invalidates every manifest.
 MANIFEST_VERSION = 1
@@ -650,17 +654,45 @@ def summary_table(summary: dict) -> list[dict]:
 
 
 def archive_pages(summary: dict, reports: dict[str, dict]) -> dict[str, str]:
-    """Hook for the archive-level HTML report: receives the summary and the report dicts of the
-    scenes processed in this run (scene id -> report) and returns ``{relative name: text}``
-    files to publish under the output prefix beside the JSON summary. The HTML report work plugs
-    in here; until then nothing extra is written."""
-    return {}
+    """The archive-level HTML page (:func:`sr_core.html_report.build_archive_html`) of this run:
+    the scenes processed in it (linking to each scene's HTML report beside its JSON report) and
+    the ones that failed; up-to-date scenes were not reprocessed and are not on the page.
+
+    Args:
+        summary: :func:`summarize`'s result.
+        reports: scene id -> report dict of the scenes processed in this run.
+
+    Returns:
+        ``{"archive-report.html": HTML}`` (relative name -> text), or ``{}`` when the run
+        processed and failed nothing.
+    """
+    from sr_core.html_report import build_archive_html
+
+    prefix = summary["output_prefix"].rstrip("/") + "/"
+    entries, links = [], []
+    for r in summary["results"]:
+        if r["status"] == "done" and r["scene_id"] in reports:
+            rep = reports[r["scene_id"]]
+            entries.append(rep)
+            html = r["report"][:-len(".json")] + ".html" if r["report"].endswith(".json") else None
+            ok = html and "report_html_error" not in rep and html.startswith(prefix)
+            links.append(html[len(prefix):] if ok else None)
+        elif r["status"] == "failed":
+            entries.append({"status": "failed", "input": {"name": r["uri"]}, "error": r["reason"]})
+            links.append(None)
+    if not entries:
+        return {}
+    return {"archive-report.html": build_archive_html(
+        entries, links, title=f"sr-pipeline archive run: {summary['source']}",
+        created=summary["created"])}
 
 
 def publish_summary(summary: dict, reports: dict[str, dict], output_prefix: str,
                     scratch_dir: str | None = None) -> dict[str, str]:
     """Write the JSON summary next to the outputs (``archive-summary.json``, the latest run, and
-    ``_runs/<UTC time>-<run id>.summary.json``) and whatever :func:`archive_pages` returns.
+    ``_runs/<UTC time>-<run id>.summary.json``) and the archive HTML page of
+    :func:`archive_pages` (``archive-report.html``). A page that cannot be made costs only
+    itself: ``archive_html_error`` in the summary says why.
 
     Returns:
         name -> location of every file written.
@@ -671,9 +703,15 @@ def publish_summary(summary: dict, reports: dict[str, dict], output_prefix: str,
     prefix = output_prefix.rstrip("/")
     stamp = summary["created"].replace(":", "").replace("-", "")
     rid = (summary.get("run_id") or "local")[:8]
+    try:
+        pages = archive_pages(summary, reports)
+    except Exception as exc:  # noqa: BLE001 - the JSON summary must not be lost with the page
+        log.warning("archive HTML report failed: %s: %s", type(exc).__name__, exc)
+        summary = {**summary, "archive_html_error": f"{type(exc).__name__}: {exc}"}
+        pages = {}
     files = {"archive-summary.json": json.dumps(summary, indent=2) + "\n"}
     files[f"_runs/{stamp}-{rid}.summary.json"] = files["archive-summary.json"]
-    files.update(archive_pages(summary, reports))
+    files.update(pages)
     written = {}
     with tempfile.TemporaryDirectory(prefix="sr-archive-", dir=scratch_dir) as tmp:
         for name, text in files.items():

@@ -81,7 +81,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     o = rep["output"]
     click.echo(f"COG:    {run.published['cog']} ({o['width']} x {o['height']} px, {o['bands']} "
                f"band(s), {o['dtype']}, CRS {o['crs']})")
-    click.echo(f"report: {run.published['report_json']} and {run.published['report_md']}")
+    html = f"{run.published['report_html']} (HTML), " if run.published["report_html"] else ""
+    click.echo(f"report: {html}{run.published['report_json']} and {run.published['report_md']}")
     wald = rep["quality"].get("wald")
     if isinstance(wald, dict):
         click.echo(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM "
@@ -102,7 +103,20 @@ def models_cmd() -> None:
     for r in rows:
         click.echo(f"{r['name']:<14} {r['architecture']:<12} {str(r['scale']):>5} "
                    f"{r['channels']:>8} {r['receptive_field_px']:>20}  {r['weights']}")
-    click.echo(f"default: {DEFAULT_MODEL}")
+    click.echo(f"default: {DEFAULT_MODEL} (its shipped weights for --scale; x2 when no scale is given)")
+
+
+@cli.command("report-archive")
+@click.argument("out")
+@click.argument("reports", nargs=-1, required=True)
+@click.option("--title", default="sr-pipeline archive run", show_default=True)
+def report_archive(out, reports, title) -> None:
+    """Write OUT (one HTML page) from per-scene JSON REPORTS: a sortable table of scenes that
+    links each scene's HTML report, and plots of throughput and quality across scenes."""
+    from sr_core.html_report import write_archive_report
+
+    write_archive_report(list(reports), out, title=title)
+    click.echo(f"archive report: {out} ({len(reports)} scene(s))")
 
 
 @cli.command()

@@ -183,11 +183,27 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
         ModelError: the model cannot be loaded on this worker.
     """
     model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
-    src = zarr.open_group(job.input_store, mode="r")
-    dst = zarr.open_group(job.output_store, mode="r+")
-    src_image, src_valid = src["image"], src["valid"]
-    dst_image, dst_valid = dst["image"], dst["valid"]
+    src_image, src_valid, dst_image, dst_valid = open_stores(job.input_store, job.output_store)
     return [run_tile(job, t, model, src_image, src_valid, dst_image, dst_valid) for t in tiles]
+
+
+_STORES: dict[tuple[str, str], tuple] = {}
+_STORES_KEPT = 4
+
+
+def open_stores(input_store: str, output_store: str) -> tuple:
+    """The input and output Zarr arrays ``(image, valid, out image, out valid)`` of one run,
+    opened once per worker process and cached (opening reads the group and array metadata: a
+    measurable cost per task when tiles are small). The last few runs are kept."""
+    key = (input_store, output_store)
+    with _LOCK:
+        if key not in _STORES:
+            src = zarr.open_group(input_store, mode="r")
+            dst = zarr.open_group(output_store, mode="r+")
+            while len(_STORES) >= _STORES_KEPT:
+                _STORES.pop(next(iter(_STORES)))
+            _STORES[key] = (src["image"], src["valid"], dst["image"], dst["valid"])
+        return _STORES[key]
 
 
 def wald_window_task(job: TileJob, window, data_range: float) -> dict:
@@ -196,10 +212,10 @@ def wald_window_task(job: TileJob, window, data_range: float) -> dict:
     from sr_core.metrics import wald_check
 
     model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
-    src = zarr.open_group(job.input_store, mode="r")
+    image, valid_arr, _, _ = open_stores(job.input_store, job.output_store)
     rows, cols = window.slices()
-    hr = src["image"][:, rows, cols]
-    valid = src["valid"][:, rows, cols]
+    hr = image[:, rows, cols]
+    valid = valid_arr[:, rows, cols]
     t0 = time.perf_counter()
     result = wald_check(model, hr, valid, job.normalization, data_range)
     result["seconds"] = time.perf_counter() - t0

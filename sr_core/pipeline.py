@@ -85,6 +85,11 @@ class UpscaleConfig:
         md = _strip_ext(base) + ".md" if base.endswith(".json") else base + ".md"
         return base, md
 
+    def html_report_path(self) -> str:
+        """Location of the HTML report: beside the JSON report, ``.html`` for ``.json``."""
+        base = self.report_paths()[0]
+        return _strip_ext(base) + ".html" if base.endswith(".json") else base + ".html"
+
 
 def _strip_ext(uri: str) -> str:
     head, sep, tail = uri.rpartition("/")
@@ -118,6 +123,7 @@ class Run:
     dask: dict = field(default_factory=dict)
     cog: dict | None = None
     temp_cog: str | None = None
+    local_cog: str | None = None
     published: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -186,14 +192,18 @@ def start(cfg: UpscaleConfig, scratch: str | None = None) -> Run:
     Raises:
         InputError, ModelError: bad options or model.
     """
+    t0 = time.perf_counter()
     check_options(cfg)
     model = resolve_model(cfg.model, cfg.scale)
     cfg = replace(cfg, model=model.ref, scale=model.descriptor.scale)
-    return Run(cfg=cfg, scratch=scratch or make_scratch(cfg), model=model)
+    run = Run(cfg=cfg, scratch=scratch or make_scratch(cfg), model=model, started=t0)
+    run.timings["start"] = time.perf_counter() - t0
+    return run
 
 
 @contextmanager
-def _timed(run: Run, stage: str) -> Iterator[None]:
+def timed(run: Run, stage: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` body to ``run.timings[stage]`` (seconds)."""
     t0 = time.perf_counter()
     try:
         yield
@@ -207,7 +217,7 @@ def ingest(run: Run) -> Run:
     Raises:
         InputError: bad source file or destination; StorageError: S3 unreachable.
     """
-    with _timed(run, "ingest"):
+    with timed(run, "ingest"):
         storage.check_destination(run.cfg.dst)
         local = storage.fetch(run.cfg.src, run.scratch)
         run.scene = open_scene(local, name=run.cfg.src)
@@ -219,7 +229,7 @@ def tile(run: Run) -> Run:
     create the output Zarr."""
     assert run.scene is not None
     cfg, scene = run.cfg, run.scene
-    with _timed(run, "tile"):
+    with timed(run, "tile"):
         run.staged = stage_scene(scene, os.path.join(run.scratch, "input.zarr"),
                                  tile_size_px=cfg.tile_size_px)
         run.normalization = normalization_for(scene.dtype, list(run.staged.band_min),
@@ -265,7 +275,10 @@ def dask_client(address: str | None, workers: int | None, scratch: str,
     # adaptive mmap threshold: every large activation is then mmapped and page-faulted afresh.
     # Measured here: one EDSR forward pass 9.8 s in a plain process, 16.6 s in a worker with it,
     # 11.1 s without it. Our workers allocate tile-sized tensors, so they run without it.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+    # Worker processes import distributed afresh, which sets its loggers to INFO (a dozen start-up
+    # lines per worker in the user's terminal); the variable makes their level ERROR from the start.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}):
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
                                processes=True, dashboard_address=":0", local_directory=scratch,
                                silence_logs=logging.ERROR, resources=resources)
@@ -360,7 +373,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
 
     assert run.grid is not None and run.normalization is not None and run.scene is not None
     cfg, scene = run.cfg, run.scene
-    with _timed(run, "infer"):
+    with timed(run, "infer"):
         info = client.scheduler_info()
         _check_resources(info, cfg.resources)
         n_workers = max(1, len(info.get("workers", {})))
@@ -399,7 +412,10 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         run.wald = wald_future.result() if wald_future is not None else None
         run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
                     "tiles_per_task": cfg.tiles_per_task, "scheduler": cfg.dask_address or "LocalCluster",
-                    "devices": sorted({t.device for t in run.tiles})}
+                    "devices": sorted({t.device for t in run.tiles}),
+                    # compute inside the tasks, so scheduling overhead = infer wall - these / threads
+                    "tile_compute_s": round(sum(t.seconds for t in run.tiles), 3),
+                    "wald_compute_s": round(run.wald["seconds"], 3) if run.wald else 0.0}
     return run
 
 
@@ -408,7 +424,7 @@ def stitch(run: Run) -> Run:
     from sr_core.cog import write_cog
 
     assert run.scene is not None and run.output_store is not None
-    with _timed(run, "stitch"):
+    with timed(run, "stitch"):
         run.temp_cog = storage.temp_path_for(run.cfg.dst, run.scratch)
         run.cog = write_cog(run.output_store, run.scene, run.cfg.scale, run.temp_cog,
                             extra_tags={"SR_SCALE": str(run.cfg.scale),
@@ -419,7 +435,17 @@ def stitch(run: Run) -> Run:
 def publish(run: Run) -> Run:
     """Move or upload the finished COG into place at DST."""
     assert run.temp_cog is not None
-    with _timed(run, "publish"):
+    with timed(run, "publish"):
+        if storage.is_s3(run.cfg.dst):
+            # the upload removes the temporary COG; keep a link to it in scratch so the report
+            # stage reads the published pixels without downloading them again
+            run.local_cog = os.path.join(run.scratch, "published-" + os.path.basename(run.temp_cog))
+            try:
+                os.link(run.temp_cog, run.local_cog)
+            except OSError:
+                shutil.copyfile(run.temp_cog, run.local_cog)
+        else:
+            run.local_cog = run.cfg.dst
         storage.publish(run.temp_cog, run.cfg.dst)
         run.published["cog"] = run.cfg.dst
         run.temp_cog = None
@@ -443,20 +469,70 @@ def quality(run: Run) -> dict:
     }
 
 
+def measure_output(run: Run) -> dict:
+    """Stream the input and the published COG once each (bounded memory): per-band statistics,
+    histograms, and the seam metric of the output's tile grid.
+
+    Returns:
+        ``{"seam": ..., "band_stats": {"input", "output"}, "histograms": {"input", "output"}}``
+        (see :func:`sr_core.metrics.seam_metric` and :class:`sr_core.scan.RasterScan`).
+    """
+    from sr_core.metrics import seam_metric
+    from sr_core.scan import scan_raster
+
+    assert run.scene is not None and run.normalization is not None and run.local_cog
+    norm = run.normalization
+    ranges = [(o, o + s) for o, s in zip(norm.offset, norm.span, strict=True)]
+    scan_in = scan_raster(run.scene.path, ranges, pair_profiles=False, name=run.scene.name)
+    scan_out = scan_raster(run.local_cog, ranges, name=run.cfg.dst)
+    seam = seam_metric(scan_out.col_pair_sum, scan_out.col_pair_n, scan_out.row_pair_sum,
+                       scan_out.row_pair_n, tile_px=run.cfg.tile_size_px * run.cfg.scale,
+                       scale=run.cfg.scale)
+    return {"seam": seam,
+            "band_stats": {"input": scan_in.band_stats(), "output": scan_out.band_stats()},
+            "histograms": {"input": scan_in.histograms(), "output": scan_out.histograms()}}
+
+
 def report(run: Run) -> Run:
-    """Write the JSON and markdown reports and publish them beside the COG."""
+    """Write the JSON, markdown and HTML reports and publish them beside the COG.
+
+    Timings ``report_measure`` (streaming statistics and seam metric) and ``report_html``
+    (figures and page) are recorded in the JSON report. Should the HTML page fail (a bug in the
+    figures), a warning is logged, ``report_html_error`` says why in the JSON report and the JSON
+    and markdown are published all the same.
+    """
+    from sr_core.html_report import build_scene_html
     from sr_core.report import build_report, to_markdown, write_json
 
-    with _timed(run, "report"):
-        rep = build_report(run, quality(run))
+    with timed(run, "report"):
+        t0 = time.perf_counter()
+        measures = measure_output(run)
+        q = quality(run)
+        q["seam"] = measures.pop("seam")
+        run.timings["report_measure"] = time.perf_counter() - t0
+        rep = build_report(run, q, measures)
+        t0 = time.perf_counter()
         json_uri, md_uri = run.cfg.report_paths()
-        for uri, text in ((json_uri, write_json(rep)), (md_uri, to_markdown(rep))):
+        html_uri: str | None = run.cfg.html_report_path()
+        try:
+            html = build_scene_html(rep, run.scene.path, run.local_cog)
+        except Exception as exc:  # noqa: BLE001 - the pictures must not cost the JSON report
+            log.warning("%s: no HTML report (%s: %s)", run.cfg.dst, type(exc).__name__, exc)
+            rep["report_html_error"] = f"{type(exc).__name__}: {exc}"
+            html = html_uri = None
+        rep["timings_s"]["report_html"] = round(time.perf_counter() - t0, 3)
+        pages = [(json_uri, write_json(rep)),
+                 (md_uri, to_markdown(rep, html_uri.rsplit("/", 1)[-1] if html_uri else None))]
+        if html_uri:
+            pages.insert(0, (html_uri, html))
+        for uri, text in pages:
             tmp = storage.temp_path_for(uri, run.scratch)
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
             storage.publish(tmp, uri)
         run.published["report_json"] = json_uri
         run.published["report_md"] = md_uri
+        run.published["report_html"] = html_uri  # None when the page could not be made
         run.published["report"] = rep
     return run
 
@@ -491,7 +567,7 @@ def run_upscale(cfg: UpscaleConfig,
         cluster.warm(run.cfg)
         ingest(run)
         tile(run)
-        with _timed(run, "cluster_wait"):
+        with timed(run, "cluster_wait"):
             client = cluster.client()
         infer(run, client, on_progress)
         stitch(run)

@@ -27,12 +27,14 @@ def _clean(value):
     return value
 
 
-def build_report(run, quality: dict) -> dict:
+def build_report(run, quality: dict, measures: dict | None = None) -> dict:
     """Assemble the report of a finished run (after stitch; before or after publish).
 
     Args:
         run: a :class:`sr_core.pipeline.Run` after :func:`sr_core.pipeline.stitch`.
-        quality: :func:`sr_core.pipeline.quality` of the run.
+        quality: :func:`sr_core.pipeline.quality` of the run (with ``"seam"`` when measured).
+        measures: optional extra top-level sections, e.g. ``{"band_stats", "histograms"}`` from
+            :func:`sr_core.pipeline.measure_output`.
 
     Returns:
         A JSON-ready dict (non-finite floats written as strings).
@@ -80,8 +82,12 @@ def build_report(run, quality: dict) -> dict:
                 "data_range": "dtype range for integer scenes, valid value range for floats",
                 "wald": "Wald et al. 1997: degrade the scene by the scale "
                         f"({DEGRADATION}), super-resolve it, compare with the scene; centred window",
+                "seam": "mean |difference| of neighbouring output pixels across tile edges / the "
+                        "same at a multiple of the scale away inside tiles, every pixel of the "
+                        "output streamed; about 1.0 = no seams",
             },
         },
+        **(measures or {}),
     }
     return _clean(rep)
 
@@ -111,16 +117,29 @@ def quality_rows(rep: dict) -> list[dict]:
                      "bicubic": wald["bicubic"]["ssim"], "note": "higher is better, 1 = identical"})
     rows.append({"metric": "LR consistency PSNR (dB)", "model": q["lr_consistency"]["psnr_db"],
                  "bicubic": None, "note": "SR downsampled back vs input; higher is better"})
+    seam = q.get("seam")
+    if isinstance(seam, dict):
+        rows.append({"metric": "Seam ratio", "model": seam.get("ratio"), "bicubic": None,
+                     "note": "across tile edges / inside tiles; about 1.0 = no seams, higher = "
+                             "visible seams (n/a: one tile)"})
     return rows
 
 
-def to_markdown(rep: dict) -> str:
-    """The report for people: a short markdown page."""
+def to_markdown(rep: dict, html_uri: str | None = None) -> str:
+    """The report for people: a short markdown page.
+
+    Args:
+        rep: the JSON report.
+        html_uri: link to the HTML report (relative beside the markdown file, or a ``file://`` /
+            ``s3://`` / ``https://`` URL elsewhere); ``None`` for no link.
+    """
     i, o, t, m = rep["input"], rep["output"], rep["tiling"], rep["model"]
     d = m["descriptor"]
     lines = [
         f"# sr-pipeline report: {i['name']}",
         "",
+        *([f"HTML report with pictures: [{html_uri.rsplit('/', 1)[-1]}]({html_uri})", ""]
+          if html_uri else []),
         f"- Output: `{o['uri']}` ({o['width']} x {o['height']} px, {o['bands']} bands, {o['dtype']})",
         f"- Input: {i['width']} x {i['height']} px, {i['bands']} bands, {i['dtype']}, "
         f"CRS {i['crs']}, nodata {i['nodata']}",

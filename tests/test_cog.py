@@ -226,6 +226,20 @@ def test_contract_violations(repo_data, tmp_path: Path) -> None:
     assert not (tmp_path / "x.tif").exists()
 
 
+def test_output_exactly_one_block_wide(repo_data, tmp_path: Path) -> None:
+    """A 256 px wide scene at x2 is one 512 px block wide: still a valid COG (rasterio's profile
+    calls such a file untiled; the TIFF tags say tiled)."""
+    src = tmp_path / "narrow.tif"
+    write_window(repo_data.path("landsat7_RGB.byte.tif"), src, Window(200, 150, 256, 200))
+    scene = open_scene(src)
+    image, _ = build_output_zarr(scene, tmp_path / "out.zarr", scale=2, tile=64)
+    info = write_cog(tmp_path / "out.zarr", scene, 2, tmp_path / "out.tif")
+    assert (info["width"], info["layout"]) == (512, "COG")
+    assert validate_cog(tmp_path / "out.tif") == []
+    with rasterio.open(tmp_path / "out.tif") as out:
+        assert np.array_equal(out.read(), image)
+
+
 def test_validate_cog_rejects_plain_geotiff(repo_data) -> None:
     problems = validate_cog(repo_data.path("landsat7_RGB.byte.tif"))  # striped, no overviews
     assert "IMAGE_STRUCTURE has no LAYOUT=COG" in problems

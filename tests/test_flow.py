@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 import rasterio
@@ -47,7 +48,7 @@ def test_upscale_scene_flow(prefect_harness, repo_data, dask_address, tmp_path):
     assert state.is_completed(), state.message
     out = state.result()
     assert out["cog"] == str(dst) and os.path.exists(out["report_json"])
-    assert os.path.exists(out["report_md"])
+    assert os.path.exists(out["report_md"]) and os.path.exists(out["report_html"])
     with rasterio.open(src) as a, rasterio.open(dst) as b:
         assert b.crs == a.crs and (b.width, b.height) == (2 * a.width, 2 * a.height)
 
@@ -61,3 +62,9 @@ def test_upscale_scene_flow(prefect_harness, repo_data, dask_address, tmp_path):
     assert "Wald PSNR" in by_key["upscale-report"].data
     assert by_key["upscale-quality"].type == "table"
     assert "Wald PSNR (dB)" in str(by_key["upscale-quality"].data)
+    assert "Seam ratio" in str(by_key["upscale-quality"].data)
+    # the HTML report is linked from the UI, as a link artifact and from the markdown
+    html_uri = Path(out["report_html"]).resolve().as_uri()
+    # (Prefect stores a link artifact as markdown: "[text](link)")
+    assert f"]({html_uri})" in by_key["upscale-report-html"].data
+    assert f"]({html_uri})" in by_key["upscale-report"].data

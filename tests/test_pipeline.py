@@ -129,10 +129,15 @@ def test_s3_round_trip(moto_s3, crops, dask_address, tmp_path):
     run = upscale("s3://scenes/in/landsat.tif", "s3://scenes/out/landsat_x2.tif", dask_address,
                   model="bicubic")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="scenes", Prefix="out/")["Contents"]}
-    assert keys == {"out/landsat_x2.tif", "out/landsat_x2.report.json", "out/landsat_x2.report.md"}
+    assert keys == {"out/landsat_x2.tif", "out/landsat_x2.report.json", "out/landsat_x2.report.md",
+                    "out/landsat_x2.report.html"}
     s3.download_file("scenes", "out/landsat_x2.tif", str(tmp_path / "got.tif"))
     with rasterio.open(tmp_path / "got.tif") as got, rasterio.open(crops["landsat-uint8"]) as src:
         assert got.crs == src.crs and got.width == 2 * src.width
     rep = json.loads(s3.get_object(Bucket="scenes", Key="out/landsat_x2.report.json")["Body"].read())
     assert rep["input"]["name"] == "s3://scenes/in/landsat.tif"
+    # the HTML report was made from the published pixels (kept in scratch until the report ran)
+    page = s3.get_object(Bucket="scenes", Key="out/landsat_x2.report.html")["Body"].read().decode()
+    assert page.count("data:image/png;base64,") >= 5 and "s3://scenes/out/landsat_x2.tif" in page
+    assert rep["quality"]["seam"]["ratio"] is None or rep["quality"]["seam"]["ratio"] > 0
     assert run.published["cog"] == "s3://scenes/out/landsat_x2.tif"

@@ -233,6 +233,8 @@ def test_archive_is_idempotent(prefect_stack, s3_archive, dask_address):
     _, tasks, artifacts = read_run(run_id)
     # list-scenes + plan + summary + one task per scene (the tiles run on Dask)
     assert len(tasks) == 3 + 3
+    page = boto3.client("s3").get_object(Bucket=BUCKET, Key="out/archive-report.html")
+    assert "2024/landsat_a/espcn_x2/landsat_a.report.html" in page["Body"].read().decode()
     table = {a.key: a for a in artifacts}["archive-summary"]
     assert table.type == "table" and "landsat_a" in str(table.data)
 
@@ -269,6 +271,10 @@ def test_archive_bad_scene_fails_alone_via_deployment(prefect_stack, s3_archive,
     assert rows["bad/broken"]["status"] == "failed"
     assert "broken.tif" in rows["bad/broken"]["reason"]
     assert summary["failed"] == 1 and "bad/broken" in summary["message"]
+    import boto3
+
+    page = boto3.client("s3").get_object(Bucket=BUCKET, Key="mixed-out/archive-report.html")
+    assert "broken.tif" in page["Body"].read().decode()
     failed_tasks = [t for t in tasks if t.state.is_failed()]
     assert [t.name for t in failed_tasks] == ["scene bad/broken"]
     assert "bad/broken" in {a.key: a for a in artifacts}["archive-summary-md"].data
@@ -360,7 +366,9 @@ def test_archive_local_folder(prefect_stack, repo_data, dask_address, tmp_path):
     assert (result["done"], result["skipped"], result["failed"]) == (1, 0, 0)
     folder = out / "2026" / "naip" / "bicubic_x2"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "naip.manifest.json", "naip.report.json", "naip.report.md", "naip.stac.json", "naip.tif"]
+        "naip.manifest.json", "naip.report.html", "naip.report.json", "naip.report.md",
+        "naip.stac.json", "naip.tif"]
+    assert "2026/naip/bicubic_x2/naip.report.html" in (out / "archive-report.html").read_text()
     summary = json.loads((out / "archive-summary.json").read_text())
     assert summary["results"][0]["cog"] == str(folder / "naip.tif")
     assert len(list((out / "_runs").iterdir())) == 1
