@@ -18,6 +18,7 @@ from prefect import flow, task
 from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
                                create_table_artifact)
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 
 from sr_core import pipeline
 from sr_core.pipeline import Run, UpscaleConfig
@@ -33,11 +34,17 @@ def tile(run: Run) -> Run:
     return pipeline.tile(run)
 
 
+#: Prefect global concurrency limit counting GPU (inference) slots across flows; ``infer`` holds
+#: one slot (``upscale_archive`` holds one per scene). Create it with ``prefect gcl create sr-gpu
+#: --limit N``; without it nothing is limited (Prefect logs a warning).
+GPU_LIMIT = "sr-gpu"
+
+
 @task(name="infer", cache_policy=NO_CACHE)
 def infer(run: Run, scheduler_address: str) -> Run:
     from distributed import Client
 
-    with Client(scheduler_address) as client:
+    with concurrency(GPU_LIMIT, occupy=1, strict=False), Client(scheduler_address) as client:
         return pipeline.infer(run, client)
 
 
@@ -78,6 +85,17 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
                   workers: int | None = None, report_path: str | None = None) -> dict:
     """Super-resolve one scene (local path or s3:// URL) into a COG, or a medical image into its
     own format (DICOM series, NIfTI, pyramidal TIFF), with a quality report.
+
+    Args:
+        src: Input GeoTIFF / COG: a local path or s3://bucket/key.
+        dst: Output COG: a local path or s3://bucket/key (its folder or bucket must exist).
+        model: Registry name (edsr, espcn, bicubic, edsr-x2, ...) or weights path; empty: edsr.
+        scale: Upscaling factor; empty takes the model's own.
+        tile_size: Tile core edge in input pixels (16..8192).
+        device: auto (CUDA where a worker has it), cpu or cuda.
+        dask_address: Scheduler of an existing Dask cluster; empty starts a LocalCluster.
+        workers: Worker processes of the LocalCluster; empty: 1.
+        report_path: Report JSON location; empty puts DST_STEM.report.json beside the COG.
 
     Returns:
         ``{"output": DST, "format": ..., "cog": DST (GeoTIFF input only), "report_json": ...,

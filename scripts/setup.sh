@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Set-up shared by the README's two commands and CI: a virtual environment in .venv with the
-# project and its test extras, pinned by constraints.txt (the versions CI runs). Idempotent: pip
-# runs again only when pyproject.toml or constraints.txt changed since the last install.
+# project and its test extras, pinned by constraints.txt (the versions CI runs), and Debian's
+# chromium for the HTML report and Prefect UI tests (Playwright drives /usr/bin/chromium; no
+# browser download).
+# Idempotent: pip runs again only when pyproject.toml or constraints.txt changed since the last
+# install; apt-get runs only when chromium is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -25,10 +28,10 @@ fi
 # download; playwright drives /usr/bin/chromium). Installed when missing and we are root (CI).
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing chromium (Debian package) for the HTML report tests" >&2
+        echo "installing chromium (Debian package) for the HTML report and Prefect UI tests" >&2
         apt-get update -qq >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
-        echo "warning: chromium is missing; the HTML report test needs it (apt-get install chromium)" >&2
+        echo "warning: chromium is missing; the HTML report and Prefect UI tests need it (apt-get install chromium)" >&2
     fi
 fi

@@ -65,6 +65,9 @@ class UpscaleConfig:
         tiles_per_task: tiles per Dask task.
         wald_window_px: edge of the scene window (HR px) that the Wald-protocol check uses.
         progress: show a progress bar (tiles done / total, MP/s).
+        resources: Dask resources each tile task needs, e.g. ``{"GPU": 1}`` so inference lands
+            only on workers started with ``--resources GPU=1`` (one per GPU); ``None``: any
+            worker.
     """
 
     src: str
@@ -80,6 +83,7 @@ class UpscaleConfig:
     tiles_per_task: int = 1
     wald_window_px: int = 512
     progress: bool = True
+    resources: dict[str, float] | None = None
 
     def report_paths(self) -> tuple[str, str]:
         """(JSON, markdown) locations of the report."""
@@ -275,9 +279,11 @@ def default_workers() -> int:
 
 
 @contextmanager
-def dask_client(address: str | None, workers: int | None, scratch: str):
+def dask_client(address: str | None, workers: int | None, scratch: str,
+                resources: dict[str, float] | None = None):
     """A ``distributed.Client``: to ``address`` when given, else to a new ``LocalCluster`` of
-    ``workers`` worker processes (one thread each), closed on exit.
+    ``workers`` worker processes (one thread each), closed on exit. ``resources`` (e.g.
+    ``{"GPU": 1}``) are declared on every local worker; an existing cluster declares its own.
 
     Raises:
         SRError: the scheduler at ``address`` cannot be reached.
@@ -306,7 +312,7 @@ def dask_client(address: str | None, workers: int | None, scratch: str):
                           "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}):
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
                                processes=True, dashboard_address=":0", local_directory=scratch,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.ERROR, resources=resources)
     client = Client(cluster)
     try:
         yield client
@@ -320,7 +326,7 @@ class ClusterStarter:
     importing torch) overlaps ingest and staging."""
 
     def __init__(self, cfg: UpscaleConfig, scratch: str) -> None:
-        self._cm = dask_client(cfg.dask_address, cfg.workers, scratch)
+        self._cm = dask_client(cfg.dask_address, cfg.workers, scratch, cfg.resources)
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._future: Future = self._pool.submit(self._cm.__enter__)
 
@@ -378,6 +384,23 @@ def _wald_planes(scene: SceneInfo) -> list[int] | None:
                    for i in range(WALD_MAX_PLANES)})
 
 
+def _check_resources(info: dict, resources: dict[str, float] | None) -> None:
+    """Refuse to submit tiles that no worker could run (they would wait forever).
+
+    Raises:
+        SRError: no worker of the cluster declares every resource in ``resources``.
+    """
+    if not resources:
+        return
+    for w in info.get("workers", {}).values():
+        have = w.get("resources", {}) or {}
+        if all(have.get(k, 0) >= v for k, v in resources.items()):
+            return
+    want = ", ".join(f"{k}={v:g}" for k, v in resources.items())
+    raise SRError(f"Dask: no worker declares the resources {want} (start GPU workers with "
+                  f"`dask worker ADDR --resources GPU=1`, one per GPU)")
+
+
 def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None = None) -> Run:
     """Run every tile on the Dask cluster (and the Wald check beside them).
 
@@ -395,6 +418,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
     cfg, scene = run.cfg, run.scene
     with timed(run, "infer"):
         info = client.scheduler_info()
+        _check_resources(info, cfg.resources)
         n_workers = max(1, len(info.get("workers", {})))
         threads = sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or 1
         job = TileJob(input_store=run.staged.store_path, output_store=run.output_store,
@@ -403,12 +427,12 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                       normalization=run.normalization, nodata=scene.nodata)
         tiles = list(run.grid)
         batches = [tiles[i:i + cfg.tiles_per_task] for i in range(0, len(tiles), cfg.tiles_per_task)]
-        futures = {client.submit(run_tiles, job, b, pure=False): b
+        futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
                    for b in batches}
         drange = _data_range(run)
         window = _wald_window(scene, cfg.scale, cfg.wald_window_px)
         wald_future = client.submit(wald_window_task, job, window, drange,
-                                    _wald_planes(scene), pure=False) \
+                                    _wald_planes(scene), pure=False, resources=cfg.resources) \
             if min(window.height, window.width) >= 7 * cfg.scale else None
         done = out_px = 0
         if on_progress:

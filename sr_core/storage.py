@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from sr_core.errors import InputError, StorageError
@@ -403,3 +404,84 @@ def check_destination(dst_uri: str | os.PathLike, *, folder: bool | None = False
         s3_client().head_bucket(Bucket=bucket)
     except Exception as exc:  # noqa: BLE001
         raise _s3_error(uri, exc, missing="no such bucket") from None
+
+
+def read_text(uri: str | os.PathLike) -> str | None:
+    """The text (UTF-8) of a small local file or S3 object, or ``None`` when it does not exist.
+
+    Meant for small metadata files (manifests, STAC JSON); the whole content is held in memory.
+
+    Raises:
+        InputError: malformed S3 URL.
+        StorageError: access denied, endpoint unreachable, or the local file cannot be read.
+    """
+    if not is_s3(uri):
+        path = os.fspath(uri)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    uri = str(uri)
+    bucket, key = parse_s3(uri)
+    try:
+        body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:  # noqa: BLE001
+        err = _s3_error(uri, exc)
+        if isinstance(err, InputError):
+            return None
+        raise err from None
+    return body.decode("utf-8")
+
+
+def write_text(uri: str | os.PathLike, text: str, scratch_dir: str | os.PathLike) -> None:
+    """Write a small text file to a local path or S3 object, atomically (temporary file, then
+    :func:`publish`). A local destination's parent directory must exist.
+
+    Raises:
+        InputError: malformed S3 URL, no such bucket.
+        StorageError: the write, rename or upload failed.
+    """
+    tmp = temp_path_for(uri, scratch_dir)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        publish(tmp, uri)
+    except OSError as exc:
+        discard(tmp)
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(f"{uri}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def list_s3(prefix_uri: str) -> Iterator[tuple[str, str, int]]:
+    """Every object under an S3 prefix, through boto3's ``list_objects_v2`` paginator (so more
+    than 1,000 keys are listed, page by page, never all held at once by this function).
+
+    Args:
+        prefix_uri: ``s3://bucket/prefix`` (the prefix may be empty: ``s3://bucket/``).
+
+    Yields:
+        ``(key, etag, size_bytes)`` per object, in S3's key order; the ETag without quotes.
+
+    Raises:
+        InputError: malformed URL or no such bucket.
+        StorageError: access denied or endpoint unreachable.
+    """
+    m = _S3_URL.match(prefix_uri) if isinstance(prefix_uri, str) else None
+    if m is None or not m.group("bucket"):
+        raise InputError(f"{prefix_uri}: not an S3 URL (expected s3://BUCKET/PREFIX)")
+    bucket, prefix = m.group("bucket"), m.group("key")
+    paginator = s3_client().get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj.get("ETag", "").strip('"'), int(obj.get("Size", 0))
+    except Exception as exc:  # noqa: BLE001
+        raise _s3_error(prefix_uri, exc, missing="no such bucket") from None
+

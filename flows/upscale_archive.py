@@ -1,0 +1,273 @@
+"""Prefect flow ``upscale_archive``: every scene of an archive (S3 prefix + glob, local folder, or
+STAC ItemCollection / catalog) through the same stages as ``upscale_scene``, skipping scenes whose
+published output is up to date, a bounded number of scenes in flight, one scene's failure never
+stopping the others, and a summary at the end.
+
+Prefect task runs: ``list-scenes``, ``plan`` (reads every scene's manifest), one ``scene`` task per
+scene that needs processing (it calls :func:`sr_core.archive.process_scene`, i.e. the six pipeline
+stages, with the tiles on the archive's one shared Dask cluster), and ``summary``. A 1,000-scene
+archive with everything to do is 1,003 task runs; a rerun with nothing to do is 3.
+
+GPU slots across flows: each ``scene`` task holds one slot of the Prefect **global concurrency
+limit** named by ``concurrency_limit`` (default ``sr-gpu``) while it runs, so all archive runs (and
+``upscale_scene`` runs, whose ``infer`` task takes the same limit) together never run more scenes
+than the limit allows. Create it once per server: ``prefect gcl create sr-gpu --limit 2``. Without
+it the slots are not enforced (Prefect logs a warning). Inside one run, ``max_scenes_in_flight``
+bounds the scenes submitted at a time.
+
+Credentials never travel as parameters: boto3 takes them from the environment, its config files or
+the IAM role; ``aws_credentials_block`` may name a prefect-aws ``AwsCredentials`` block instead
+(prefect-aws installed separately), whose values are put in this flow run's process environment
+and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
+from prefect.context import get_run_context
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.upscale_scene import GPU_LIMIT
+from sr_core import archive, pipeline
+from sr_core.archive import SceneResult, ScenePlan, SceneRef
+from sr_core.errors import SRError
+from sr_core.pipeline import ModelInfo, UpscaleConfig
+
+
+class Processing(BaseModel):
+    """How each scene is upscaled (the same options as ``sr-pipeline upscale``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("edsr", min_length=1, description=(
+        "Model: a registry name (edsr, espcn, bicubic, edsr-x2, ...; `sr-pipeline models`) or a "
+        "path to .safetensors weights with their JSON card beside them."))
+    scale: int | None = Field(None, ge=2, le=16, description=(
+        "Upscaling factor; empty takes the model's own (2 for the shipped models)."))
+    tile_size: int = Field(1024, ge=pipeline.MIN_TILE_PX, le=pipeline.MAX_TILE_PX, description=(
+        "Tile core edge in input pixels. Does not change the output (tiled = whole-image)."))
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description=(
+        "Where workers run the model: auto uses CUDA where a worker has it."))
+    wald_window: int = Field(512, ge=32, le=4096, description=(
+        "Edge (px) of the centred window of each scene used for the Wald-protocol quality check."))
+
+
+class Cluster(BaseModel):
+    """The one Dask cluster shared by every scene of the run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dask_address: str | None = Field(None, pattern=r"^(tcp|tls|ucx|inproc)://\S+$", description=(
+        "Scheduler of an existing Dask cluster (tcp://host:8786); empty starts a LocalCluster "
+        "for this run."))
+    workers: int | None = Field(None, ge=1, le=256, description=(
+        "Worker processes of the LocalCluster (ignored with dask_address); empty: 1."))
+    gpu: bool = Field(False, description=(
+        "Tile tasks require the Dask resource GPU=1, so they only run on workers started with "
+        "`--resources GPU=1` (one per GPU). A LocalCluster declares it on its workers."))
+    dask_cuda: bool = Field(False, description=(
+        "Start the LocalCluster with dask-cuda (one worker per GPU; needs the `gpu` extra)."))
+
+
+def _quiet_distributed() -> None:
+    # importing distributed configures its loggers at INFO: import it first, then quiet it
+    import distributed  # noqa: F401
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+
+def _use_aws_block(name: str | None) -> None:
+    """Put a prefect-aws ``AwsCredentials`` block's values into this process's environment
+    (read by boto3 here and by LocalCluster workers started afterwards). Never logged."""
+    if not name:
+        return
+    try:
+        from prefect_aws import AwsCredentials
+    except ImportError:
+        raise SRError(f"aws_credentials_block {name!r}: prefect-aws is not installed "
+                      "(pip install prefect-aws)") from None
+    creds = AwsCredentials.load(name)
+    values = {
+        "AWS_ACCESS_KEY_ID": creds.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": creds.aws_secret_access_key.get_secret_value()
+        if creds.aws_secret_access_key else None,
+        "AWS_SESSION_TOKEN": creds.aws_session_token,
+        "AWS_DEFAULT_REGION": creds.region_name,
+        "AWS_ENDPOINT_URL": getattr(creds.aws_client_parameters, "endpoint_url", None),
+    }
+    for key, value in values.items():
+        if value:
+            os.environ[key] = str(value)
+
+
+@task(name="list-scenes", cache_policy=NO_CACHE)
+def list_scenes(source: str, asset_key: str) -> list[SceneRef]:
+    return archive.list_scenes(source, asset_key=asset_key)
+
+
+@task(name="plan", cache_policy=NO_CACHE)
+def plan(scenes: list[SceneRef], output_prefix: str, cfg: UpscaleConfig,
+         model: ModelInfo) -> list[ScenePlan]:
+    return archive.plan_archive(scenes, output_prefix, cfg, model)
+
+
+@task(name="scene", cache_policy=NO_CACHE)
+def upscale_one(scene_plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
+                limit: str) -> tuple[SceneResult, dict]:
+    """One scene, every stage, holding one slot of the GPU concurrency limit meanwhile."""
+    with concurrency(limit, occupy=1, strict=False):
+        return archive.process_scene(scene_plan, cfg, model)
+
+
+@task(name="summary", cache_policy=NO_CACHE)
+def publish_summary(summary: dict, reports: dict[str, dict], output_prefix: str) -> dict:
+    written = archive.publish_summary(summary, reports, output_prefix)
+    create_table_artifact(table=archive.summary_table(summary), key="archive-summary",
+                          description=f"{summary['source']}: {summary['message']}")
+    failed = [r for r in summary["results"] if r["status"] == "failed"]
+    lines = [f"# Archive run: {summary['source']}", "", f"**{summary['message']}**", "",
+             f"Outputs under `{output_prefix}`; JSON summary `{written['archive-summary.json']}`.",
+             f"Model `{summary['model']}` (weights SHA-256 `{summary['weights_sha256'][:16]}...`)."]
+    if failed:
+        lines += ["", "## Failed scenes", "", "| scene | reason |", "|---|---|"]
+        lines += [f"| {r['scene_id']} | {r['reason']} |" for r in failed]
+    create_markdown_artifact(markdown="\n".join(lines) + "\n", key="archive-summary-md",
+                             description=summary["message"])
+    return written
+
+
+@flow(name="upscale_archive", task_runner=ThreadPoolTaskRunner(max_workers=64))
+def upscale_archive(
+    source: Annotated[str, Field(min_length=1)],
+    output_prefix: Annotated[str, Field(min_length=1)],
+    stac_asset: Annotated[str, Field(min_length=1)] = "data",
+    processing: Processing = Processing(),
+    cluster: Cluster = Cluster(),
+    max_scenes_in_flight: Annotated[int, Field(ge=1, le=64)] = 2,
+    concurrency_limit: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = GPU_LIMIT,
+    aws_credentials_block: str | None = None,
+) -> dict:
+    """Upscale every scene of an archive that is not up to date; summarise the run.
+
+    Args:
+        source: The archive: s3://bucket/prefix/**/*.tif (a prefix and a glob), a local folder
+            (every **/*.tif) or local glob, or a STAC ItemCollection / Catalog / Collection JSON
+            (local or s3://).
+        output_prefix: Where outputs go (a local folder or s3:// prefix):
+            PREFIX/<scene>/<model>_x<scale>/<stem>.tif with its report, STAC item and manifest,
+            and PREFIX/archive-summary.json.
+        stac_asset: STAC sources only: key of the asset to upscale in each item.
+        processing: Model, scale, tile size, device and Wald window for every scene.
+        cluster: The Dask cluster shared by all scenes of this run (LocalCluster or an address;
+            GPU resources).
+        max_scenes_in_flight: Scenes submitted at a time in this run (GPU slots across runs are
+            counted by the concurrency limit).
+        concurrency_limit: Prefect global concurrency limit counting GPU slots; each scene holds
+            one while it runs. Create it with `prefect gcl create sr-gpu --limit N`.
+        aws_credentials_block: Optional name of a prefect-aws AwsCredentials block; otherwise the
+            environment / IAM role. Never put keys in parameters.
+
+    Returns:
+        ``{"done", "skipped", "failed", "message", "summary": URI of archive-summary.json}``.
+    """
+    _quiet_distributed()
+    logger = get_run_logger()
+    _use_aws_block(aws_credentials_block)
+    t0 = time.perf_counter()
+    processing = Processing.model_validate(processing)
+    cluster = Cluster.model_validate(cluster)
+    cfg = UpscaleConfig(src="<archive>", dst="<outputs>", model=processing.model,
+                        scale=processing.scale, tile_size_px=processing.tile_size,
+                        device=processing.device, wald_window_px=processing.wald_window,
+                        resources={"GPU": 1} if cluster.gpu else None, progress=False)
+    pipeline.check_options(cfg)
+    model = pipeline.resolve_model(cfg.model, cfg.scale)
+    cfg = replace(cfg, model=model.ref, scale=model.descriptor.scale)
+
+    scenes = list_scenes(source, stac_asset)
+    plans = plan(scenes, output_prefix, cfg, model)
+    todo = [p for p in plans if p.status == "todo"]
+    results: dict[str, SceneResult] = {p.scene.scene_id: archive.skipped_result(p)
+                                       for p in plans if p.status == "skipped"}
+    logger.info("%s: %d scenes, %d up to date, %d to process", source, len(plans),
+                len(results), len(todo))
+    reports: dict[str, dict] = {}
+    if todo:
+        scratch = tempfile.mkdtemp(prefix="sr-archive-", dir=os.environ.get("SR_SCRATCH"))
+        try:
+            with archive.shared_cluster(cluster.dask_address, cluster.workers, scratch,
+                                        gpu=cluster.gpu, dask_cuda=cluster.dask_cuda) as address:
+                scene_cfg = replace(cfg, dask_address=address)
+                _run_scenes(todo, scene_cfg, model, max_scenes_in_flight, concurrency_limit,
+                            results, reports, logger)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    ordered = [results[p.scene.scene_id] for p in plans]
+    run_id = str(get_run_context().flow_run.id)
+    summary = archive.summarize(ordered, source=source, output_prefix=output_prefix, model=model,
+                                cfg=cfg, run_id=run_id, seconds=round(time.perf_counter() - t0, 3))
+    written = publish_summary(summary, reports, output_prefix)
+    logger.info("%s", summary["message"])
+    return {k: summary[k] for k in ("done", "skipped", "failed", "message")} | {
+        "summary": written["archive-summary.json"]}
+
+
+def _run_scenes(todo: list[ScenePlan], cfg: UpscaleConfig, model: ModelInfo, in_flight: int,
+                limit: str, results: dict, reports: dict, logger) -> None:
+    """Submit one ``scene`` task per plan, at most ``in_flight`` at a time; collect every
+    outcome (a failed scene becomes a ``failed`` row with its reason)."""
+    slots = threading.BoundedSemaphore(in_flight)
+    futures = []
+    for p in todo:
+        slots.acquire()
+        fut = upscale_one.with_options(task_run_name=f"scene {p.scene.scene_id}").submit(
+            p, cfg, model, limit)
+        fut.add_done_callback(lambda _f: slots.release())
+        futures.append((p, fut))
+    for p, fut in futures:
+        fut.wait()
+        outcome = fut.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException) or not fut.state.is_completed():
+            exc = outcome if isinstance(outcome, BaseException) else SRError(fut.state.message)
+            results[p.scene.scene_id] = archive.failed_result(p, exc)
+            logger.warning("%s: failed: %s", p.scene.scene_id,
+                           results[p.scene.scene_id].reason)
+        else:
+            res, rep = outcome
+            results[p.scene.scene_id] = res
+            reports[p.scene.scene_id] = rep
+
+
+def main(argv: list[str]) -> int:
+    """``python -m flows.upscale_archive SOURCE OUTPUT_PREFIX [MODEL]``: run the flow once."""
+    if len(argv) not in (2, 3):
+        print("usage: python -m flows.upscale_archive SOURCE OUTPUT_PREFIX [MODEL]",
+              file=sys.stderr)
+        return 2
+    processing = Processing(model=argv[2]) if len(argv) == 3 else Processing()
+    try:
+        out = upscale_archive(argv[0], argv[1], processing=processing)
+    except SRError as exc:
+        print(f"upscale_archive: error: {exc}", file=sys.stderr)
+        return 2
+    print(out["message"])
+    print(f"summary: {out['summary']}")
+    return 1 if out["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
