@@ -345,7 +345,13 @@ class ClusterStarter:
         self._warmed = self._pool.submit(_warm)
 
     def client(self):
-        return self._future.result()
+        """The ``distributed.Client``, once the cluster is up and (if :meth:`warm` was called)
+        every worker has loaded the model, so that ``infer`` times tiles, not worker start-up."""
+        client = self._future.result()
+        warmed = getattr(self, "_warmed", None)
+        if warmed is not None:
+            warmed.result()  # _warm swallows its own errors: a failure resurfaces in a tile
+        return client
 
     def close(self) -> None:
         try:
