@@ -10,6 +10,7 @@ Run it without a server (Prefect starts a temporary one) with::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -36,15 +37,29 @@ def tile(run: Run) -> Run:
 
 #: Prefect global concurrency limit counting GPU (inference) slots across flows; ``infer`` holds
 #: one slot (``upscale_archive`` holds one per scene). Create it with ``prefect gcl create sr-gpu
-#: --limit N``; without it nothing is limited (Prefect logs a warning).
+#: --limit N``; without it nothing is limited.
 GPU_LIMIT = "sr-gpu"
+
+
+def _gpu_slot():
+    """One slot of :data:`GPU_LIMIT` when the server has that limit, else nothing (a single run
+    with embedded defaults should not warn about a limit only archive set-ups create)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+    except ObjectNotFound:
+        return contextlib.nullcontext()
+    return concurrency(GPU_LIMIT, occupy=1, strict=False)
 
 
 @task(name="infer", cache_policy=NO_CACHE)
 def infer(run: Run, scheduler_address: str) -> Run:
     from distributed import Client
 
-    with concurrency(GPU_LIMIT, occupy=1, strict=False), Client(scheduler_address) as client:
+    with _gpu_slot(), Client(scheduler_address) as client:
         return pipeline.infer(run, client)
 
 
