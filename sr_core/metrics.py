@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sr_core.normalize import Normalization
 
@@ -67,6 +66,8 @@ def psnr(reference: np.ndarray, test: np.ndarray, valid: np.ndarray, data_range:
     tst = test[valid].astype(np.float64)
     if np.array_equal(ref, tst):
         return float("inf")
+    from skimage.metrics import peak_signal_noise_ratio  # imports scipy.stats: 1.2 s, so lazily
+
     return float(peak_signal_noise_ratio(ref, tst, data_range=data_range))
 
 
@@ -89,6 +90,8 @@ def ssim(reference: np.ndarray, test: np.ndarray, valid: np.ndarray, data_range:
     Returns:
         SSIM in [-1, 1] (1 = identical); ``nan`` with no valid pixel.
     """
+    from skimage.metrics import structural_similarity  # lazily, as in psnr()
+
     values = []
     for b in range(reference.shape[0]):
         if not valid[b].any():
