@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -172,15 +171,6 @@ def _scene_id(relative: str) -> str:
     return stem if dot and "/" not in ext else rel
 
 
-def sha256_of(path: str, chunk_bytes: int = 4 << 20) -> str:
-    """SHA-256 (hex) of a local file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(uri: str) -> dict:
     """The fingerprint of one input: ``{"etag", "size"}`` (S3 ``HeadObject``) or
     ``{"sha256", "size"}`` (local file).
@@ -198,7 +188,7 @@ def fingerprint(uri: str) -> dict:
         return {"etag": head["ETag"].strip('"'), "size": int(head["ContentLength"])}
     if not os.path.isfile(uri):
         raise InputError(f"{uri}: no such file")
-    return {"sha256": sha256_of(uri), "size": os.path.getsize(uri)}
+    return {"sha256": storage.sha256_file(uri), "size": os.path.getsize(uri)}
 
 
 def _list_s3(source: str) -> list[SceneRef]:

@@ -24,6 +24,7 @@ write is a :class:`~sr_core.errors.StorageError`. Each message is one line that 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -48,6 +49,19 @@ _DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureD
 
 _client_lock = threading.Lock()
 _clients: dict[tuple[int, str | None], Any] = {}
+
+
+def sha256_file(path: str | os.PathLike, chunk_bytes: int = 4 << 20) -> str:
+    """Hex SHA-256 of a local file's bytes, read in ``chunk_bytes`` blocks (bounded memory).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
 
 
 def is_s3(uri: str | os.PathLike) -> bool:

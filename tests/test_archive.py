@@ -13,7 +13,7 @@ import pytest
 import rasterio
 from conftest import crop_scene
 
-from sr_core import archive
+from sr_core import archive, storage
 from sr_core.errors import InputError
 from sr_core.pipeline import UpscaleConfig, resolve_model
 
@@ -71,7 +71,7 @@ def test_list_local_and_stac(repo_data, tmp_path):
     (root / "2025" / "notes.txt").write_text("not a scene")
     scenes = archive.list_scenes(str(root))
     assert [s.scene_id for s in scenes] == ["2024/a", "2025/b"]
-    assert scenes[0].fingerprint == {"sha256": archive.sha256_of(str(a)),
+    assert scenes[0].fingerprint == {"sha256": storage.sha256_file(str(a)),
                                      "size": os.path.getsize(a)}
     assert [s.scene_id for s in archive.list_scenes(f"{root}/2025/*.tif")] == ["b"]
 

@@ -26,7 +26,6 @@ containers; a checkpoint that needs full unpickling (which can run arbitrary cod
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -39,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sr_core.errors import ModelError
+from sr_core.storage import sha256_file  # noqa: F401 - re-exported: cards pin it
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -50,15 +50,6 @@ _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
 def card_path(weights_path: str | os.PathLike) -> Path:
     """The model card's path for a weights file: same stem, ``.json``."""
     return Path(weights_path).with_suffix(".json")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_card(card: Any, where: str, *, with_sha: bool = True) -> dict:
