@@ -179,8 +179,12 @@ def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
     return ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card)
 
 
-def preflight(cfg: UpscaleConfig) -> None:
+def preflight(cfg: UpscaleConfig) -> SceneInfo | None:
     """Cheap checks before anything is started: options, the destination, and a local source.
+
+    Returns:
+        The validated local source (hand it to :func:`ingest` so it is not validated twice);
+        ``None`` for an ``s3://`` source, which :func:`ingest` validates after fetching it.
 
     Raises:
         InputError: bad options, destination or local source file, or a destination that cannot
@@ -188,8 +192,11 @@ def preflight(cfg: UpscaleConfig) -> None:
     """
     check_options(cfg)
     storage.check_destination(cfg.dst, folder=None)
-    if not storage.is_s3(cfg.src):
-        _check_output(open_input(cfg.src), cfg.dst)
+    if storage.is_s3(cfg.src):
+        return None
+    scene = open_input(cfg.src, name=cfg.src)
+    _check_output(scene, cfg.dst)
+    return scene
 
 
 def _check_output(scene: SceneInfo, dst: str) -> None:
@@ -233,17 +240,24 @@ def timed(run: Run, stage: str) -> Iterator[None]:
         run.timings[stage] = run.timings.get(stage, 0.0) + time.perf_counter() - t0
 
 
-def ingest(run: Run) -> Run:
+def ingest(run: Run, scene: SceneInfo | None = None) -> Run:
     """Check the destination, fetch the source (S3 -> scratch) and validate it.
+
+    Args:
+        run: a run after :func:`start`.
+        scene: the local source as :func:`preflight` validated it; ``None`` validates here
+            (decoding a DICOM series or checking a TIFF's extent once is enough).
 
     Raises:
         InputError: bad source file or destination; StorageError: S3 unreachable.
     """
     with timed(run, "ingest"):
         storage.check_destination(run.cfg.dst, folder=None)
-        local = storage.fetch(run.cfg.src, run.scratch)
-        run.scene = open_input(local, name=run.cfg.src)
-        _check_output(run.scene, run.cfg.dst)
+        if scene is None:
+            local = storage.fetch(run.cfg.src, run.scratch)
+            scene = open_input(local, name=run.cfg.src)
+            _check_output(scene, run.cfg.dst)
+        run.scene = scene
     return run
 
 
@@ -623,7 +637,7 @@ def run_upscale(cfg: UpscaleConfig,
     Raises:
         InputError, ModelError, StorageError, SRError: as the stages do; nothing is left at DST.
     """
-    preflight(cfg)
+    scene = preflight(cfg)
     scratch = make_scratch(cfg)
     # the cluster starts now: spawning workers overlaps loading the model here, fetching and
     # staging the scene
@@ -632,7 +646,7 @@ def run_upscale(cfg: UpscaleConfig,
     try:
         run = start(cfg, scratch)
         cluster.warm(run.cfg)
-        ingest(run)
+        ingest(run, scene)
         tile(run)
         with timed(run, "cluster_wait"):
             client = cluster.client()
