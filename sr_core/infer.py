@@ -199,9 +199,17 @@ _STORES_KEPT = 4
 
 
 def open_stores(input_store: str, output_store: str) -> tuple:
-    """The input and output Zarr arrays ``(image, valid, out image, out valid)`` of one run,
-    opened once per worker process and cached (opening reads the group and array metadata: a
-    measurable cost per task when tiles are small). The last few runs are kept."""
+    """The Zarr arrays of one run, opened once per worker process and cached (opening reads the
+    group and array metadata: a measurable cost per task when tiles are small). The last
+    ``_STORES_KEPT`` runs are kept.
+
+    Returns:
+        ``(image, valid, out_image, out_valid)``: input ``(bands, H, W)`` in the scene's dtype and
+        bool validity, output ``(bands, H*scale, W*scale)`` likewise (``zarr.Array`` objects).
+
+    Raises:
+        FileNotFoundError, zarr errors: a store is missing (the run's scratch was removed).
+    """
     key = (input_store, output_store)
     with _LOCK:
         if key not in _STORES:
