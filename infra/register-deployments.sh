@@ -15,11 +15,7 @@ slots=${SR_GPU_SLOTS:-1}
 file=deployments/prefect.yaml
 
 prefect work-pool create "$pool" --type process --overwrite
-if prefect gcl inspect sr-gpu >/dev/null 2>&1; then
-    prefect gcl update sr-gpu --limit "$slots"
-else
-    prefect gcl create sr-gpu --limit "$slots"
-fi
+prefect gcl create sr-gpu --limit "$slots" 2>/dev/null || prefect gcl update sr-gpu --limit "$slots"
 
 # default parameters from the environment, as JSON (json.dumps quotes whatever the values hold)
 params() {

@@ -4,7 +4,7 @@
 # chromium for the HTML report and Prefect UI tests (Playwright drives /usr/bin/chromium; no
 # browser download).
 # Idempotent: pip runs again only when pyproject.toml or constraints.txt changed since the last
-# install; apt-get runs only when chromium is missing.
+# install; apt-get runs only when chromium or PostgreSQL is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -33,5 +33,16 @@ if ! command -v chromium >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
     else
         echo "warning: chromium is missing; the HTML report and Prefect UI tests need it (apt-get install chromium)" >&2
+    fi
+fi
+# PostgreSQL backs the Prefect server of infra/compose.yaml; tests/test_infra_stack.py runs Debian's
+# postgresql (initdb + pg_ctl, a throw-away data directory) in its place. Installed when missing.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing postgresql (Debian package) for the infra stack test" >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "warning: PostgreSQL is missing; the infra stack test needs it (apt-get install postgresql)" >&2
     fi
 fi
