@@ -167,14 +167,23 @@ def check_options(cfg: UpscaleConfig) -> None:
 
 
 def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
-    """Load the model's descriptor and card in the main process (weights are loaded on workers).
+    """The model's descriptor and card in the main process (weights are loaded on workers).
+
+    A shipped model is described from its card without importing torch
+    (:func:`sr_core.models.catalog.describe_shipped`); anything else is loaded once here, which
+    also checks the weights file before any work starts.
 
     Raises:
         ModelError: unknown name, missing or malformed weights, or a scale it does not support.
     """
-    from sr_core.models.registry import DEFAULT_MODEL, load_model
+    from sr_core.models.catalog import DEFAULT_MODEL, describe_shipped
 
     ref = ref or DEFAULT_MODEL
+    found = describe_shipped(ref, scale)
+    if found is not None:
+        return ModelInfo(ref=ref, descriptor=found[0], card=found[1])
+    from sr_core.models.registry import load_model
+
     model = load_model(ref, scale=scale, device="cpu")
     return ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card)
 
@@ -367,10 +376,22 @@ class ClusterStarter:
             warmed.result()  # _warm swallows its own errors: a failure resurfaces in a tile
         return client
 
+    def release(self) -> None:
+        """Start closing the cluster in the background: the tiles are done, and stitching,
+        publishing and reporting need no workers, so teardown (a second or two for a local
+        cluster) overlaps them."""
+        if getattr(self, "_closing", None) is None:
+            self._closing = self._pool.submit(self._exit)
+
+    def _exit(self) -> None:
+        if self._future.exception() is None:
+            self._cm.__exit__(None, None, None)
+
     def close(self) -> None:
+        """Close the cluster (if :meth:`release` has not) and wait until it is closed."""
         try:
-            if self._future.exception() is None:
-                self._cm.__exit__(None, None, None)
+            self.release()
+            self._closing.result()
         finally:
             self._pool.shutdown(wait=False)
 
@@ -651,6 +672,7 @@ def run_upscale(cfg: UpscaleConfig,
         with timed(run, "cluster_wait"):
             client = cluster.client()
         infer(run, client, on_progress)
+        cluster.release()
         stitch(run)
         publish(run)
         report(run)
