@@ -24,25 +24,24 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip check >&2
     echo "$want" > "$stamp"
 fi
-# Headless Chromium renders the HTML quality report in the tests: Debian's package (no browser
-# download; playwright drives /usr/bin/chromium). Installed when missing and we are root (CI).
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages the tests need: installed with apt-get when missing and we are root (CI),
+# else a warning. Usage: apt_need PACKAGE WHAT_NEEDS_IT
+apt_need() {
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing chromium (Debian package) for the HTML report and Prefect UI tests" >&2
+        echo "installing $1 (Debian package) for $2" >&2
         apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
     else
-        echo "warning: chromium is missing; the HTML report and Prefect UI tests need it (apt-get install chromium)" >&2
+        echo "warning: $1 is missing; $2 need(s) it (apt-get install $1)" >&2
     fi
+}
+# Headless Chromium renders the HTML quality report in the tests: Debian's package (no browser
+# download; playwright drives /usr/bin/chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+    apt_need chromium "the HTML report and Prefect UI tests"
 fi
 # PostgreSQL backs the Prefect server of infra/compose.yaml; tests/test_infra_stack.py runs Debian's
-# postgresql (initdb + pg_ctl, a throw-away data directory) in its place. Installed when missing.
+# postgresql (initdb + pg_ctl, a throw-away data directory) in its place.
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing postgresql (Debian package) for the infra stack test" >&2
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    else
-        echo "warning: PostgreSQL is missing; the infra stack test needs it (apt-get install postgresql)" >&2
-    fi
+    apt_need postgresql "the infra stack test"
 fi
