@@ -67,6 +67,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     import distributed  # noqa: F401 - its import sets its loggers to INFO; quiet them after
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    # a lost scheduler is reported in one line by run_upscale; not as the client's traceback
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers, report=report,
                         scratch_dir=scratch_dir, progress=progress)

@@ -547,6 +547,10 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
             except SRError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a worker-side failure, reported by tile
+                if "scheduler-connection-lost" in str(exc):
+                    raise SRError(f"{scene.name}: lost the connection to the Dask scheduler "
+                                  f"({len(run.tiles)} of {len(tiles)} tiles done and recorded); "
+                                  "run again to resume") from None
                 t = batch[0]
                 raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) failed on a worker: "
                               f"{type(exc).__name__}: {exc}") from None
@@ -658,7 +662,9 @@ def validate_output(run: Run) -> None:
             if not ds.transform.almost_equals(t, precision=1e-9):
                 raise SRError(f"{dst}: written COG has transform {tuple(ds.transform)[:6]}, "
                               f"expected {tuple(t)[:6]}; not published")
+        t0 = time.perf_counter()
         run.measures = measure_output(run)
+        run.timings["report_measure"] = time.perf_counter() - t0
         _check_stats(run, run.measures["band_stats"]["output"])
         return
     out = open_input(run.temp_output, name=dst)
@@ -815,9 +821,9 @@ def report(run: Run) -> Run:
         measures = dict(run.measures or {})
         if run.local_cog and not measures:
             measures = measure_output(run)
+            run.timings["report_measure"] = time.perf_counter() - t0
         if measures:
             q["seam"] = measures.pop("seam")
-        run.timings["report_measure"] = time.perf_counter() - t0
         rep = build_report(run, q, measures)
         t0 = time.perf_counter()
         json_uri, md_uri = run.cfg.report_paths()
