@@ -658,7 +658,7 @@ def validate_output(run: Run) -> None:
                     rasterio.crs.CRS.from_user_input(scene.crs).to_wkt() if scene.crs else None):
                 raise SRError(f"{dst}: written COG has CRS {ds.crs}, expected {scene.crs}; "
                               "not published")
-            t = Affine(*scene.transform[:6]) * Affine.scale(1 / s)
+            t = Affine(*scene.transform[:6]) @ Affine.scale(1 / s)
             if not ds.transform.almost_equals(t, precision=1e-9):
                 raise SRError(f"{dst}: written COG has transform {tuple(ds.transform)[:6]}, "
                               f"expected {tuple(t)[:6]}; not published")
