@@ -62,7 +62,7 @@ class UpscaleConfig:
             the COG.
         scratch_dir: parent of the run's scratch directory (Zarr stores, temp files); default the
             system temp directory or ``$SR_SCRATCH``.
-        tiles_per_task: tiles per Dask task.
+        tiles_per_task: tiles per Dask task; ``None``: :func:`auto_tiles_per_task`.
         wald_window_px: edge of the scene window (HR px) that the Wald-protocol check uses.
         progress: show a progress bar (tiles done / total, MP/s).
         resources: Dask resources each tile task needs, e.g. ``{"GPU": 1}`` so inference lands
@@ -80,7 +80,7 @@ class UpscaleConfig:
     workers: int | None = None
     report: str | None = None
     scratch_dir: str | None = None
-    tiles_per_task: int = 1
+    tiles_per_task: int | None = None
     wald_window_px: int = 512
     progress: bool = True
     resources: dict[str, float] | None = None
@@ -160,7 +160,7 @@ def check_options(cfg: UpscaleConfig) -> None:
         raise InputError(f"--device {cfg.device}: must be one of {', '.join(DEVICES)}")
     if cfg.workers is not None and cfg.workers < 1:
         raise InputError(f"--workers {cfg.workers}: must be at least 1")
-    if cfg.tiles_per_task < 1:
+    if cfg.tiles_per_task is not None and cfg.tiles_per_task < 1:
         raise InputError(f"tiles_per_task {cfg.tiles_per_task}: must be at least 1")
     if cfg.src.rstrip("/") == cfg.dst.rstrip("/"):
         raise InputError(f"{cfg.dst}: destination is the source; choose another DST")
@@ -406,6 +406,24 @@ def torch_threads(client, cfg: UpscaleConfig) -> int:
     return max(1, (os.cpu_count() or 1) // threads)
 
 
+#: Auto batching aims at this many Dask tasks per worker thread (load balance, progress updates)
+#: and puts at most ``MAX_TILES_PER_TASK`` tiles in one task (work a lost worker takes with it).
+TASKS_PER_THREAD = 4
+MAX_TILES_PER_TASK = 16
+
+
+def auto_tiles_per_task(n_tiles: int, threads: int) -> int:
+    """Tiles per Dask task when not set: about :data:`TASKS_PER_THREAD` tasks per worker thread,
+    at most :data:`MAX_TILES_PER_TASK` tiles each. Each task costs the scheduler ~9 ms here
+    (``benchmarks/bench_overhead.py``), so 256 small tiles as 256 tasks spent 9 % of a run on
+    scheduling; as 16 tasks of 16, a sixteenth of that.
+
+    Returns:
+        An integer >= 1.
+    """
+    return max(1, min(MAX_TILES_PER_TASK, -(-n_tiles // (TASKS_PER_THREAD * max(1, threads)))))
+
+
 def _wald_window(scene: SceneInfo, scale: int, edge_px: int) -> PixelWindow:
     """A centred window of at most ``edge_px`` (a multiple of the scale) for the Wald check."""
     h = min(edge_px, scene.height) // scale * scale
@@ -467,7 +485,8 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                       torch_threads=torch_threads(client, cfg),
                       normalization=run.normalization, nodata=scene.nodata)
         tiles = list(run.grid)
-        batches = [tiles[i:i + cfg.tiles_per_task] for i in range(0, len(tiles), cfg.tiles_per_task)]
+        per_task = cfg.tiles_per_task or auto_tiles_per_task(len(tiles), threads)
+        batches = [tiles[i:i + per_task] for i in range(0, len(tiles), per_task)]
         futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
                    for b in batches}
         drange = _data_range(run)
@@ -495,7 +514,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                 on_progress(done, len(tiles), out_px)
         run.wald = wald_future.result() if wald_future is not None else None
         run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
-                    "tiles_per_task": cfg.tiles_per_task, "scheduler": cfg.dask_address or "LocalCluster",
+                    "tiles_per_task": per_task, "scheduler": cfg.dask_address or "LocalCluster",
                     "devices": sorted({t.device for t in run.tiles}),
                     # compute inside the tasks, so scheduling overhead = infer wall - these / threads
                     "tile_compute_s": round(sum(t.seconds for t in run.tiles), 3),
