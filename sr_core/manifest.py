@@ -63,13 +63,18 @@ class Existing:
     etag: str | None
 
 
-def manifest_uri(dst: str) -> str:
-    """Where the manifest of output ``dst`` goes: ``DST_STEM.manifest.json``."""
-    head, sep, tail = dst.rstrip("/").rpartition("/")
+def strip_ext(uri: str) -> str:
+    """``uri`` without its extension (``.nii.gz`` counts as one) or trailing slash."""
+    head, sep, tail = uri.rstrip("/").rpartition("/")
     if tail.lower().endswith(".nii.gz"):
         tail = tail[:-3]
     stem = tail.rsplit(".", 1)[0] if "." in tail else tail
-    return f"{head}{sep}{stem}.manifest.json"
+    return f"{head}{sep}{stem}"
+
+
+def manifest_uri(dst: str) -> str:
+    """Where the manifest of output ``dst`` goes: ``DST_STEM.manifest.json``."""
+    return strip_ext(dst) + ".manifest.json"
 
 
 def weights_sha256(card: dict, name: str) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 
 from sr_core import journal, manifest, storage
 from sr_core.errors import InputError, SRError
+from sr_core.manifest import strip_ext as _strip_ext
 from sr_core.formats import check_output, open_input, output_is_folder, write_output
 from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
 from sr_core.metrics import data_range_for, psnr_from_sse
@@ -103,14 +104,6 @@ class UpscaleConfig:
         """Location of the HTML report: beside the JSON report, ``.html`` for ``.json``."""
         base = self.report_paths()[0]
         return _strip_ext(base) + ".html" if base.endswith(".json") else base + ".html"
-
-
-def _strip_ext(uri: str) -> str:
-    head, sep, tail = uri.rstrip("/").rpartition("/")
-    if tail.lower().endswith(".nii.gz"):
-        tail = tail[:-3]
-    stem = tail.rsplit(".", 1)[0] if "." in tail else tail
-    return f"{head}{sep}{stem}"
 
 
 @dataclass(frozen=True)
