@@ -31,6 +31,7 @@ from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm
 from sr_core.metrics import data_range_for, psnr_from_sse
 from sr_core.models.descriptor import ModelDescriptor
 from sr_core.normalize import Normalization, normalization_for
+from sr_core.retries import LOST_WORKER_RETRIES
 from sr_core.scene import SceneInfo
 from sr_core.staging import StagedScene, create_output, stage_scene
 from sr_core.tiling import PixelWindow, TileGrid, plan_tiles
@@ -322,8 +323,11 @@ def dask_client(address: str | None, workers: int | None, scratch: str,
     # 11.1 s without it. Our workers allocate tile-sized tensors, so they run without it.
     # Worker processes import distributed afresh, which sets its loggers to INFO (a dozen start-up
     # lines per worker in the user's terminal); the variable makes their level ERROR from the start.
+    # A tile whose worker dies is run again on another worker, at most LOST_WORKER_RETRIES times
+    # (sr_core.retries); an existing cluster's scheduler has its own allowed-failures.
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}):
+                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error",
+                          "distributed.scheduler.allowed-failures": LOST_WORKER_RETRIES}):
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
                                processes=True, dashboard_address=":0", local_directory=scratch,
                                silence_logs=logging.ERROR, resources=resources)
@@ -432,7 +436,9 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
     Raises:
         SRError: a tile failed on a worker (the message names the tile and the reason).
     """
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
+
+    from sr_core.lost_workers import watch_lost_workers
 
     assert run.grid is not None and run.normalization is not None and run.scene is not None
     cfg, scene = run.cfg, run.scene
@@ -449,6 +455,8 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         batches = [tiles[i:i + cfg.tiles_per_task] for i in range(0, len(tiles), cfg.tiles_per_task)]
         futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
                    for b in batches}
+        watch_lost_workers(client, {f.key: f"{scene.name} tile ({b[0].row}, {b[0].col})"
+                                    for f, b in futures.items()})
         drange = _data_range(run)
         window = _wald_window(scene, cfg.scale, cfg.wald_window_px)
         wald_future = client.submit(wald_window_task, job, window, drange,
@@ -463,6 +471,11 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                 results = fut.result()
             except SRError:
                 raise
+            except KilledWorker as exc:
+                t = batch[0]
+                raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) killed every Dask worker "
+                              f"that ran it ({exc.allowed_failures + 1} workers died); "
+                              "gave up") from None
             except Exception as exc:  # noqa: BLE001 - a worker-side failure, reported by tile
                 t = batch[0]
                 raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) failed on a worker: "
