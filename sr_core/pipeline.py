@@ -12,6 +12,7 @@ uploaded into place only when complete.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sr_core import storage
-from sr_core.errors import InputError, SRError
+from sr_core.errors import InputError, SRError, StorageError
 from sr_core.formats import check_output, open_input, output_is_folder, write_output
 from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
 from sr_core.metrics import data_range_for, psnr_from_sse
@@ -326,7 +327,10 @@ def dask_client(address: str | None, workers: int | None, scratch: str,
     # A tile whose worker dies is run again on another worker, at most LOST_WORKER_RETRIES times
     # (sr_core.retries); an existing cluster's scheduler has its own allowed-failures.
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error",
+                          # critical: a failing tile's traceback ("Compute Failed") is not
+                          # printed by the worker; infer reports it in one line
+                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED":
+                              "critical",
                           "distributed.scheduler.allowed-failures": LOST_WORKER_RETRIES}):
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
                                processes=True, dashboard_address=":0", local_directory=scratch,
@@ -465,7 +469,10 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         done = out_px = 0
         if on_progress:
             on_progress(0, len(tiles), 0)
-        for fut in as_completed(list(futures)):
+        # this client's own loop: without it as_completed takes the process's default client,
+        # another scene's when an archive runs scenes side by side, and after a lost worker
+        # that mix of event loops failed tiles ("bound to a different event loop")
+        for fut in as_completed(list(futures), loop=client.loop):
             batch = futures[fut]
             try:
                 results = fut.result()
@@ -473,11 +480,15 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                 raise
             except KilledWorker as exc:
                 t = batch[0]
-                raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) killed every Dask worker "
-                              f"that ran it ({exc.allowed_failures + 1} workers died); "
-                              "gave up") from None
+                # Dask counts a death against every task assigned to the worker, so this may
+                # be a tile queued beside the one that kills workers
+                raise SRError(f"{scene.name}: Dask workers kept dying while running tile "
+                              f"({t.row}, {t.col}) ({exc.allowed_failures + 1} died with it "
+                              "assigned); gave up") from None
             except Exception as exc:  # noqa: BLE001 - a worker-side failure, reported by tile
                 t = batch[0]
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    raise no_space(run.scratch) from None
                 raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) failed on a worker: "
                               f"{type(exc).__name__}: {exc}") from None
             run.tiles.extend(results)
@@ -639,6 +650,13 @@ def cleanup(run: Run) -> None:
         shutil.rmtree(run.scratch, ignore_errors=True)
 
 
+def no_space(scratch: str) -> StorageError:
+    """The one-line error of a full scratch file system (ENOSPC while staging or writing tiles)."""
+    return StorageError(f"{os.path.dirname(scratch) or scratch}: no space left on device for "
+                        "the run's scratch files (free space or choose another --scratch-dir / "
+                        "SR_SCRATCH)")
+
+
 def run_upscale(cfg: UpscaleConfig,
                 on_progress: Callable[[int, int, int], None] | None = None) -> Run:
     """Run every stage for one scene (what ``sr-pipeline upscale`` does).
@@ -668,6 +686,10 @@ def run_upscale(cfg: UpscaleConfig,
         publish(run)
         report(run)
         return run
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise no_space(scratch) from None
+        raise
     finally:
         cluster.close()
         if run is not None:

@@ -164,7 +164,9 @@ def _s3_error(uri: str, exc: BaseException, *, missing: str = "no such object") 
         if code in _DENIED or status == "403":
             return StorageError(f"{uri}: access denied ({code or status})")
         message = err.get("Message") or status
-        return StorageError(f"{uri}: S3 error {code}: {message}".rstrip(": "))
+        tries = ce.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
+        after = f" (gave up after {tries + 1} attempts)" if tries else ""
+        return StorageError(f"{uri}: S3 error {code}: {message}".rstrip(": ") + after)
     if isinstance(exc, NoCredentialsError):
         return StorageError(f"{uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID / "
                             "AWS_SECRET_ACCESS_KEY or a profile)")
