@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import boto3
 import dask
@@ -23,6 +22,7 @@ import pytest
 import rasterio
 from conftest import REPO, crop_scene
 from faults import KILL_ENV, PRELOAD, S3FaultProxy, small_tmpfs, unmount
+from faults import prefect_harness  # noqa: F401 - a fixture
 
 from sr_core import storage
 from sr_core.pipeline import UpscaleConfig, run_upscale
@@ -154,19 +154,6 @@ def test_worker_killed_mid_tile(repo_data, dask_address, tmp_path, caplog, monke
     lines = [r.getMessage() for r in caplog.records if r.name == "sr_core.lost_workers"]
     assert lines == [f"Dask worker died while running {src} tile (1, 1) (1 of at most 3 "
                      "workers); Dask runs it again (retry 1 of 2)"], lines
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    """Prefect's test harness (a temporary local server) for the archive flow runs."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        from prefect.testing.utilities import prefect_test_harness
-
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
 
 
 def test_archive_isolates_persistent_faults(prefect_harness, fault_s3, tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 import rasterio
 from conftest import crop_scene
 from faults import PeakRSS
+from faults import prefect_harness  # noqa: F401 - a fixture
 
 from sr_core.pipeline import UpscaleConfig, run_upscale
 
@@ -27,19 +28,6 @@ SOURCES = ("S2A_29RKH_20200219_L2A_B04.tif", "naip_m_4709963_se_14_1_20200831_5m
            "landsat7_RGB.byte.tif", "Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif")
 #: a global concurrency limit that does not exist on the harness: not enforced, no slot polling
 LIMIT = "sr-load-none"
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    """Prefect's test harness (a temporary local server)."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        from prefect.testing.utilities import prefect_test_harness
-
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
 
 
 def test_archive_of_50_scenes(prefect_harness, repo_data, dask_address, tmp_path):
