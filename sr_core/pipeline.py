@@ -17,6 +17,7 @@ a lock; a rerun after a crash reuses the staged scene and every completed tile.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -30,13 +31,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sr_core import journal, manifest, storage
-from sr_core.errors import InputError, SRError
+from sr_core.errors import InputError, SRError, StorageError
 from sr_core.manifest import strip_ext as _strip_ext
 from sr_core.formats import check_output, open_input, output_is_folder, write_output
 from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
 from sr_core.metrics import data_range_for, psnr_from_sse
 from sr_core.models.descriptor import ModelDescriptor
 from sr_core.normalize import Normalization, normalization_for
+from sr_core.retries import LOST_WORKER_RETRIES
 from sr_core.scene import SceneInfo
 from sr_core.staging import StagedScene, create_output, stage_scene
 from sr_core.tiling import PixelWindow, TileGrid, plan_tiles
@@ -399,8 +401,14 @@ def dask_client(address: str | None, workers: int | None, scratch: str,
     # 11.1 s without it. Our workers allocate tile-sized tensors, so they run without it.
     # Worker processes import distributed afresh, which sets its loggers to INFO (a dozen start-up
     # lines per worker in the user's terminal); the variable makes their level ERROR from the start.
+    # A tile whose worker dies is run again on another worker, at most LOST_WORKER_RETRIES times
+    # (sr_core.retries); an existing cluster's scheduler has its own allowed-failures.
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED": "error"}):
+                          # critical: a failing tile's traceback ("Compute Failed") is not
+                          # printed by the worker; infer reports it in one line
+                          "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED":
+                              "critical",
+                          "distributed.scheduler.allowed-failures": LOST_WORKER_RETRIES}):
         cluster = LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
                                processes=True, dashboard_address=":0", local_directory=scratch,
                                silence_logs=logging.ERROR, resources=resources)
@@ -539,7 +547,9 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
     Raises:
         SRError: a tile failed on a worker (the message names the tile and the reason).
     """
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
+
+    from sr_core.lost_workers import watch_lost_workers
 
     assert run.grid is not None and run.normalization is not None and run.scene is not None
     cfg, scene = run.cfg, run.scene
@@ -565,6 +575,8 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
         futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
                    for b in batches}
+        watch_lost_workers(client, {f.key: f"{scene.name} tile ({b[0].row}, {b[0].col})"
+                                    for f, b in futures.items()})
         drange = _data_range(run)
         window = _wald_window(scene, cfg.scale, cfg.wald_window_px)
         wald_future = client.submit(wald_window_task, job, window, drange,
@@ -573,18 +585,30 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         done, out_px = reused, 0
         if on_progress:
             on_progress(done, len(tiles), 0)
-        for fut in as_completed(list(futures)):
+        # this client's own loop: without it as_completed takes the process's default client,
+        # another scene's when an archive runs scenes side by side, and after a lost worker
+        # that mix of event loops failed tiles ("bound to a different event loop")
+        for fut in as_completed(list(futures), loop=client.loop):
             batch = futures[fut]
             try:
                 results = fut.result()
             except SRError:
                 raise
+            except KilledWorker as exc:
+                t = batch[0]
+                # Dask counts a death against every task assigned to the worker, so this may
+                # be a tile queued beside the one that kills workers
+                raise SRError(f"{scene.name}: Dask workers kept dying while running tile "
+                              f"({t.row}, {t.col}) ({exc.allowed_failures + 1} died with it "
+                              "assigned); gave up") from None
             except Exception as exc:  # noqa: BLE001 - a worker-side failure, reported by tile
                 if "scheduler-connection-lost" in str(exc):
                     raise SRError(f"{scene.name}: lost the connection to the Dask scheduler "
                                   f"({len(run.tiles)} of {len(tiles)} tiles done and recorded); "
                                   "run again to resume") from None
                 t = batch[0]
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    raise no_space(run.scratch) from None
                 raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) failed on a worker: "
                               f"{type(exc).__name__}: {exc}") from None
             run.tiles.extend(results)
@@ -904,6 +928,13 @@ def cleanup(run: Run) -> None:
         journal.release(run.work, remove=run.manifest is not None or run.up_to_date is not None)
 
 
+def no_space(scratch: str) -> StorageError:
+    """The one-line error of a full scratch file system (ENOSPC while staging or writing tiles)."""
+    return StorageError(f"{os.path.dirname(scratch) or scratch}: no space left on device for "
+                        "the run's scratch files (free space or choose another --scratch-dir / "
+                        "SR_SCRATCH)")
+
+
 def run_upscale(cfg: UpscaleConfig,
                 on_progress: Callable[[int, int, int], None] | None = None, *,
                 extra: Callable[[Run], dict[str, tuple[str, str]]] | None = None,
@@ -948,6 +979,10 @@ def run_upscale(cfg: UpscaleConfig,
         report(run)
         publish(run, extra(run) if extra else None, manifest_extra)
         return run
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise no_space(scratch) from None
+        raise
     finally:
         cluster.close()
         if run is not None:
