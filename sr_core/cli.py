@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 
 import click
 
@@ -56,6 +57,7 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     format: a folder (or NAME.dcm) for DICOM, NAME.nii[.gz] for NIfTI, NAME.tif/.svs for
     whole-slide images.
     """
+    from rasterio.errors import NotGeoreferencedWarning
     from tqdm import tqdm
 
     from sr_core.pipeline import UpscaleConfig, run_upscale
@@ -63,6 +65,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     import distributed  # noqa: F401 - its import sets its loggers to INFO; quiet them after
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    # a scene without a geotransform: the report and a warning line below say so instead
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers, report=report,
                         scratch_dir=scratch_dir, progress=progress)
@@ -84,6 +88,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
         if bar is not None:
             bar.close()
     rep = run.published["report"]
+    for warning in rep.get("warnings", []):
+        click.echo(f"sr-pipeline: warning: {src}: {warning}", err=True)
     o = rep["output"]
     if run.published["format"] == "cog":
         click.echo(f"COG:    {run.published['output']} ({o['width']} x {o['height']} px, "
