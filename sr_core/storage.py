@@ -341,9 +341,10 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
         return
     uri = str(dst_uri)
     bucket, key = parse_s3(uri)
+    extra = {"ChecksumAlgorithm": UPLOAD_CHECKSUM, **sse_args()}
     try:
         s3_client().upload_file(
-            local_file, bucket, key, ExtraArgs={"ChecksumAlgorithm": UPLOAD_CHECKSUM, **sse_args()},
+            local_file, bucket, key, ExtraArgs=extra,
             Config=_transfer_config(multipart_threshold, multipart_chunksize))
     except FileNotFoundError:
         raise StorageError(f"{uri}: local file {local_file} to upload does not exist") from None
