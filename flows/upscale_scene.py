@@ -139,6 +139,7 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         with pipeline.timed(run, "cluster_wait"):
             address = cluster.client().scheduler.address
         run = infer(run, address)
+        cluster.release()  # teardown overlaps stitch, publish and report
         run = stitch(run)
         run = publish(run)
         run = report(run)

@@ -102,8 +102,11 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     click.echo(f"report: {html}{run.published['report_json']} and {run.published['report_md']}")
     wald = rep["quality"].get("wald")
     if isinstance(wald, dict):
-        click.echo(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM "
-                   f"{wald['model']['ssim']:.4f}; bicubic {wald['bicubic']['psnr_db']:.2f} dB / "
+        def db(v) -> str:  # PSNR is "inf" (JSON has no infinity) when a window is reproduced exactly
+            return f"{v:.2f}" if isinstance(v, (int, float)) else str(v)
+
+        click.echo(f"Wald check: model {db(wald['model']['psnr_db'])} dB / SSIM "
+                   f"{wald['model']['ssim']:.4f}; bicubic {db(wald['bicubic']['psnr_db'])} dB / "
                    f"SSIM {wald['bicubic']['ssim']:.4f}")
     click.echo(f"time:   {rep['timings_s']['total']:.1f} s, "
                f"{rep['throughput']['output_mp_per_s']:.2f} output MP/s")

@@ -63,7 +63,7 @@ class UpscaleConfig:
             the COG.
         scratch_dir: parent of the run's scratch directory (Zarr stores, temp files); default the
             system temp directory or ``$SR_SCRATCH``.
-        tiles_per_task: tiles per Dask task.
+        tiles_per_task: tiles per Dask task; ``None``: :func:`auto_tiles_per_task`.
         wald_window_px: edge of the scene window (HR px) that the Wald-protocol check uses.
         progress: show a progress bar (tiles done / total, MP/s).
         resources: Dask resources each tile task needs, e.g. ``{"GPU": 1}`` so inference lands
@@ -81,7 +81,7 @@ class UpscaleConfig:
     workers: int | None = None
     report: str | None = None
     scratch_dir: str | None = None
-    tiles_per_task: int = 1
+    tiles_per_task: int | None = None
     wald_window_px: int = 512
     progress: bool = True
     resources: dict[str, float] | None = None
@@ -161,7 +161,7 @@ def check_options(cfg: UpscaleConfig) -> None:
         raise InputError(f"--device {cfg.device}: must be one of {', '.join(DEVICES)}")
     if cfg.workers is not None and cfg.workers < 1:
         raise InputError(f"--workers {cfg.workers}: must be at least 1")
-    if cfg.tiles_per_task < 1:
+    if cfg.tiles_per_task is not None and cfg.tiles_per_task < 1:
         raise InputError(f"tiles_per_task {cfg.tiles_per_task}: must be at least 1")
     if cfg.src.rstrip("/") == cfg.dst.rstrip("/"):
         raise InputError(f"{cfg.dst}: destination is the source; choose another DST")
@@ -182,14 +182,23 @@ def check_source_option(cfg: UpscaleConfig) -> None:
 
 
 def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
-    """Load the model's descriptor and card in the main process (weights are loaded on workers).
+    """The model's descriptor and card in the main process (weights are loaded on workers).
+
+    A shipped model is described from its card without importing torch
+    (:func:`sr_core.models.catalog.describe_shipped`); anything else is loaded once here, which
+    also checks the weights file before any work starts.
 
     Raises:
         ModelError: unknown name, missing or malformed weights, or a scale it does not support.
     """
-    from sr_core.models.registry import DEFAULT_MODEL, load_model
+    from sr_core.models.catalog import DEFAULT_MODEL, describe_shipped
 
     ref = ref or DEFAULT_MODEL
+    found = describe_shipped(ref, scale)
+    if found is not None:
+        return ModelInfo(ref=ref, descriptor=found[0], card=found[1])
+    from sr_core.models.registry import load_model
+
     model = load_model(ref, scale=scale, device="cpu")
     return ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card)
 
@@ -392,10 +401,22 @@ class ClusterStarter:
             warmed.result()  # _warm swallows its own errors: a failure resurfaces in a tile
         return client
 
+    def release(self) -> None:
+        """Start closing the cluster in the background: the tiles are done, and stitching,
+        publishing and reporting need no workers, so teardown (a second or two for a local
+        cluster) overlaps them."""
+        if getattr(self, "_closing", None) is None:
+            self._closing = self._pool.submit(self._exit)
+
+    def _exit(self) -> None:
+        if self._future.exception() is None:
+            self._cm.__exit__(None, None, None)
+
     def close(self) -> None:
+        """Close the cluster (if :meth:`release` has not) and wait until it is closed."""
         try:
-            if self._future.exception() is None:
-                self._cm.__exit__(None, None, None)
+            self.release()
+            self._closing.result()
         finally:
             self._pool.shutdown(wait=False)
 
@@ -408,6 +429,24 @@ def torch_threads(client, cfg: UpscaleConfig) -> int:
     workers = client.scheduler_info().get("workers", {})
     threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
     return max(1, (os.cpu_count() or 1) // threads)
+
+
+#: Auto batching aims at this many Dask tasks per worker thread (load balance, progress updates)
+#: and puts at most ``MAX_TILES_PER_TASK`` tiles in one task (work a lost worker takes with it).
+TASKS_PER_THREAD = 4
+MAX_TILES_PER_TASK = 16
+
+
+def auto_tiles_per_task(n_tiles: int, threads: int) -> int:
+    """Tiles per Dask task when not set: about :data:`TASKS_PER_THREAD` tasks per worker thread,
+    at most :data:`MAX_TILES_PER_TASK` tiles each. Each task costs the scheduler ~9 ms here
+    (``benchmarks/bench_overhead.py``), so 256 small tiles as 256 tasks spent 9 % of a run on
+    scheduling; as 16 tasks of 16, a sixteenth of that.
+
+    Returns:
+        An integer >= 1.
+    """
+    return max(1, min(MAX_TILES_PER_TASK, -(-n_tiles // (TASKS_PER_THREAD * max(1, threads)))))
 
 
 def _wald_window(scene: SceneInfo, scale: int, edge_px: int) -> PixelWindow:
@@ -471,7 +510,8 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                       torch_threads=torch_threads(client, cfg),
                       normalization=run.normalization, nodata=scene.nodata)
         tiles = list(run.grid)
-        batches = [tiles[i:i + cfg.tiles_per_task] for i in range(0, len(tiles), cfg.tiles_per_task)]
+        per_task = cfg.tiles_per_task or auto_tiles_per_task(len(tiles), threads)
+        batches = [tiles[i:i + per_task] for i in range(0, len(tiles), per_task)]
         futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
                    for b in batches}
         drange = _data_range(run)
@@ -499,7 +539,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                 on_progress(done, len(tiles), out_px)
         run.wald = wald_future.result() if wald_future is not None else None
         run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
-                    "tiles_per_task": cfg.tiles_per_task, "scheduler": cfg.dask_address or "LocalCluster",
+                    "tiles_per_task": per_task, "scheduler": cfg.dask_address or "LocalCluster",
                     "devices": sorted({t.device for t in run.tiles}),
                     # compute inside the tasks, so scheduling overhead = infer wall - these / threads
                     "tile_compute_s": round(sum(t.seconds for t in run.tiles), 3),
@@ -676,6 +716,7 @@ def run_upscale(cfg: UpscaleConfig,
         with timed(run, "cluster_wait"):
             client = cluster.client()
         infer(run, client, on_progress)
+        cluster.release()
         stitch(run)
         publish(run)
         report(run)
