@@ -27,12 +27,11 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
-from conftest import crop_scene
+from conftest import crop_scene, run_main
 from pydicom.data import get_testdata_file
 from rasterio.windows import Window
 
 from sr_core import archive, storage
-from sr_core.cli import main
 from sr_core.errors import InputError, ModelError
 from sr_core.models.registry import load_model
 from sr_core.models.weights import load_weights
@@ -47,13 +46,6 @@ SVS = MED / "CMU-1-Small-Region.svs"
 EX4D = MED / "example4d.nii.gz"
 SERIES = MED / "CT5N"
 S2 = "S2A_29RKH_20200219_L2A_B04.tif"  # uint16, nodata 0, UTM 29N
-
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def assert_one_line_error(code, err, *phrases, code_expected=2):

@@ -4,8 +4,6 @@ good run and the model listing."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
 
-from sr_core.cli import main
+from conftest import run_main
 
 CLI = str(Path(sys.executable).parent / "sr-pipeline")
-
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture
@@ -94,7 +84,7 @@ def test_flat_scene_reports_infinite_psnr_without_crashing(repo_data, dask_addre
     """A window of open sea in the Copernicus DEM (all 0 m): bicubic reproduces the Wald window
     exactly, so PSNR is infinite ("inf" in the JSON report). The CLI printed the output and then
     crashed formatting it."""
-    from conftest import crop_scene
+    from conftest import crop_scene, run_main
 
     src = crop_scene(repo_data.path("Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif"),
                      tmp_path / "sea.tif", row=700, col=2900, height=96, width=96)

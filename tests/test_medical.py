@@ -26,7 +26,8 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian
 from tifffile.tifffile import svs_description_metadata as svs_meta
 
-from sr_core.cli import main
+from conftest import run_main
+
 from sr_core.formats import detect_format, iter_blocks, open_input
 from sr_core.formats.dicom import SPACING_TAGS
 from sr_core.formats.nifti import in_plane_matrix
@@ -315,13 +316,6 @@ def test_ome_tiff_tiled_equals_whole_image(dask_address, tmp_path):
 
 
 # --------------------------------------------------------------------- bad input and patient data
-
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
 
 # Truncated, corrupt and mismatched medical inputs are rows of test_bad_inputs.py.
 

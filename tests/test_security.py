@@ -203,18 +203,6 @@ ACCESS_KEY = "AKIASRPIPETEST7A0001"
 SECRET = "SRPIPE-TEST-SECRET-" + "q7Zx4" * 4
 
 
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        from prefect.testing.utilities import prefect_test_harness
-
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
-
-
 def _scan(root: Path, needles: tuple[str, ...]) -> list[str]:
     """Files under ``root`` whose bytes contain a needle."""
     found = []
