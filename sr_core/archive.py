@@ -15,7 +15,7 @@ Output layout (:func:`output_paths`), under an output prefix (local folder or ``
     OUTPUT_PREFIX/<scene id>/<model>_x<scale>/<stem>.tif           the COG
                                               <stem>.report.json   quality report (+ .md)
                                               <stem>.stac.json     STAC item of the COG
-                                              <stem>.manifest.json idempotency manifest
+                                              <stem>.manifest.json publication manifest
     OUTPUT_PREFIX/archive-summary.json                             last run's summary
     OUTPUT_PREFIX/archive-report.html                              last run's HTML page
     OUTPUT_PREFIX/_runs/<UTC time>-<run id>.summary.json           every run's summary
@@ -24,12 +24,15 @@ The scene id is the scene's path relative to the listing root without its extens
 (``2024/05/scene_a``), or the STAC item id; ``<stem>`` is its last part; ``<model>`` is the model's
 name without its ``-xN`` suffix (``edsr``, ``espcn``, ``bicubic``, or a custom card's name).
 
-Idempotency: the manifest is written last, after the COG, report and STAC item are in place. It
-records the input fingerprint (ETag or SHA-256 and size), the model weights' SHA-256 and the
-parameters that change the output (model, scale, Wald window). A scene is skipped when its
-manifest matches and its COG still exists; otherwise it is processed again (a run that died
-half-way left no manifest). Tile size, device and the Dask cluster do not change the output
-(tiled output equals whole-image output), so they do not invalidate a manifest.
+Idempotency: each scene's manifest is the pipeline's publication manifest
+(:mod:`sr_core.manifest`), written last and conditionally by :func:`sr_core.pipeline.publish`
+after the COG, reports and STAC item are in place. It records the input fingerprint (ETag or
+SHA-256 and size), the model weights' SHA-256, the parameters that change the output (model,
+scale, Wald window) and every output's size and SHA-256. A scene is skipped when its manifest
+matches and every output it lists is present with its size; otherwise it is processed again (a
+run that died half-way left no manifest, or a retracted one, and its tiles are resumed from the
+work directory: :mod:`sr_core.journal`). Tile size, device and the Dask cluster do not change the
+output (tiled output equals whole-image output), so they do not invalidate a manifest.
 """
 
 from __future__ import annotations
@@ -48,15 +51,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import sr_core
-from sr_core import storage
-from sr_core.errors import InputError, SRError
+from sr_core import manifest, storage
+from sr_core.errors import BusyError, InputError, SRError
 from sr_core.pipeline import ModelInfo, Run, UpscaleConfig, dask_client, run_upscale
 from sr_core.security import check_relative_id, check_source
 
 log = logging.getLogger(__name__)
 
-#: Version of the manifest layout; a change invalidates every manifest.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = manifest.MANIFEST_VERSION
 #: Glob used for a local folder given without one.
 DEFAULT_GLOB = "**/*.tif"
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -175,24 +177,7 @@ def _scene_id(relative: str) -> str:
     return stem if dot and "/" not in ext else rel
 
 
-def fingerprint(uri: str) -> dict:
-    """The fingerprint of one input: ``{"etag", "size"}`` (S3 ``HeadObject``) or
-    ``{"sha256", "size"}`` (local file).
-
-    Raises:
-        InputError: no such file or object.
-        StorageError: S3 unreachable or access denied.
-    """
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3(uri)
-        try:
-            head = storage.s3_client().head_object(Bucket=bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001
-            raise storage._s3_error(uri, exc) from None
-        return {"etag": head["ETag"].strip('"'), "size": int(head["ContentLength"])}
-    if not os.path.isfile(uri):
-        raise InputError(f"{uri}: no such file")
-    return {"sha256": storage.sha256_file(uri), "size": os.path.getsize(uri)}
+fingerprint = manifest.fingerprint
 
 
 def _list_s3(source: str) -> list[SceneRef]:
@@ -379,14 +364,14 @@ def output_paths(output_prefix: str, scene_id: str, model: ModelInfo) -> OutputP
 
 def output_parameters(cfg: UpscaleConfig, model: ModelInfo) -> dict:
     """The parameters that change a scene's output (what a manifest must match)."""
-    return {"model": model.descriptor.name, "scale": model.descriptor.scale,
-            "wald_window_px": cfg.wald_window_px}
+    return manifest.output_parameters(model.descriptor.name, model.descriptor.scale,
+                                      cfg.wald_window_px)
 
 
 def weights_sha256(model: ModelInfo) -> str:
     """SHA-256 of the model's weights (from its card, checked at load); models without weights
     (bicubic) give ``"none:<name>"``."""
-    return model.card.get("sha256") or f"none:{model.descriptor.name}"
+    return manifest.weights_sha256(model.card, model.descriptor.name)
 
 
 def expected_manifest(scene: SceneRef, cfg: UpscaleConfig, model: ModelInfo) -> dict:
@@ -395,21 +380,10 @@ def expected_manifest(scene: SceneRef, cfg: UpscaleConfig, model: ModelInfo) -> 
             "weights_sha256": weights_sha256(model), "parameters": output_parameters(cfg, model)}
 
 
-def _mismatch(found: dict, expected: dict) -> str | None:
-    if found.get("manifest_version") != expected["manifest_version"]:
-        return "manifest version changed"
-    if found.get("input") != expected["input"]:
-        return "input changed"
-    if found.get("weights_sha256") != expected["weights_sha256"]:
-        return "model weights changed"
-    if found.get("parameters") != expected["parameters"]:
-        return "parameters changed"
-    return None
-
-
 def plan_scene(scene: SceneRef, output_prefix: str, cfg: UpscaleConfig,
                model: ModelInfo) -> ScenePlan:
-    """Whether one scene needs processing: skipped when its manifest matches and its COG exists.
+    """Whether one scene needs processing: skipped when its manifest matches and every output it
+    lists is present (:func:`sr_core.manifest.missing_output`).
 
     A scene whose location (:func:`sr_core.security.check_source`) or id (a key with ``../``, a
     newline, ...) is refused gets status ``"failed"`` with the reason, and nothing is read or
@@ -425,18 +399,19 @@ def plan_scene(scene: SceneRef, output_prefix: str, cfg: UpscaleConfig,
         paths = output_paths(output_prefix, scene.scene_id, model)
     except InputError as exc:
         return ScenePlan(scene, None, "failed", str(exc))
-    text = storage.read_text(paths.manifest)
-    if text is None:
+    found = manifest.read(paths.manifest)
+    if found is None:
         return ScenePlan(scene, paths, "todo", "no manifest")
-    try:
-        found = json.loads(text)
-    except json.JSONDecodeError:
+    if not found.doc:
         return ScenePlan(scene, paths, "todo", "manifest unreadable")
-    why = _mismatch(found, expected_manifest(scene, cfg, model))
+    why = manifest.mismatch(found.doc, expected_manifest(scene, cfg, model))
     if why:
         return ScenePlan(scene, paths, "todo", why)
-    if not storage.exists(paths.cog):
-        return ScenePlan(scene, paths, "todo", "output COG missing")
+    missing = manifest.missing_output(found.doc)
+    if missing:
+        return ScenePlan(scene, paths, "todo",
+                         "output COG missing" if missing.startswith("output:")
+                         else f"output missing ({missing})")
     return ScenePlan(scene, paths, "skipped", "up to date")
 
 
@@ -544,7 +519,7 @@ def _quality(rep: dict) -> dict:
 def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
                   scratch_dir: str | None = None) -> tuple[SceneResult, dict]:
     """Upscale one planned scene through every stage of :func:`sr_core.pipeline.run_upscale`,
-    then publish its STAC item and, last, its manifest.
+    publishing its STAC item with the COG and reports, and its manifest last.
 
     Args:
         plan: the scene and its output paths.
@@ -558,26 +533,29 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
 
     Raises:
         InputError, ModelError, StorageError, SRError: as the pipeline stages do; no manifest is
-            written then, so the scene is tried again by the next run.
+            written then, so the scene is tried again by the next run (resuming its tiles).
+
+    A scene that another run holds, or that another run published meanwhile, is a ``skipped``
+    row saying so (no report).
     """
     scene, paths = plan.scene, plan.paths
     if not storage.is_s3(paths.folder):
         os.makedirs(paths.folder, exist_ok=True)
     started = time.time()
-    run = run_upscale(replace(cfg, src=scene.uri, dst=paths.cog, report=paths.report_json,
-                              progress=False, scratch_dir=scratch_dir or cfg.scratch_dir))
+    job = replace(cfg, src=scene.uri, dst=paths.cog, report=paths.report_json, progress=False,
+                  scratch_dir=scratch_dir or cfg.scratch_dir, input_fingerprint=scene.fingerprint)
+
+    def stac(run: Run) -> dict[str, tuple[str, str]]:
+        return {"stac": (paths.stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n")}
+
+    try:
+        run = run_upscale(job, extra=stac, manifest_extra={"scene_id": scene.scene_id})
+    except BusyError as exc:
+        return SceneResult(scene_id=scene.scene_id, uri=scene.uri, status="skipped",
+                           reason=str(exc), cog=paths.cog), {}
+    if run.up_to_date is not None:
+        return skipped_result(replace(plan, reason="up to date (published by another run)")), {}
     rep = run.published["report"]
-    scratch = scratch_dir or cfg.scratch_dir or os.environ.get("SR_SCRATCH") or None
-    with tempfile.TemporaryDirectory(prefix="sr-archive-", dir=scratch) as tmp:
-        storage.write_text(paths.stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n",
-                           tmp)
-        manifest = {**expected_manifest(scene, cfg, model),
-                    "source": scene.uri, "scene_id": scene.scene_id,
-                    "outputs": {"cog": paths.cog, "report": paths.report_json,
-                                "stac": paths.stac},
-                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                    "tool": {"name": "sr-pipeline", "version": sr_core.__version__}}
-        storage.write_text(paths.manifest, json.dumps(manifest, indent=2) + "\n", tmp)
     finished = time.time()
     out_px = rep["output"]["width"] * rep["output"]["height"]
     result = SceneResult(

@@ -40,9 +40,13 @@ __all__ = [
 ]
 
 
-def _check_tensor(x: torch.Tensor, scale: int) -> None:
+def _check_scale(scale: int) -> None:
     if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
         raise InputError(f"scale must be an integer >= 1, got {scale!r}")
+
+
+def _check_tensor(x: torch.Tensor, scale: int) -> None:
+    _check_scale(scale)
     if x.ndim != 4:
         raise InputError(f"expected a (N, C, h, w) tensor, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -169,8 +173,7 @@ def upsample_bands_pillow(x: np.ndarray, scale: int) -> np.ndarray:
     from PIL import Image
 
     x = _check_bands(x)
-    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-        raise InputError(f"scale must be an integer >= 1, got {scale!r}")
+    _check_scale(scale)
     if x.shape[-1] == 0 or x.shape[-2] == 0:
         raise InputError(f"empty image of shape {x.shape}")
     size_wh = (x.shape[2] * scale, x.shape[1] * scale)

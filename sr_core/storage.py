@@ -49,7 +49,7 @@ _DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureD
            "ExpiredToken", "InvalidToken", "AllAccessDisabled"}
 
 _client_lock = threading.Lock()
-_clients: dict[tuple[int, str | None], Any] = {}
+_clients: dict[tuple, Any] = {}
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 4 << 20) -> str:
@@ -98,17 +98,24 @@ def parse_s3(uri: str) -> tuple[str, str]:
 
 
 def s3_client() -> Any:
-    """The process's boto3 S3 client (created once per process and endpoint, thread-safe).
+    """The process's boto3 S3 client (created once per process, endpoint and retry settings;
+    thread-safe).
 
-    Retries use botocore's ``standard`` mode (which retries throttling such as 503 SlowDown) with
-    ``max_attempts=5`` (retries; botocore reports it as ``total_max_attempts=6``). The endpoint is
-    boto3's own ``AWS_ENDPOINT_URL`` handling; the cache is keyed on that variable and the process
-    id, so a forked or spawned worker builds its own client.
+    Retries (:mod:`sr_core.retries`): botocore's ``standard`` mode (it retries throttling such as
+    503 SlowDown, 5xx answers, connection resets and timeouts, with exponential backoff and
+    jitter) up to 6 attempts per request (``AWS_MAX_ATTEMPTS`` overrides, ``AWS_RETRY_MODE=adaptive``
+    adds client-side rate limiting), connect timeout 10 s, read timeout 60 s; every retry is
+    logged at WARNING, one line without credentials. The endpoint is boto3's own
+    ``AWS_ENDPOINT_URL`` handling; the cache is keyed on that variable, the retry settings and
+    the process id, so a forked or spawned worker builds its own client.
 
     Returns:
         A ``botocore.client.S3`` client.
     """
-    key = (os.getpid(), os.environ.get("AWS_ENDPOINT_URL"))
+    from sr_core import retries
+
+    key = (os.getpid(), os.environ.get("AWS_ENDPOINT_URL"), retries.s3_max_attempts(),
+           retries.s3_retry_mode())
     client = _clients.get(key)
     if client is not None:
         return client
@@ -116,11 +123,11 @@ def s3_client() -> Any:
         client = _clients.get(key)
         if client is None:
             import boto3
-            from botocore.config import Config
 
             session = boto3.session.Session()  # the default session is not thread-safe
-            client = session.client(
-                "s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+            client = session.client("s3", config=retries.s3_config())
+            retries.log_s3_retries(client)
+            retries.log_transfer_retries()
             _clients[key] = client
     return client
 
@@ -160,7 +167,9 @@ def _s3_error(uri: str, exc: BaseException, *, missing: str = "no such object") 
         if code in _DENIED or status == "403":
             return StorageError(f"{uri}: access denied ({code or status})")
         message = err.get("Message") or status
-        return StorageError(f"{uri}: S3 error {code}: {message}".rstrip(": "))
+        tries = ce.response.get("ResponseMetadata", {}).get("RetryAttempts") or 0
+        after = f" (gave up after {tries + 1} attempts)" if tries else ""
+        return StorageError(f"{uri}: S3 error {code}: {message}".rstrip(": ") + after)
     if isinstance(exc, NoCredentialsError):
         return StorageError(f"{uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID / "
                             "AWS_SECRET_ACCESS_KEY or a profile)")
@@ -311,7 +320,7 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     exist or be an empty folder), to S3 uploaded file by file under ``DST/`` (the objects appear
     one by one).
 
-    Local: :func:`os.replace`. S3: ``upload_file`` with ``ChecksumAlgorithm="SHA256"`` (S3
+    Local: :func:`os.fsync`, then :func:`os.replace`. S3: ``upload_file`` with ``ChecksumAlgorithm="SHA256"`` (S3
     verifies every part and stores the checksum; the object appears only when the upload
     completes) and the server-side encryption of :func:`sr_core.security.sse_args`
     (``SR_S3_SSE``, ``SR_S3_SSE_KMS_KEY_ID``), then ``local_file`` is removed. On failure
@@ -326,6 +335,7 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     if not is_s3(dst_uri):
         dst = os.fspath(dst_uri).rstrip("/") or os.fspath(dst_uri)
         try:  # a folder too: renamed onto a missing or empty folder
+            _fsync(local_file)  # the bytes are on disk before the name points at them
             os.replace(local_file, dst)
         except OSError as exc:
             raise StorageError(f"{dst}: cannot move {local_file} into place "
@@ -351,6 +361,17 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
         raise _s3_error(uri, exc, missing="no such bucket") from None
     discard(local_file)
+
+
+def _fsync(path: str) -> None:
+    """Flush a file's (or every file in a folder's) data to disk."""
+    files = [os.path.join(path, n) for n in os.listdir(path)] if os.path.isdir(path) else [path]
+    for name in files:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def exists(uri: str | os.PathLike) -> bool:

@@ -61,7 +61,8 @@ def test_console_script_good_run(landsat, tmp_path, dask_address):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert str(out / "landsat_x2.tif") in res.stdout and "landsat_x2.report.json" in res.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["landsat_x2.report.html",
+    assert sorted(p.name for p in out.iterdir()) == ["landsat_x2.manifest.json",
+                                                     "landsat_x2.report.html",
                                                      "landsat_x2.report.json",
                                                      "landsat_x2.report.md", "landsat_x2.tif"]
     assert "landsat_x2.report.html (HTML)" in res.stdout

@@ -1,0 +1,80 @@
+"""Load: an archive of 50 real-scene crops through the ``upscale_archive`` flow with a
+concurrency limit (``max_scenes_in_flight=2``), every
+output byte-equal in pixels to a serial run of the same scene, and the peak RSS of the whole
+process tree (this process, the Prefect server, the Dask workers) below :data:`RSS_BOUND`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import crop_scene
+from faults import PeakRSS
+from faults import prefect_harness  # noqa: F401 - a fixture
+
+from sr_core.pipeline import UpscaleConfig, run_upscale
+
+pytestmark = pytest.mark.slow
+
+N_SCENES = 50
+#: Bound on the summed RSS of every process of the run (bytes); measured 2.5 GiB here (the
+#: two Dask workers with torch loaded are most of it; see the README's fault-tolerance table).
+RSS_BOUND = int(3.5 * 1024**3)
+SOURCES = ("S2A_29RKH_20200219_L2A_B04.tif", "naip_m_4709963_se_14_1_20200831_5m.tif",
+           "landsat7_RGB.byte.tif", "Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif")
+#: a global concurrency limit that does not exist on the harness: not enforced, no slot polling
+LIMIT = "sr-load-none"
+
+
+def test_archive_of_50_scenes(prefect_harness, repo_data, dask_address, tmp_path):
+    from flows.upscale_archive import Cluster, Processing, upscale_archive
+
+    src = tmp_path / "archive"
+    src.mkdir()
+    scenes = []
+    for i in range(N_SCENES):
+        name = SOURCES[i % len(SOURCES)]
+        with rasterio.open(repo_data.path(name)) as ds:
+            h, w = ds.height, ds.width
+        row, col = (i * 37) % (h - 48), (i * 53) % (w - 48)
+        scenes.append(crop_scene(repo_data.path(name), src / f"s{i:02d}.tif", row=row, col=col,
+                                 height=40, width=48))
+    out = tmp_path / "out"
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    t0 = time.perf_counter()
+    with PeakRSS() as rss:
+        result = upscale_archive(source=str(src), output_prefix=str(out),
+                                 processing=Processing(model="espcn", tile_size=32,
+                                                       wald_window=32),
+                                 cluster=Cluster(dask_address=dask_address),
+                                 max_scenes_in_flight=2, concurrency_limit=LIMIT)
+    print(f"\nload: {N_SCENES} scenes, peak RSS of the process tree {rss.peak / 2**20:.0f} MiB "
+          f"({rss.peak_procs} processes, {rss.samples} samples)")
+    assert (result["done"], result["failed"]) == (N_SCENES, 0), result
+    summary = json.loads((out / "archive-summary.json").read_text())
+    # scenes running at once (each row's span lies inside its slot of the limit): a sweep
+    edges = sorted([(r["started"], 1) for r in summary["results"]]
+                   + [(r["finished"], -1) for r in summary["results"]], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    assert 1 <= peak <= 2, peak  # max_scenes_in_flight: never more scenes at once
+    archive_s = time.perf_counter() - t0
+
+    serial = tmp_path / "serial"
+    serial.mkdir()
+    for i, scene in enumerate(scenes):  # the serial run: one scene after another
+        ref = serial / f"s{i:02d}.tif"
+        run_upscale(UpscaleConfig(src=str(scene), dst=str(ref), model="espcn", tile_size_px=32,
+                                  dask_address=dask_address, progress=False, wald_window_px=32))
+        got = out / f"s{i:02d}" / "espcn_x2" / f"s{i:02d}.tif"
+        with rasterio.open(ref) as a, rasterio.open(got) as b:
+            assert a.profile["dtype"] == b.profile["dtype"] and a.transform == b.transform
+            assert np.array_equal(a.read(masked=False), b.read(masked=False)), scene
+    print(f"load: archive flow {archive_s:.1f} s, serial run {time.perf_counter() - t0 - archive_s:.1f} s")
+    assert rss.peak < RSS_BOUND, f"peak RSS {rss.peak / 2**20:.0f} MiB"
