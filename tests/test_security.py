@@ -261,7 +261,7 @@ def test_no_secret_in_flow_outputs_logs_or_prefect(prefect_harness, moto_s3, rep
     assert state.is_completed(), state.message
     outputs = tmp_path / "outputs"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]]
-    assert len(keys) == 4  # COG + JSON, markdown and HTML reports
+    assert len(keys) == 5  # COG, JSON, markdown and HTML reports, manifest
     for key in keys:
         (outputs / key).parent.mkdir(parents=True, exist_ok=True)
         s3.download_file(bucket, key, str(outputs / key))
