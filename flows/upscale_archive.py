@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.upscale_scene import GPU_LIMIT
 from sr_core import archive, pipeline
 from sr_core.archive import SceneResult, ScenePlan, SceneRef
-from sr_core.errors import SRError
+from sr_core.errors import InputError, SRError
 from sr_core.pipeline import ModelInfo, UpscaleConfig
 
 
@@ -203,8 +203,12 @@ def upscale_archive(
     todo = [p for p in plans if p.status == "todo"]
     results: dict[str, SceneResult] = {p.scene.scene_id: archive.skipped_result(p)
                                        for p in plans if p.status == "skipped"}
-    logger.info("%s: %d scenes, %d up to date, %d to process", source, len(plans),
-                len(results), len(todo))
+    # a refused scene location or id (http://, an S3 key with ../ or a newline) fails that scene only
+    results.update({p.scene.scene_id: archive.failed_result(p, InputError(p.reason))
+                    for p in plans if p.status == "failed"})
+    logger.info("%s: %d scenes, %d up to date, %d to process, %d refused", source, len(plans),
+                sum(p.status == "skipped" for p in plans), len(todo),
+                sum(p.status == "failed" for p in plans))
     reports: dict[str, dict] = {}
     if todo:
         scratch = tempfile.mkdtemp(prefix="sr-archive-", dir=os.environ.get("SR_SCRATCH"))

@@ -13,3 +13,9 @@ __version__ = "0.1.0"
 # cache). 64 MiB holds two rows of 512 px blocks across a 32768 px uint16 raster. A user's own
 # setting wins.
 _os.environ.setdefault("GDAL_CACHEMAX", "64")
+
+# GDAL never opens network files by itself (a VRT or sidecar naming /vsicurl/ or http://): sr_core
+# moves data with boto3 only. See sr_core.security.
+from sr_core.security import guard_gdal_network as _guard_gdal_network  # noqa: E402
+
+_guard_gdal_network()

@@ -54,6 +54,7 @@ import sr_core
 from sr_core import manifest, storage
 from sr_core.errors import BusyError, InputError, SRError
 from sr_core.pipeline import ModelInfo, Run, UpscaleConfig, dask_client, run_upscale
+from sr_core.security import check_relative_id, check_source
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,15 @@ class ScenePlan:
     """A scene with its outputs and whether it needs processing.
 
     Attributes:
-        status: ``"todo"`` or ``"skipped"`` (its manifest matches and its COG exists).
-        reason: why (``"no manifest"``, ``"input changed"``, ``"up to date"``, ...).
+        paths: its outputs; ``None`` when ``status`` is ``"failed"``.
+        status: ``"todo"``, ``"skipped"`` (its manifest matches and its COG exists) or
+            ``"failed"`` (its location or id is refused: nothing is read or written for it).
+        reason: why (``"no manifest"``, ``"input changed"``, ``"up to date"``, the refusal's
+            one-line message, ...).
     """
 
     scene: SceneRef
-    paths: OutputPaths
+    paths: OutputPaths | None
     status: str
     reason: str
 
@@ -221,6 +225,7 @@ def _stac_io():
     class S3StacIO(DefaultStacIO):
         def read_text(self, source, *args, **kwargs) -> str:
             href = str(source)
+            check_source(href, "STAC link")
             if storage.is_s3(href):
                 text = storage.read_text(href)
                 if text is None:
@@ -271,9 +276,22 @@ def _list_stac(source: str, asset_key: str) -> list[SceneRef]:
                                stac_href=item.get_self_href() or source,
                                datetime=item.datetime.isoformat() if item.datetime else None))
     with ThreadPoolExecutor(max_workers=8) as pool:
-        prints = list(pool.map(lambda s: fingerprint(s.uri), scenes))
+        # a refused href (http://, /vsicurl/, an S3 key with ../) is never touched: the scene
+        # keeps no fingerprint and plan_scene fails it with the reason
+        prints = list(pool.map(lambda s: {} if _refused(s.uri) else fingerprint(s.uri), scenes))
     return [SceneRef(s.uri, s.scene_id, fp, s.stac_href, s.datetime)
             for s, fp in zip(scenes, prints, strict=True)]
+
+
+def _refused(uri: str) -> bool:
+    """Whether :func:`plan_scene` will refuse this location (nothing may be fetched from it)."""
+    try:
+        check_source(uri, "archive scene")
+        if storage.is_s3(uri):
+            storage.parse_s3(uri)
+    except InputError:
+        return True
+    return False
 
 
 def list_scenes(source: str, *, asset_key: str = "data") -> list[SceneRef]:
@@ -319,10 +337,23 @@ def model_label(model: ModelInfo) -> str:
 
 
 def output_paths(output_prefix: str, scene_id: str, model: ModelInfo) -> OutputPaths:
-    """The output files of one scene (see the module docstring)."""
+    """The output files of one scene (see the module docstring).
+
+    Raises:
+        InputError: a scene id that could leave the output prefix (``..`` or empty segments,
+            absolute, control characters: :func:`sr_core.security.check_relative_id`), or whose
+            output keys exceed 1,024 bytes (S3) or file names 255 bytes (local).
+    """
+    check_relative_id(scene_id, output_prefix)
     folder = f"{output_prefix.rstrip('/')}/{scene_id}/{model_label(model)}"
     stem = scene_id.rsplit("/", 1)[-1]
     base = f"{folder}/{stem}"
+    longest = f"{base}.manifest.json"
+    if storage.is_s3(longest):
+        storage.parse_s3(longest)  # S3's 1,024-byte key limit
+    elif any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in scene_id.split("/")):
+        raise InputError(f"{output_prefix}: scene id {scene_id[:60]}... has a part over 255 bytes, "
+                         "too long for a local file name")
     return OutputPaths(folder=folder, cog=f"{base}.tif", report_json=f"{base}.report.json",
                        report_md=f"{base}.report.md", stac=f"{base}.stac.json",
                        manifest=f"{base}.manifest.json")
@@ -354,10 +385,20 @@ def plan_scene(scene: SceneRef, output_prefix: str, cfg: UpscaleConfig,
     """Whether one scene needs processing: skipped when its manifest matches and every output it
     lists is present (:func:`sr_core.manifest.missing_output`).
 
+    A scene whose location (:func:`sr_core.security.check_source`) or id (a key with ``../``, a
+    newline, ...) is refused gets status ``"failed"`` with the reason, and nothing is read or
+    written for it; the other scenes go on.
+
     Raises:
         StorageError: the output location cannot be read.
     """
-    paths = output_paths(output_prefix, scene.scene_id, model)
+    try:
+        check_source(scene.uri, "archive scene")
+        if storage.is_s3(scene.uri):
+            storage.parse_s3(scene.uri)
+        paths = output_paths(output_prefix, scene.scene_id, model)
+    except InputError as exc:
+        return ScenePlan(scene, None, "failed", str(exc))
     found = manifest.read(paths.manifest)
     if found is None:
         return ScenePlan(scene, paths, "todo", "no manifest")

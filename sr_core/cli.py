@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 
 import click
 
@@ -60,6 +61,7 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     format: a folder (or NAME.dcm) for DICOM, NAME.nii[.gz] for NIfTI, NAME.tif/.svs for
     whole-slide images.
     """
+    from rasterio.errors import NotGeoreferencedWarning
     from tqdm import tqdm
 
     from sr_core.pipeline import UpscaleConfig, run_upscale
@@ -67,6 +69,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     import distributed  # noqa: F401 - its import sets its loggers to INFO; quiet them after
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    # a scene without a geotransform: the report and a warning line below say so instead
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
     # a lost scheduler is reported in one line by run_upscale; not as the client's traceback
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
@@ -94,6 +98,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
                    "parameters); nothing to do")
         return
     rep = run.published["report"]
+    for warning in rep.get("warnings", []):
+        click.echo(f"sr-pipeline: warning: {src}: {warning}", err=True)
     o = rep["output"]
     if run.published["format"] == "cog":
         click.echo(f"COG:    {run.published['output']} ({o['width']} x {o['height']} px, "

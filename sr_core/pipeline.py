@@ -40,6 +40,7 @@ from sr_core.models.descriptor import ModelDescriptor
 from sr_core.normalize import Normalization, normalization_for
 from sr_core.retries import LOST_WORKER_RETRIES
 from sr_core.scene import SceneInfo
+from sr_core.security import check_source
 from sr_core.staging import StagedScene, create_output, stage_scene
 from sr_core.tiling import PixelWindow, TileGrid, plan_tiles
 
@@ -178,6 +179,20 @@ def check_options(cfg: UpscaleConfig) -> None:
         raise InputError(f"{cfg.dst}: destination is the source; choose another DST")
 
 
+def check_source_option(cfg: UpscaleConfig) -> None:
+    """Refuse a source that is not ``s3://`` or an allowed local path before anything opens it:
+    :func:`sr_core.security.check_source` (no ``http://``, ``/vsicurl/`` or other GDAL virtual
+    paths; ``SR_ALLOWED_LOCAL_ROOTS``) and, for ``s3://``, :func:`sr_core.storage.parse_s3` (no
+    ``..`` segments, leading ``/``, control characters or over-long keys).
+
+    Raises:
+        InputError: the source is refused.
+    """
+    check_source(cfg.src)
+    if storage.is_s3(cfg.src):
+        storage.parse_s3(cfg.src)
+
+
 def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
     """The model's descriptor and card in the main process (weights are loaded on workers).
 
@@ -212,6 +227,7 @@ def preflight(cfg: UpscaleConfig) -> SceneInfo | None:
             hold the source's format.
     """
     check_options(cfg)
+    check_source_option(cfg)
     storage.check_destination(cfg.dst, folder=None)
     if storage.is_s3(cfg.src):
         return None
@@ -233,13 +249,14 @@ def make_scratch(cfg: UpscaleConfig) -> str:
 
 
 def start(cfg: UpscaleConfig, scratch: str | None = None) -> Run:
-    """Check options and model; make the run's scratch directory unless given.
+    """Check options, source location and model; make the run's scratch directory unless given.
 
     Raises:
-        InputError, ModelError: bad options or model.
+        InputError, ModelError: bad options, a refused source location, or a bad model.
     """
     t0 = time.perf_counter()
     check_options(cfg)
+    check_source_option(cfg)
     model = resolve_model(cfg.model, cfg.scale)
     m = model.descriptor.size_multiple
     if model.descriptor.tileable and cfg.tile_size_px % m:
@@ -326,7 +343,11 @@ def claim(run: Run) -> Run:
 
 def tile(run: Run) -> Run:
     """Stage the scene into Zarr tiles, fix the per-scene normalisation, plan the tile grid and
-    create the output Zarr."""
+    create the output Zarr.
+
+    Raises:
+        InputError: the scene has no valid pixel (all nodata, masked or NaN).
+    """
     assert run.scene is not None
     scene = run.scene
     if not run.model.descriptor.tileable:  # global context: the whole scene is one tile
@@ -347,6 +368,10 @@ def tile(run: Run) -> Run:
                     "valid_px": run.staged.valid_px})
         run.resume["staging_reused"] = done is not None
         journal.crash_point("staged")
+        if not any(run.staged.valid_px):
+            # policy (sr_core.scene): nothing to super-resolve; refused before any model work
+            raise InputError(f"{scene.name}: no valid pixels (every pixel is nodata, masked or "
+                             "NaN); nothing to upscale")
         lo, hi = list(run.staged.band_min), list(run.staged.band_max)
         if scene.format != "geotiff":
             # the planes of a medical image share one unit: one normalisation for the volume

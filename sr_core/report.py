@@ -27,6 +27,19 @@ def _clean(value):
     return value
 
 
+def scene_warnings(scene) -> list[str]:
+    """What the user should know about an input the pipeline accepted (policies in
+    :mod:`sr_core.scene`): a GeoTIFF without a CRS gives an output without one."""
+    if scene.format != "geotiff":
+        return []
+    if not scene.crs and tuple(scene.transform) == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        return ["input is not georeferenced (no CRS, no geotransform): the output COG is not "
+                "either (pixel coordinates only)"]
+    if not scene.crs:
+        return ["input has no CRS: the output COG has none either (pixel coordinates only)"]
+    return []
+
+
 def build_report(run, quality: dict, measures: dict | None = None) -> dict:
     """Assemble the report of a finished run (after stitch; before or after publish).
 
@@ -75,6 +88,7 @@ def build_report(run, quality: dict, measures: dict | None = None) -> dict:
             "infer_output_mp_per_s": out_px / infer_s / 1e6 if infer_s and infer_s > 0 else None,
         },
         "nodata_fraction": run.staged.nodata_fraction(scene),
+        "warnings": scene_warnings(scene),
         "quality": {
             **quality,
             "conventions": {
@@ -154,6 +168,7 @@ def to_markdown(rep: dict, html_uri: str | None = None) -> str:
         f"- Tiles: {t['tiles']} ({t['grid'][0]} x {t['grid'][1]}) of {t['tile_size_px']} px, "
         f"halo {t['halo_px']} px; {t['tiles_skipped_all_nodata']} all-nodata tiles skipped",
         f"- Nodata fraction: {_fmt(rep['nodata_fraction'], 4)}",
+        *[f"- **Warning**: {w}" for w in rep.get("warnings", [])],
         f"- Throughput: {_fmt(rep['throughput']['output_mp_per_s'])} output MP/s "
         f"({_fmt(rep['throughput']['input_mp_per_s'])} input MP/s) over "
         f"{_fmt(rep['timings_s']['total'])} s",

@@ -2,12 +2,27 @@
 
 Validation happens before any model work and turns every user mistake into one
 :class:`~sr_core.errors.InputError` line that names the file: missing, empty (0 bytes), not a
-GeoTIFF, truncated, unsupported dtype (complex, palette, ...).
+GeoTIFF, truncated, unsupported dtype (complex, palette, int8, int32, int64, ...), or a header
+larger than the size caps of :func:`sr_core.security.check_size` (checked before any pixel is
+read).
+
+Policies for odd but readable scenes:
+
+* only GDAL's GTiff driver opens a scene (:data:`ALLOWED_DRIVERS`): a VRT, HTML page or any
+  other format renamed ``.tif`` is refused, so a scene cannot pull other files in;
+* no CRS: the scene is upscaled and the output COG has no CRS either (pixel coordinates only);
+  the report's ``warnings`` and the log say so;
+* a rotated or sheared affine transform is kept: the output's is ``transform * scale(1 / s)``,
+  rotation terms included;
+* no valid pixel at all (every pixel nodata, masked or NaN): refused after staging, before any
+  model work, with nothing written at the destination
+  (:func:`sr_core.pipeline.tile`).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,9 +30,10 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from sr_core.errors import InputError
+from sr_core.security import check_size
 from sr_core.tiling import PixelWindow
 
 #: dtypes the pipeline reads and writes back unchanged.
@@ -129,7 +145,8 @@ def open_scene(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
 
     Raises:
         InputError: missing, empty, not a GeoTIFF (VRT and other drivers are refused), truncated,
-            a palette raster, or a dtype outside :data:`SUPPORTED_DTYPES`.
+            a palette raster, a dtype outside :data:`SUPPORTED_DTYPES`, or over the size caps
+            (``SR_MAX_PIXELS``, ``SR_MAX_DECODED_BYTES``).
     """
     path = os.fspath(path)
     name = name or path
@@ -141,7 +158,10 @@ def open_scene(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
     if file_bytes == 0:
         raise InputError(f"{name}: empty file (0 bytes)")
     try:
-        src = rasterio.open(path, driver=ALLOWED_DRIVERS)
+        with warnings.catch_warnings():
+            # no geotransform: the no-CRS policy below says so in the report, in our own words
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path, driver=ALLOWED_DRIVERS)
     except RasterioError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "not recognized as" in reason or "not recognised as" in reason:
@@ -157,6 +177,7 @@ def open_scene(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
         if dtype not in SUPPORTED_DTYPES:
             raise InputError(f"{name}: dtype {dtype} is not supported (supported: "
                              f"{', '.join(SUPPORTED_DTYPES)})")
+        check_size(name, src.height, src.width, src.count, np.dtype(dtype).itemsize)
         if ColorInterp.palette in src.colorinterp:
             raise InputError(f"{name}: palette (colour-mapped) raster is not supported; expand it "
                              "to RGB first (gdal_translate -expand rgb)")

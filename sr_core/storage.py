@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sr_core.errors import InputError, StorageError
+from sr_core.security import check_key, safe_file_name, sse_args
 
 #: Files at least this large are uploaded in parts (bytes).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -41,7 +42,7 @@ MULTIPART_CHUNKSIZE = 64 * 1024 * 1024
 #: Checksum S3 computes and stores with each uploaded object (and each part).
 UPLOAD_CHECKSUM = "SHA256"
 
-_S3_URL = re.compile(r"^s3://(?P<bucket>[^/]*)/?(?P<key>.*)$", re.IGNORECASE)
+_S3_URL = re.compile(r"^s3://(?P<bucket>[^/]*)/?(?P<key>.*)$", re.IGNORECASE | re.DOTALL)
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 _DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -79,9 +80,11 @@ def parse_s3(uri: str) -> tuple[str, str]:
         ``(bucket, key)``; the key has no leading slash and is never empty.
 
     Raises:
-        InputError: not an ``s3://`` URL, no or an invalid bucket name, or no key.
+        InputError: not an ``s3://`` URL, no or an invalid bucket name, no key, or a key that
+            :func:`sr_core.security.check_key` refuses (``..`` or empty segments, a leading
+            ``/``, control characters, over 1,024 bytes).
     """
-    m = _S3_URL.match(uri) if isinstance(uri, str) else None
+    m = _S3_URL.fullmatch(uri) if isinstance(uri, str) else None
     if m is None:
         raise InputError(f"{uri}: not an S3 URL (expected s3://BUCKET/KEY)")
     bucket, key = m.group("bucket"), m.group("key")
@@ -91,7 +94,7 @@ def parse_s3(uri: str) -> tuple[str, str]:
         raise InputError(f"{uri}: malformed S3 URL: invalid bucket name {bucket!r}")
     if not key:
         raise InputError(f"{uri}: malformed S3 URL: no key (expected s3://BUCKET/KEY)")
-    return bucket, key
+    return bucket, check_key(key, uri)
 
 
 def s3_client() -> Any:
@@ -235,7 +238,8 @@ def _fetch_prefix(uri: str, bucket: str, prefix: str, scratch_dir: str | os.Path
         if not keys:
             raise InputError(f"{uri}: no objects under this prefix")
         for key in keys:
-            client.download_file(bucket, key, os.path.join(folder, os.path.basename(key)),
+            check_key(key, f"s3://{bucket}/{key}")
+            client.download_file(bucket, key, os.path.join(folder, safe_file_name(key)),
                                  Config=_transfer_config(MULTIPART_THRESHOLD, MULTIPART_CHUNKSIZE))
     except InputError:
         discard(folder)
@@ -281,7 +285,8 @@ def _scratch_file(scratch_dir: str | os.PathLike, key: str) -> str:
     except OSError as exc:
         raise StorageError(f"{scratch_dir}: cannot create scratch directory ({exc.strerror})"
                            ) from None
-    return os.path.join(scratch_dir, f"{uuid.uuid4().hex[:12]}-{os.path.basename(key.rstrip('/'))}")
+    # the key's last part, sanitised and shortened: never a path (``..``), never over NAME_MAX
+    return os.path.join(scratch_dir, f"{uuid.uuid4().hex[:12]}-{safe_file_name(key)}")
 
 
 def discard(temp: str | os.PathLike | None) -> None:
@@ -317,8 +322,9 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
 
     Local: :func:`os.fsync`, then :func:`os.replace`. S3: ``upload_file`` with ``ChecksumAlgorithm="SHA256"`` (S3
     verifies every part and stores the checksum; the object appears only when the upload
-    completes), then ``local_file`` is removed. On failure ``local_file`` is kept (the caller
-    may retry, or :func:`discard` it).
+    completes) and the server-side encryption of :func:`sr_core.security.sse_args`
+    (``SR_S3_SSE``, ``SR_S3_SSE_KMS_KEY_ID``), then ``local_file`` is removed. On failure
+    ``local_file`` is kept (the caller may retry, or :func:`discard` it).
 
     Raises:
         InputError: malformed S3 URL, no such bucket.
@@ -345,9 +351,10 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
         return
     uri = str(dst_uri)
     bucket, key = parse_s3(uri)
+    extra = {"ChecksumAlgorithm": UPLOAD_CHECKSUM, **sse_args()}
     try:
         s3_client().upload_file(
-            local_file, bucket, key, ExtraArgs={"ChecksumAlgorithm": UPLOAD_CHECKSUM},
+            local_file, bucket, key, ExtraArgs=extra,
             Config=_transfer_config(multipart_threshold, multipart_chunksize))
     except FileNotFoundError:
         raise StorageError(f"{uri}: local file {local_file} to upload does not exist") from None

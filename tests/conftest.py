@@ -160,3 +160,26 @@ def crop_scene(src_path: Path, dst_path: Path, *, row: int, col: int, height: in
                     and MaskFlags.all_valid not in src.mask_flag_enums[0]:
                 dst.write_mask(src.dataset_mask(window=win))
     return dst_path
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Prefect's test harness (a temporary local server, ~15 s to start) for one test module."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(home))
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """Run ``sr_core.cli.main(argv)`` in-process: ``(exit status, stdout, stderr)``."""
+    from sr_core.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err

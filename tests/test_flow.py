@@ -8,21 +8,8 @@ import asyncio
 import os
 from pathlib import Path
 
-import pytest
 import rasterio
 from conftest import crop_scene
-
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        from prefect.testing.utilities import prefect_test_harness
-
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
 
 
 async def _read_run(flow_run_id):

@@ -26,7 +26,8 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian
 from tifffile.tifffile import svs_description_metadata as svs_meta
 
-from sr_core.cli import main
+from conftest import run_main
+
 from sr_core.formats import detect_format, iter_blocks, open_input
 from sr_core.formats.dicom import SPACING_TAGS
 from sr_core.formats.nifti import in_plane_matrix
@@ -316,55 +317,7 @@ def test_ome_tiff_tiled_equals_whole_image(dask_address, tmp_path):
 
 # --------------------------------------------------------------------- bad input and patient data
 
-def run_main(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
-
-def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str, str]]:
-    """name -> (source, DST name, phrase the one error line must contain)."""
-    raw = CT_SMALL.read_bytes()
-    (tmp / "ct_truncated.dcm").write_bytes(raw[: int(len(raw) * 0.6)])
-    (tmp / "ex4d_truncated.nii.gz").write_bytes(EX4D.read_bytes()[:200_000])
-    (tmp / "ex4d_truncated.nii").write_bytes(gzip.decompress(EX4D.read_bytes())[:600_000])
-    (tmp / "cmu_truncated.svs").write_bytes(SVS.read_bytes()[:1_000_000])
-    mixed = tmp / "mixed_series"
-    mixed.mkdir()
-    shutil.copy(CT_SMALL, mixed / "a.dcm")
-    shutil.copy(MR_SMALL, mixed / "b.dcm")
-    no_pixels = pydicom.dcmread(CT_SMALL)
-    del no_pixels.PixelData
-    no_pixels.save_as(tmp / "ct_no_pixels.dcm")
-    return {
-        "dicom-truncated": (tmp / "ct_truncated.dcm", "x.dcm", "truncated"),
-        "dicom-no-pixels": (tmp / "ct_no_pixels.dcm", "x.dcm", "no pixel data"),
-        "nifti-gz-truncated": (tmp / "ex4d_truncated.nii.gz", "x.nii.gz", "truncated"),
-        "nifti-truncated": (tmp / "ex4d_truncated.nii", "x.nii", "truncated"),
-        "svs-truncated": (tmp / "cmu_truncated.svs", "x.svs", "truncated"),
-        "series-mixed": (mixed, "series_x2", "one series"),
-        "dicom-to-nifti": (CT_SMALL, "x.nii.gz", "extension"),
-        "series-to-one-file": (SERIES, "x.dcm", "folder name"),
-        "nifti-to-tif": (EX4D, "x.tif", "extension"),
-    }
-
-
-@pytest.mark.parametrize("case", ["dicom-truncated", "dicom-no-pixels", "nifti-gz-truncated",
-                                  "nifti-truncated", "svs-truncated", "series-mixed",
-                                  "dicom-to-nifti", "series-to-one-file", "nifti-to-tif"])
-def test_bad_medical_input_exits_2_one_line_nothing_written(case, tmp_path, capsys):
-    (tmp_path / "in").mkdir()
-    src, dst_name, phrase = _bad_inputs(tmp_path / "in")[case]
-    out = tmp_path / "out"
-    out.mkdir()
-    code, _, err = run_main(["upscale", str(src), str(out / dst_name), "--model", "bicubic",
-                             "--no-progress"], capsys)
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("sr-pipeline: error: ") and phrase in lines[0], lines[0]
-    assert list(out.iterdir()) == [], "nothing may be written at the destination"
+# Truncated, corrupt and mismatched medical inputs are rows of test_bad_inputs.py.
 
 
 def _phi_values(paths) -> set[str]:

@@ -263,27 +263,7 @@ def test_card_missing_malformed_or_stale(tmp_path: Path) -> None:
     assert load_model(str(path)).card["source"].startswith("recognised")
 
 
-class _CreatesFile:
-    """Unpickling this object calls ``open(target, "w")``: a file appears if it runs."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):  # noqa: ANN204
-        return (open, (self.target, "w"))
-
-
-@pytest.mark.parametrize("suffix", [".pth", ".pt", ".ckpt"])
-def test_pickle_payload_is_refused_and_never_runs(tmp_path: Path, suffix: str) -> None:
-    target = tmp_path / "pwned.txt"
-    path = tmp_path / f"evil{suffix}"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "hook": _CreatesFile(str(target))}, path)
-    assert not target.exists()
-    with pytest.raises(ModelError, match="needs full unpickling, which can run code; refusing"):
-        load_weights(path)
-    with pytest.raises(ModelError, match="refusing"):
-        load_model(str(path))
-    assert not target.exists()
+# A pickled checkpoint that runs code is a row of test_bad_inputs.py.
 
 
 @pytest.mark.parametrize("wrapper", ["params_ema", "params", "state_dict", "model", None])

@@ -32,6 +32,7 @@ import numpy as np
 
 from sr_core.errors import InputError
 from sr_core.scene import SceneInfo
+from sr_core.security import check_size
 from sr_core.tiling import PixelWindow
 
 FORMATS = ("geotiff", "dicom", "nifti", "wsi")
@@ -118,7 +119,8 @@ def open_input(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
         The input's :class:`~sr_core.scene.SceneInfo` with ``format`` set.
 
     Raises:
-        InputError: missing, empty, truncated, corrupt or unsupported input (one line).
+        InputError: missing, empty, truncated, corrupt or unsupported input, or larger than the
+            size caps of :func:`sr_core.security.check_size` (one line).
     """
     path = os.fspath(path)
     name = name or path
@@ -126,18 +128,21 @@ def open_input(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
     if fmt == "dicom":
         from sr_core.formats.dicom import open_dicom
 
-        return open_dicom(path, name)
-    if fmt == "nifti":
+        info = open_dicom(path, name)
+    elif fmt == "nifti":
         from sr_core.formats.nifti import open_nifti
 
-        return open_nifti(path, name)
-    if fmt == "wsi":
+        info = open_nifti(path, name)
+    elif fmt == "wsi":
         from sr_core.formats.wsi import open_wsi
 
-        return open_wsi(path, name)
-    from sr_core.scene import open_scene
+        info = open_wsi(path, name)
+    else:
+        from sr_core.scene import open_scene
 
-    return open_scene(path, name)
+        return open_scene(path, name)  # checks the size caps itself, before the TIFF's extent
+    check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
+    return info
 
 
 def iter_blocks(scene: SceneInfo, tile_size_px: int

@@ -15,13 +15,17 @@ Our format is two files side by side:
   - ``training``: ``scenes``, ``validation_scenes``, ``epochs``/``steps``, ``patch_size``,
     ``loss``, ``optimiser``, ``seed``;
   - ``metrics``: ``{"validation": {"model": {"psnr":, "ssim":}, "bicubic": {...}}}``;
-  - ``sha256``: hex digest of the weights file, written by :func:`save_model` and checked on load.
+  - ``sha256``: hex digest of the weights file (the pin), written by :func:`save_model` and
+    checked by :func:`verify_pin` *before* the file is deserialised, so a swapped or corrupted
+    file is refused unread.
 
   ``name``, ``architecture``, ``arguments``, ``scale`` and ``sha256`` are required.
 
 Third-party PyTorch checkpoints (``.pth``, ``.pt``, ``.ckpt``) are read only with
 ``torch.load(weights_only=True)``, which refuses pickled objects other than tensors and plain
 containers; a checkpoint that needs full unpickling (which can run arbitrary code) is refused.
+A third-party checkpoint may come without a card (its layout is then recognised from its keys);
+with a card beside it, the card's ``sha256`` pins it like our own files.
 """
 
 from __future__ import annotations
@@ -178,6 +182,15 @@ def load_weights(path: str | os.PathLike, *, require_card: bool = True
     suffix = path.suffix.lower()
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
+    if suffix != SAFETENSORS_SUFFIX and suffix not in TORCH_SUFFIXES:
+        raise ModelError(
+            f"{path}: unknown weights format '{suffix}'; expected .safetensors or "
+            f"{', '.join(TORCH_SUFFIXES)}"
+        )
+    card = None
+    if require_card or card_path(path).exists():
+        card = read_card(path)
+        verify_pin(path, card["sha256"])  # before a single byte is deserialised
     if suffix == SAFETENSORS_SUFFIX:
         from safetensors.torch import load_file
 
@@ -185,23 +198,31 @@ def load_weights(path: str | os.PathLike, *, require_card: bool = True
             state = load_file(path, device="cpu")
         except Exception as e:
             raise ModelError(f"{path}: cannot read safetensors file: {e}") from None
-    elif suffix in TORCH_SUFFIXES:
-        state = _load_torch_checkpoint(path)
     else:
-        raise ModelError(
-            f"{path}: unknown weights format '{suffix}'; expected .safetensors or "
-            f"{', '.join(TORCH_SUFFIXES)}"
-        )
-    if not require_card and not card_path(path).exists():
-        return state, None
-    card = read_card(path)
-    digest = sha256_file(path)
-    if card["sha256"].lower() != digest:
-        raise ModelError(
-            f"{path}: SHA-256 {digest[:12]}... differs from its card's {card['sha256'][:12]}...; "
-            f"the weights changed after the card was written"
-        )
+        state = _load_torch_checkpoint(path)
     return state, card
+
+
+def verify_pin(path: str | os.PathLike, pinned: str) -> None:
+    """Check a weights file against the SHA-256 its card pins, before it is loaded.
+
+    Args:
+        path: the weights file.
+        pinned: the card's ``sha256`` (64 hex digits, any case; ``sha256:`` prefix allowed).
+
+    Raises:
+        ModelError: the pin is not a SHA-256 hex digest, or the file's digest differs (one line
+            with both digests' first 12 digits).
+    """
+    want = pinned.strip().lower().removeprefix("sha256:")
+    if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+        raise ModelError(f"{card_path(path)}: 'sha256' must be 64 hex digits, got {pinned!r}")
+    digest = sha256_file(path)
+    if digest != want:
+        raise ModelError(
+            f"{path}: SHA-256 {digest[:12]}... differs from the {want[:12]}... its card pins; "
+            f"refusing to load it (the weights changed after the card was written)"
+        )
 
 
 def save_model(module: nn.Module, card: dict, path: str | os.PathLike) -> Path:
