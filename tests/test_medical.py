@@ -427,3 +427,52 @@ def test_s3_series_folder_and_nifti(moto_s3, dask_address, tmp_path):
     assert pydicom.dcmread(tmp_path / "im1.dcm").Rows == 32
     s3.download_file("med", "out/ex4d_x2.nii.gz", str(tmp_path / "ex4d.nii.gz"))
     assert nib.load(tmp_path / "ex4d.nii.gz").shape == (256, 192, 24, 2)
+
+
+# ------------------------------------------------------------- enhanced multi-frame DICOM
+
+ENHANCED_CT = MED / "eCT_Supplemental.dcm"
+
+
+def _measures(ds, seq: str) -> list:
+    return [m for g in ds.get(seq, []) for m in g.get("PixelMeasuresSequence", [])]
+
+
+@pytest.mark.parametrize("where", ["shared", "per-frame"])
+def test_enhanced_multiframe_spacing(where, dask_address, tmp_path):
+    """Enhanced CT (2 frames, 512 x 512, from the pydicom-data wheel): Pixel Spacing lives only in
+    the functional groups' Pixel Measures macro; it is divided by the scale there. ``per-frame``:
+    the same file with the macro moved from the shared item into every per-frame item."""
+    src = ENHANCED_CT
+    if where == "per-frame":
+        ds = pydicom.dcmread(ENHANCED_CT)
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        macro = shared.PixelMeasuresSequence
+        del shared.PixelMeasuresSequence
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            item.PixelMeasuresSequence = pydicom.sequence.Sequence([pydicom.Dataset(macro[0])])
+        src = tmp_path / "ect_per_frame.dcm"
+        ds.save_as(src)
+    run = upscale(src, tmp_path / "out.dcm", dask_address, model="bicubic")
+    a, b = pydicom.dcmread(src), pydicom.dcmread(tmp_path / "out.dcm")
+    assert "PixelSpacing" not in a and "PixelSpacing" not in b
+    seq = "SharedFunctionalGroupsSequence" if where == "shared" else \
+        "PerFrameFunctionalGroupsSequence"
+    ma, mb = _measures(a, seq), _measures(b, seq)
+    assert len(ma) == len(mb) == (1 if where == "shared" else 2)
+    for x, y in zip(ma, mb, strict=True):
+        assert [float(v) for v in y.PixelSpacing] == [float(v) / 2 for v in x.PixelSpacing]
+        assert y.SliceThickness == x.SliceThickness
+    other = "PerFrameFunctionalGroupsSequence" if where == "shared" else \
+        "SharedFunctionalGroupsSequence"
+    assert _measures(a, other) == _measures(b, other) == []
+    assert (b.NumberOfFrames, b.Rows, b.Columns) == (2, 1024, 1024)
+    assert b.SOPClassUID == a.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    geo_in = run.published["report"]["input"]["geometry"]
+    assert geo_in["pixel_spacing_mm"] == [float(v) for v in ma[0].PixelSpacing]
+    assert run.published["report"]["output"]["pixel_spacing_mm"] == \
+        [float(v) / 2 for v in ma[0].PixelSpacing]
+    x, y = a.pixel_array.astype(np.float64), b.pixel_array.astype(np.float64)
+    assert y.shape == (2, 1024, 1024)
+    span = float(x.max() - x.min())
+    assert psnr(downsample_mean(y), x, span) > 30
