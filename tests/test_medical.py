@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import logging
 import shutil
 from pathlib import Path
@@ -220,6 +221,8 @@ def test_nifti_affine_units_and_values(src, dst_name, mni_slab, dask_address, tm
     ys = np.moveaxis(y, (0, 1), (-1, -2))
     assert abs(y.mean() - x.mean()) <= 0.002 * span
     assert psnr(downsample_mean(ys), xs, span) > 30
+    page = (tmp_path / (dst_name.split(".")[0] + ".report.html")).read_text()
+    assert "voxel size" in page and page.count('data-figure="') >= 4
 
 
 def test_nifti_scaling_kept(dask_address, tmp_path):
@@ -279,6 +282,10 @@ def test_svs_pyramid_mpp_and_values(dask_address, tmp_path):
     assert lvl1.shape == x.shape
     assert psnr(lvl1, x, 255) > 30
     assert abs(float(lvl1.mean()) - float(x.mean())) < 1.0
+    page = (tmp_path / "cmu_x2.report.html").read_text()
+    assert "microns per pixel" in page and "0.2495" in page
+    assert {"thumbnail", "crops-A", "heatmap", "histograms", "bands"} <= set(
+        re.findall(r'data-figure="([^"]+)"', page))
 
 
 def test_wsi_read_lazily_in_chunks():
@@ -395,9 +402,13 @@ def test_no_patient_data_in_report_or_log(src, dst_name, dask_address, tmp_path,
     assert code == 0, err
     texts = {"report.json": (tmp_path / f"{Path(dst_name).stem}.report.json").read_text(),
              "report.md": (tmp_path / f"{Path(dst_name).stem}.report.md").read_text(),
+             "report.html": (tmp_path / f"{Path(dst_name).stem}.report.html").read_text(),
              "stdout": out, "stderr": err, "log": caplog.text,
              "warnings": "\n".join(str(w.message) for w in recwarn)}
     assert "dicom" in texts["report.json"]
+    # the HTML page is the full one (pictures, physical geometry), not an empty shell
+    assert texts["report.html"].count('data-figure="') >= 4
+    assert "Pixel Spacing" in texts["report.html"] and "report_html_error" not in texts["report.json"]
     for where, text in texts.items():
         leaked = sorted(v for v in values if v.lower() in text.lower())
         assert not leaked, f"{where} contains patient data {leaked}"
