@@ -12,9 +12,12 @@ Sources (:func:`list_scenes`):
 
 Output layout (:func:`output_paths`), under an output prefix (local folder or ``s3://``)::
 
-    OUTPUT_PREFIX/<scene id>/<model>_x<scale>/<stem>.tif           the COG
-                                              <stem>.report.json   quality report (+ .md)
-                                              <stem>.stac.json     STAC item of the COG
+    OUTPUT_PREFIX/<scene id>/<model>_x<scale>/<stem>.tif           the COG (or a WSI's pyramidal TIFF)
+                                              <stem>.nii.gz / .nii NIfTI output
+                                              <stem>.dcm           single DICOM file output
+                                              <stem>/IM00001.dcm   DICOM series output (folder)
+                                              <stem>.report.json   quality report (+ .md, .html)
+                                              <stem>.stac.json     STAC item (georeferenced COGs only)
                                               <stem>.manifest.json idempotency manifest
     OUTPUT_PREFIX/archive-summary.json                             last run's summary
     OUTPUT_PREFIX/archive-report.html                              last run's HTML page
@@ -24,11 +27,17 @@ The scene id is the scene's path relative to the listing root without its extens
 (``2024/05/scene_a``), or the STAC item id; ``<stem>`` is its last part; ``<model>`` is the model's
 name without its ``-xN`` suffix (``edsr``, ``espcn``, ``bicubic``, or a custom card's name).
 
-Idempotency: the manifest is written last, after the COG, report and STAC item are in place. It
-records the input fingerprint (ETag or SHA-256 and size), the model weights' SHA-256 and the
-parameters that change the output (model, scale, Wald window). A scene is skipped when its
-manifest matches and its COG still exists; otherwise it is processed again (a run that died
-half-way left no manifest). Tile size, device and the Dask cluster do not change the output
+The output's name follows its format, read from the input's first bytes (:func:`output_for`).
+Medical archives: a folder where two or more listed files are DICOM is one scene, the series
+folder (:func:`group_series`). Medical outputs get no STAC item: their manifest holds the lineage
+and their report the physical geometry.
+
+Idempotency: the manifest is written last, after the output, reports and STAC item are in
+place. It records the input fingerprint (ETag or SHA-256 and size), the model weights' SHA-256,
+the parameters that change the output (model, scale, Wald window) and where the output went. A
+scene is skipped when its manifest matches and that output still exists (a series folder on S3:
+any object under it); otherwise it is processed again (a run that died half-way left no
+manifest). Tile size, device and the Dask cluster do not change the output
 (tiled output equals whole-image output), so they do not invalidate a manifest.
 """
 
@@ -101,14 +110,16 @@ class ScenePlan:
     """A scene with its outputs and whether it needs processing.
 
     Attributes:
-        status: ``"todo"`` or ``"skipped"`` (its manifest matches and its COG exists).
+        status: ``"todo"`` or ``"skipped"`` (its manifest matches and its output exists).
         reason: why (``"no manifest"``, ``"input changed"``, ``"up to date"``, ...).
+        outputs: a skipped scene's outputs, as its manifest records them.
     """
 
     scene: SceneRef
     paths: OutputPaths
     status: str
     reason: str
+    outputs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -135,6 +146,9 @@ class SceneResult:
     finished: float | None = None
     output_mp_per_s: float | None = None
     quality: dict = field(default_factory=dict)
+
+    output: str | None = None
+    format: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,8 +181,76 @@ def glob_regex(pattern: str) -> re.Pattern:
 
 def _scene_id(relative: str) -> str:
     rel = relative.strip("/")
+    if rel.lower().endswith(".nii.gz"):
+        return rel[:-len(".nii.gz")]
     stem, dot, ext = rel.rpartition(".")
     return stem if dot and "/" not in ext else rel
+
+
+#: Names never sniffed for DICOM content when listing (their format is another one).
+NOT_DICOM_EXTS = (".tif", ".tiff", ".svs", ".nii", ".nii.gz", ".json", ".xml")
+
+
+def _head_bytes(uri: str, n: int = 1024) -> bytes:
+    """The first ``n`` bytes of a local file or S3 object (a ranged GET).
+
+    Raises:
+        StorageError: S3 unreachable or access denied.
+    """
+    if storage.is_s3(uri):
+        bucket, key = storage.parse_s3(uri)
+        try:
+            return storage.s3_client().get_object(Bucket=bucket, Key=key,
+                                                  Range=f"bytes=0-{n - 1}")["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            raise storage._s3_error(uri, exc) from None
+    with open(uri, "rb") as f:
+        return f.read(n)
+
+
+def _is_dicom(uri: str) -> bool:
+    if uri.lower().endswith(NOT_DICOM_EXTS):
+        return False
+    from sr_core.formats import format_of_head
+
+    return format_of_head(_head_bytes(uri, 132)) == "dicom"
+
+
+def group_series(scenes: list[SceneRef], root: str) -> list[SceneRef]:
+    """Turn DICOM series folders into one scene each.
+
+    A folder in which two or more of the listed files are DICOM (``DICM`` at byte 128; names
+    ending in :data:`NOT_DICOM_EXTS` are not read) is one scene: id the folder's path relative
+    to the listing root, URI the folder (``s3://bucket/prefix/folder/`` on S3), fingerprint the
+    SHA-256 of its files' names and fingerprints. Its DICOM files are no scenes of their own; a
+    DICOM file alone in its folder stays a single-file scene. The pipeline then validates the
+    folder as ``sr-pipeline upscale FOLDER`` does: every file in it one series of one size and
+    pixel format, so a folder that mixes series (or holds other files) fails as one scene.
+    """
+    import hashlib
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        dicom = list(pool.map(lambda sc: _is_dicom(sc.uri), scenes))
+    folders: dict[str, list[SceneRef]] = {}
+    for sc, is_dcm in zip(scenes, dicom, strict=True):
+        if is_dcm:
+            folders.setdefault(sc.uri.rsplit("/", 1)[0], []).append(sc)
+    out = [sc for sc, is_dcm in zip(scenes, dicom, strict=True)
+           if not is_dcm or len(folders[sc.uri.rsplit("/", 1)[0]]) < 2]
+    for folder, members in folders.items():
+        if len(members) < 2:
+            continue
+        lines = sorted(f"{m.uri.rsplit('/', 1)[-1]}\t{json.dumps(m.fingerprint, sort_keys=True)}"
+                       for m in members)
+        rel = folder[len(root.rstrip("/")):].strip("/") if folder.startswith(root.rstrip("/")) \
+            else folder.rsplit("/", 1)[-1]
+        out.append(SceneRef(
+            uri=folder + "/" if storage.is_s3(folder) else folder,
+            scene_id=rel or folder.rsplit("/", 1)[-1],
+            fingerprint={"series_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
+                         "files": len(members),
+                         "size": sum(int(m.fingerprint.get("size", 0)) for m in members)}))
+    return out
 
 
 def fingerprint(uri: str) -> dict:
@@ -204,7 +286,7 @@ def _list_s3(source: str) -> list[SceneRef]:
         if rx.match(rel):
             scenes.append(SceneRef(uri=f"s3://{bucket}/{key}", scene_id=_scene_id(rel),
                                    fingerprint={"etag": etag, "size": size}))
-    return scenes
+    return group_series(scenes, root)
 
 
 def _list_local(source: str) -> list[SceneRef]:
@@ -226,7 +308,8 @@ def _list_local(source: str) -> list[SceneRef]:
     # hashing reads every file: do it on a few threads (I/O bound)
     with ThreadPoolExecutor(max_workers=4) as pool:
         prints = list(pool.map(lambda s: fingerprint(s.uri), scenes))
-    return [SceneRef(s.uri, s.scene_id, fp) for s, fp in zip(scenes, prints, strict=True)]
+    return group_series([SceneRef(s.uri, s.scene_id, fp)
+                         for s, fp in zip(scenes, prints, strict=True)], root or "")
 
 
 def _stac_io():
@@ -333,6 +416,30 @@ def model_label(model: ModelInfo) -> str:
     return f"{name}_x{scale}"
 
 
+def output_for(paths: OutputPaths, uri: str) -> str:
+    """Where a scene's upscaled image goes, named as its format names it (decided from the
+    input's content, not its name): ``<stem>.tif`` for a GeoTIFF (the COG, ``paths.cog``) or a
+    whole-slide TIFF (pyramidal TIFF); ``<stem>.nii.gz`` / ``<stem>.nii`` for NIfTI (the input's
+    compression kept); ``<stem>.dcm`` for a single DICOM file; the folder ``<stem>`` (S3:
+    ``<stem>/``) holding ``IM00001.dcm``... for a DICOM series folder.
+
+    Raises:
+        StorageError: S3 unreachable or access denied (the first bytes are read).
+    """
+    from sr_core.formats import format_of_head
+
+    base = paths.cog[:-len(".tif")]
+    if uri.endswith("/") or (not storage.is_s3(uri) and os.path.isdir(uri)):
+        return base + "/" if storage.is_s3(uri) else base
+    head = _head_bytes(uri, 1024)
+    fmt = format_of_head(head)
+    if fmt == "dicom":
+        return base + ".dcm"
+    if fmt == "nifti":
+        return base + (".nii.gz" if head[:2] == b"\x1f\x8b" else ".nii")
+    return paths.cog
+
+
 def output_paths(output_prefix: str, scene_id: str, model: ModelInfo) -> OutputPaths:
     """The output files of one scene (see the module docstring)."""
     folder = f"{output_prefix.rstrip('/')}/{scene_id}/{model_label(model)}"
@@ -394,9 +501,19 @@ def plan_scene(scene: SceneRef, output_prefix: str, cfg: UpscaleConfig,
     why = _mismatch(found, expected_manifest(scene, cfg, model))
     if why:
         return ScenePlan(scene, paths, "todo", why)
-    if not storage.exists(paths.cog):
-        return ScenePlan(scene, paths, "todo", "output COG missing")
-    return ScenePlan(scene, paths, "skipped", "up to date")
+    outputs = found.get("outputs") or {}
+    output = outputs.get("output") or paths.cog
+    if not _output_exists(output):
+        return ScenePlan(scene, paths, "todo",
+                         "output COG missing" if output == paths.cog else "output missing")
+    return ScenePlan(scene, paths, "skipped", "up to date", outputs)
+
+
+def _output_exists(uri: str) -> bool:
+    """A file or object; a DICOM series folder (``s3://.../stem/``): any object under it."""
+    if storage.is_s3(uri) and uri.endswith("/"):
+        return next(storage.list_s3(uri), None) is not None
+    return storage.exists(uri)
 
 
 def plan_archive(scenes: Iterable[SceneRef], output_prefix: str, cfg: UpscaleConfig,
@@ -523,17 +640,28 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
     if not storage.is_s3(paths.folder):
         os.makedirs(paths.folder, exist_ok=True)
     started = time.time()
-    run = run_upscale(replace(cfg, src=scene.uri, dst=paths.cog, report=paths.report_json,
+    output = output_for(paths, scene.uri)
+    run = run_upscale(replace(cfg, src=scene.uri, dst=output, report=paths.report_json,
                               progress=False, scratch_dir=scratch_dir or cfg.scratch_dir))
     rep = run.published["report"]
+    fmt = run.published["format"]
+    # STAC items describe georeferenced outputs only; a medical output's lineage is in its
+    # manifest and its physical geometry (spacing, affine, MPP) in its report
+    stac = paths.stac if fmt == "cog" and run.scene.crs else None
     scratch = scratch_dir or cfg.scratch_dir or os.environ.get("SR_SCRATCH") or None
     with tempfile.TemporaryDirectory(prefix="sr-archive-", dir=scratch) as tmp:
-        storage.write_text(paths.stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n",
-                           tmp)
+        if stac:
+            storage.write_text(stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n",
+                               tmp)
         manifest = {**expected_manifest(scene, cfg, model),
                     "source": scene.uri, "scene_id": scene.scene_id,
-                    "outputs": {"cog": paths.cog, "report": paths.report_json,
-                                "stac": paths.stac},
+                    "outputs": {"output": output, "format": fmt,
+                                "cog": output if fmt == "cog" else None,
+                                "report": paths.report_json, "stac": stac,
+                                "lineage": f"{rep['input'].get('format', 'geotiff')} {scene.uri} "
+                                           f"super-resolved x{run.cfg.scale} in-plane by "
+                                           f"{model.descriptor.name} (weights SHA-256 "
+                                           f"{weights_sha256(model)})"},
                     "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                     "tool": {"name": "sr-pipeline", "version": sr_core.__version__}}
         storage.write_text(paths.manifest, json.dumps(manifest, indent=2) + "\n", tmp)
@@ -541,7 +669,8 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
     out_px = rep["output"]["width"] * rep["output"]["height"]
     result = SceneResult(
         scene_id=scene.scene_id, uri=scene.uri, status="done", reason=plan.reason,
-        cog=paths.cog, report=paths.report_json, stac=paths.stac,
+        cog=output if fmt == "cog" else None, report=paths.report_json, stac=stac,
+        output=output, format=fmt,
         seconds=round(finished - started, 3), started=started, finished=finished,
         output_mp_per_s=out_px / max(finished - started, 1e-9) / 1e6, quality=_quality(rep))
     return result, rep
@@ -562,8 +691,11 @@ def failed_result(plan: ScenePlan, exc: BaseException, started: float | None = N
 def skipped_result(plan: ScenePlan) -> SceneResult:
     """The summary row of a scene whose output is up to date."""
     return SceneResult(scene_id=plan.scene.scene_id, uri=plan.scene.uri, status="skipped",
-                       reason=plan.reason, cog=plan.paths.cog, report=plan.paths.report_json,
-                       stac=plan.paths.stac)
+                       reason=plan.reason, report=plan.paths.report_json,
+                       cog=plan.outputs.get("cog", plan.paths.cog),
+                       stac=plan.outputs.get("stac", plan.paths.stac),
+                       output=plan.outputs.get("output", plan.paths.cog),
+                       format=plan.outputs.get("format", "cog"))
 
 
 @contextmanager
