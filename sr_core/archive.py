@@ -12,12 +12,12 @@ Sources (:func:`list_scenes`):
 
 Output layout (:func:`output_paths`), under an output prefix (local folder or ``s3://``)::
 
-    OUTPUT_PREFIX/<scene id>/<model>_x<scale>/<stem>.tif           the COG (or a WSI's pyramidal TIFF)
+    OUTPUT_PREFIX/<scene id>/<model>_x<scale>/<stem>.tif           COG (WSI: pyramidal TIFF)
                                               <stem>.nii.gz / .nii NIfTI output
                                               <stem>.dcm           single DICOM file output
                                               <stem>/IM00001.dcm   DICOM series output (folder)
                                               <stem>.report.json   quality report (+ .md, .html)
-                                              <stem>.stac.json     STAC item (georeferenced COGs only)
+                                              <stem>.stac.json     STAC item (georeferenced only)
                                               <stem>.manifest.json idempotency manifest
     OUTPUT_PREFIX/archive-summary.json                             last run's summary
     OUTPUT_PREFIX/archive-report.html                              last run's HTML page

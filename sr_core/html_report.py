@@ -814,7 +814,8 @@ def _geometry_rows(rep: dict) -> list[tuple[str, str, str]]:
         rows.append(("modality", geo.get("modality") or "?", geo.get("modality") or "?"))
         for key, what in (("pixel_spacing_mm", "Pixel Spacing (row x column, mm)"),
                           ("imager_pixel_spacing_mm", "Imager Pixel Spacing (mm)"),
-                          ("nominal_scanned_pixel_spacing_mm", "Nominal Scanned Pixel Spacing (mm)")):
+                          ("nominal_scanned_pixel_spacing_mm",
+                           "Nominal Scanned Pixel Spacing (mm)")):
             if geo.get(key):
                 rows.append((what, pair(geo[key]), pair(out.get(key) or
                                                         [v / s for v in geo[key]])))
@@ -822,8 +823,9 @@ def _geometry_rows(rep: dict) -> list[tuple[str, str, str]]:
                      "the same"))
         if geo.get("slice_thickness_mm"):
             rows.append(("Slice Thickness (mm)", f"{geo['slice_thickness_mm']:g}", "kept"))
+        unit = geo.get("rescale_type") or "modality units"
         rows.append(("values", f"stored x {geo.get('rescale_slope'):g} + "
-                     f"{geo.get('rescale_intercept'):g} = {geo.get('rescale_type') or 'modality units'}",
+                     f"{geo.get('rescale_intercept'):g} = {unit}",
                      "the same rescale (values in the original units)"))
     elif fmt == "nifti":
         units = geo.get("units") or {}
