@@ -208,9 +208,10 @@ def _head_bytes(uri: str, n: int = 1024) -> bytes:
         return f.read(n)
 
 
-def _is_dicom(uri: str) -> bool:
-    if uri.lower().endswith(NOT_DICOM_EXTS):
-        return False
+def _is_dicom(scene: SceneRef) -> bool:
+    uri = scene.uri
+    if uri.lower().endswith(NOT_DICOM_EXTS) or scene.fingerprint.get("size", 1) < 132:
+        return False  # (an empty object would answer a ranged GET with an error)
     from sr_core.formats import format_of_head
 
     return format_of_head(_head_bytes(uri, 132)) == "dicom"
@@ -230,7 +231,7 @@ def group_series(scenes: list[SceneRef], root: str) -> list[SceneRef]:
     import hashlib
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        dicom = list(pool.map(lambda sc: _is_dicom(sc.uri), scenes))
+        dicom = list(pool.map(_is_dicom, scenes))
     folders: dict[str, list[SceneRef]] = {}
     for sc, is_dcm in zip(scenes, dicom, strict=True):
         if is_dcm:
@@ -431,7 +432,10 @@ def output_for(paths: OutputPaths, uri: str) -> str:
     base = paths.cog[:-len(".tif")]
     if uri.endswith("/") or (not storage.is_s3(uri) and os.path.isdir(uri)):
         return base + "/" if storage.is_s3(uri) else base
-    head = _head_bytes(uri, 1024)
+    try:
+        head = _head_bytes(uri, 1024)
+    except (OSError, SRError):  # missing, empty (S3: no range to read): the pipeline says why
+        head = b""
     fmt = format_of_head(head)
     if fmt == "dicom":
         return base + ".dcm"
