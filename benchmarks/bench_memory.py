@@ -24,39 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import rasterio
-from rasterio.windows import Window
-
-from measure import REPO, run_measured
-
-
-def build_mosaic(scene: str, edge_px: int, dst: str, block_px: int = 1024) -> None:
-    """Write an ``edge_px`` x ``edge_px`` mosaic of ``scene`` (band 1 .. n) to ``dst``.
-
-    The scene is tiled with alternate copies mirrored; one ``block_px`` window is held at a time.
-    """
-    with rasterio.open(scene) as src:
-        data = src.read()  # the small real scene itself, once
-        h, w = src.height, src.width
-        profile = src.profile.copy()
-        transform = src.transform
-    profile.update(driver="GTiff", width=edge_px, height=edge_px, tiled=True, blockxsize=512,
-                   blockysize=512, compress="deflate", BIGTIFF="IF_SAFER")
-    profile.pop("photometric", None)
-    rows = np.arange(edge_px)
-    cols = np.arange(edge_px)
-    # mirrored repetition: index i of the mosaic reads index m(i) of the scene
-    r_idx = np.where((rows // h) % 2 == 0, rows % h, h - 1 - rows % h)
-    c_idx = np.where((cols // w) % 2 == 0, cols % w, w - 1 - cols % w)
-    with rasterio.open(dst, "w", **profile) as out:
-        out.transform = transform  # same origin and pixel size as the scene
-        for r0 in range(0, edge_px, block_px):
-            for c0 in range(0, edge_px, block_px):
-                rr = r_idx[r0:r0 + block_px]
-                cc = c_idx[c0:c0 + block_px]
-                block = data[:, rr][:, :, cc]
-                out.write(block, window=Window(c0, r0, len(cc), len(rr)))
+from measure import REPO, build_mosaic, run_measured
 
 
 def main() -> None:

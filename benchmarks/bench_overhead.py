@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_memory import build_mosaic
-from measure import REPO
+from measure import REPO, build_mosaic
 
 
 async def _task_runs(flow_run_id) -> list:

@@ -13,7 +13,11 @@ Each runs in its own process; peak RSS is the highest sum of RSS over the proces
 children (Dask workers included), sampled every 50 ms. Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--scene samples/landsat7_RGB.byte.tif]
-        [--model edsr-x2] [--device cpu] [--repeat 1]
+        [--mosaic PX] [--model edsr-x2] [--device cpu] [--repeat 1]
+
+``--mosaic PX`` runs on a PX x PX mosaic of the scene (mirrored copies, as ``bench_memory.py``
+builds them): the same real content, large enough that fixed start-up costs (interpreter, cluster,
+worker warm-up, report) weigh less.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from measure import run_measured
+from measure import build_mosaic, run_measured
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,6 +66,8 @@ def model_alone(scene: str, model_ref: str, device: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scene", default="samples/landsat7_RGB.byte.tif")
+    ap.add_argument("--mosaic", type=int, default=None,
+                    help="use a PX x PX mosaic of the scene")
     ap.add_argument("--model", default="edsr-x2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tile-size", type=int, default=None,
@@ -74,6 +81,11 @@ def main() -> None:
         return
     py = sys.executable
     cli = str(Path(py).parent / "sr-pipeline")
+    if args.mosaic:
+        mosaic_dir = tempfile.mkdtemp(prefix="sr-bench-mosaic-")
+        path = os.path.join(mosaic_dir, f"{Path(args.scene).stem}_{args.mosaic}.tif")
+        build_mosaic(args.scene, args.mosaic, path)
+        args.scene = path
     rows = []
     for _ in range(args.repeat):
         wall_a, rss_a, out = run_measured([py, __file__, "--model-alone-child", "--scene",
@@ -115,7 +127,9 @@ def main() -> None:
           + ", ".join(f"{k} {v:.2f}" for k, v in best["stages_s"].items()) + ")")
     print(json.dumps({"benchmark": "pipeline_vs_model_alone", "scene": args.scene,
                       "model": args.model, "device": args.device, "cores": os.cpu_count(),
-                      "runs": rows}))
+                      "mosaic_px": args.mosaic, "runs": rows}))
+    if args.mosaic:
+        shutil.rmtree(mosaic_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

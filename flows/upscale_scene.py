@@ -1,5 +1,6 @@
-"""Prefect flow ``upscale_scene``: one scene through ingest -> tile -> infer -> stitch -> publish ->
-report, each stage a Prefect task that calls :mod:`sr_core.pipeline` (the same code path as the
+"""Prefect flow ``upscale_scene``: one scene through ingest -> tile -> infer -> stitch -> report ->
+publish (the reports are staged with the output; the manifest is written last), each stage a
+Prefect task that calls :mod:`sr_core.pipeline` (the same code path as the
 CLI). Prefect tracks the scene and its six stages; the tiles run on Dask inside the ``infer`` task,
 so a scene costs six task runs whatever its tile count.
 
@@ -136,13 +137,17 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         run = pipeline.start(cfg, scratch)
         cluster.warm(run.cfg)
         run = ingest(run)
+        if run.up_to_date is not None:  # DST's manifest lists this very result
+            return {"output": dst, "up_to_date": True,
+                    "manifest": run.up_to_date.get("outputs", {})}
         run = tile(run)
         with pipeline.timed(run, "cluster_wait"):
             address = cluster.client().scheduler.address
         run = infer(run, address)
+        cluster.release()  # teardown overlaps stitch, publish and report
         run = stitch(run)
-        run = publish(run)
         run = report(run)
+        run = publish(run)
     finally:
         if run is None:
             cluster.close()
@@ -155,12 +160,13 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
     out["wald"] = run.published["report"]["quality"].get("wald")
     out["seam"] = run.published["report"]["quality"].get("seam")
     out["timings_s"] = dict(run.timings)
+    out["resume"] = dict(run.resume)
     return out
 
 
 def main(argv: list[str]) -> int:
     """``python -m flows.upscale_scene SRC DST``: run the flow with embedded defaults."""
-    from sr_core.errors import InputError, ModelError, SRError
+    from sr_core.errors import BusyError, InputError, ModelError, SRError
 
     if len(argv) != 2:
         print("usage: python -m flows.upscale_scene SRC DST", file=sys.stderr)
@@ -173,9 +179,15 @@ def main(argv: list[str]) -> int:
     except (InputError, ModelError) as exc:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
         return 2
+    except BusyError as exc:
+        print(f"upscale_scene: busy: {exc}", file=sys.stderr)
+        return 75
     except SRError as exc:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
         return 1
+    if out.get("up_to_date"):
+        print(f"up to date: {out['output']}; nothing to do")
+        return 0
     print(f"{'COG' if out['format'] == 'cog' else out['format']}:    {out['output']}")
     html = f"{out['report_html']} (HTML), " if out.get("report_html") else ""
     print(f"report: {html}{out['report_json']} and {out['report_md']}")

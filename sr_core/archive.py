@@ -18,7 +18,7 @@ Output layout (:func:`output_paths`), under an output prefix (local folder or ``
                                               <stem>/IM00001.dcm   DICOM series output (folder)
                                               <stem>.report.json   quality report (+ .md, .html)
                                               <stem>.stac.json     STAC item (georeferenced only)
-                                              <stem>.manifest.json idempotency manifest
+                                              <stem>.manifest.json publication manifest
     OUTPUT_PREFIX/archive-summary.json                             last run's summary
     OUTPUT_PREFIX/archive-report.html                              last run's HTML page
     OUTPUT_PREFIX/_runs/<UTC time>-<run id>.summary.json           every run's summary
@@ -32,13 +32,15 @@ Medical archives: a folder where two or more listed files are DICOM is one scene
 folder (:func:`group_series`). Medical outputs get no STAC item: their manifest holds the lineage
 and their report the physical geometry.
 
-Idempotency: the manifest is written last, after the output, reports and STAC item are in
-place. It records the input fingerprint (ETag or SHA-256 and size), the model weights' SHA-256,
-the parameters that change the output (model, scale, Wald window) and where the output went. A
-scene is skipped when its manifest matches and that output still exists (a series folder on S3:
-any object under it); otherwise it is processed again (a run that died half-way left no
-manifest). Tile size, device and the Dask cluster do not change the output
-(tiled output equals whole-image output), so they do not invalidate a manifest.
+Idempotency: each scene's manifest is the pipeline's publication manifest
+(:mod:`sr_core.manifest`), written last and conditionally by :func:`sr_core.pipeline.publish`
+after the COG, reports and STAC item are in place. It records the input fingerprint (ETag or
+SHA-256 and size), the model weights' SHA-256, the parameters that change the output (model,
+scale, Wald window) and every output's size and SHA-256. A scene is skipped when its manifest
+matches and every output it lists is present with its size; otherwise it is processed again (a
+run that died half-way left no manifest, or a retracted one, and its tiles are resumed from the
+work directory: :mod:`sr_core.journal`). Tile size, device and the Dask cluster do not change the
+output (tiled output equals whole-image output), so they do not invalidate a manifest.
 """
 
 from __future__ import annotations
@@ -57,14 +59,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import sr_core
-from sr_core import storage
-from sr_core.errors import InputError, SRError
+from sr_core import manifest, storage
+from sr_core.errors import BusyError, InputError, SRError
 from sr_core.pipeline import ModelInfo, Run, UpscaleConfig, dask_client, run_upscale
 
 log = logging.getLogger(__name__)
 
-#: Version of the manifest layout; a change invalidates every manifest.
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = manifest.MANIFEST_VERSION
 #: Glob used for a local folder given without one.
 DEFAULT_GLOB = "**/*.tif"
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -187,6 +188,9 @@ def _scene_id(relative: str) -> str:
     return stem if dot and "/" not in ext else rel
 
 
+fingerprint = manifest.fingerprint
+
+
 #: Names never sniffed for DICOM content when listing (their format is another one).
 NOT_DICOM_EXTS = (".tif", ".tiff", ".svs", ".nii", ".nii.gz", ".json", ".xml")
 
@@ -252,26 +256,6 @@ def group_series(scenes: list[SceneRef], root: str) -> list[SceneRef]:
                          "files": len(members),
                          "size": sum(int(m.fingerprint.get("size", 0)) for m in members)}))
     return out
-
-
-def fingerprint(uri: str) -> dict:
-    """The fingerprint of one input: ``{"etag", "size"}`` (S3 ``HeadObject``) or
-    ``{"sha256", "size"}`` (local file).
-
-    Raises:
-        InputError: no such file or object.
-        StorageError: S3 unreachable or access denied.
-    """
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3(uri)
-        try:
-            head = storage.s3_client().head_object(Bucket=bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001
-            raise storage._s3_error(uri, exc) from None
-        return {"etag": head["ETag"].strip('"'), "size": int(head["ContentLength"])}
-    if not os.path.isfile(uri):
-        raise InputError(f"{uri}: no such file")
-    return {"sha256": storage.sha256_file(uri), "size": os.path.getsize(uri)}
 
 
 def _list_s3(source: str) -> list[SceneRef]:
@@ -459,14 +443,14 @@ def output_paths(output_prefix: str, scene_id: str, model: ModelInfo) -> OutputP
 
 def output_parameters(cfg: UpscaleConfig, model: ModelInfo) -> dict:
     """The parameters that change a scene's output (what a manifest must match)."""
-    return {"model": model.descriptor.name, "scale": model.descriptor.scale,
-            "wald_window_px": cfg.wald_window_px}
+    return manifest.output_parameters(model.descriptor.name, model.descriptor.scale,
+                                      cfg.wald_window_px)
 
 
 def weights_sha256(model: ModelInfo) -> str:
     """SHA-256 of the model's weights (from its card, checked at load); models without weights
     (bicubic) give ``"none:<name>"``."""
-    return model.card.get("sha256") or f"none:{model.descriptor.name}"
+    return manifest.weights_sha256(model.card, model.descriptor.name)
 
 
 def expected_manifest(scene: SceneRef, cfg: UpscaleConfig, model: ModelInfo) -> dict:
@@ -475,49 +459,33 @@ def expected_manifest(scene: SceneRef, cfg: UpscaleConfig, model: ModelInfo) -> 
             "weights_sha256": weights_sha256(model), "parameters": output_parameters(cfg, model)}
 
 
-def _mismatch(found: dict, expected: dict) -> str | None:
-    if found.get("manifest_version") != expected["manifest_version"]:
-        return "manifest version changed"
-    if found.get("input") != expected["input"]:
-        return "input changed"
-    if found.get("weights_sha256") != expected["weights_sha256"]:
-        return "model weights changed"
-    if found.get("parameters") != expected["parameters"]:
-        return "parameters changed"
-    return None
-
-
 def plan_scene(scene: SceneRef, output_prefix: str, cfg: UpscaleConfig,
                model: ModelInfo) -> ScenePlan:
-    """Whether one scene needs processing: skipped when its manifest matches and its COG exists.
+    """Whether one scene needs processing: skipped when its manifest matches and every output it
+    lists is present (:func:`sr_core.manifest.missing_output`).
 
     Raises:
         StorageError: the output location cannot be read.
     """
     paths = output_paths(output_prefix, scene.scene_id, model)
-    text = storage.read_text(paths.manifest)
-    if text is None:
+    found = manifest.read(paths.manifest)
+    if found is None:
         return ScenePlan(scene, paths, "todo", "no manifest")
-    try:
-        found = json.loads(text)
-    except json.JSONDecodeError:
+    if not found.doc:
         return ScenePlan(scene, paths, "todo", "manifest unreadable")
-    why = _mismatch(found, expected_manifest(scene, cfg, model))
+    why = manifest.mismatch(found.doc, expected_manifest(scene, cfg, model))
     if why:
         return ScenePlan(scene, paths, "todo", why)
-    outputs = found.get("outputs") or {}
-    output = outputs.get("output") or paths.cog
-    if not _output_exists(output):
+    missing = manifest.missing_output(found.doc)
+    listed = found.doc.get("outputs") or {}
+    output = (listed.get("output") or {}).get("uri") or paths.cog
+    if missing:
         return ScenePlan(scene, paths, "todo",
-                         "output COG missing" if output == paths.cog else "output missing")
-    return ScenePlan(scene, paths, "skipped", "up to date", outputs)
-
-
-def _output_exists(uri: str) -> bool:
-    """A file or object; a DICOM series folder (``s3://.../stem/``): any object under it."""
-    if storage.is_s3(uri) and uri.endswith("/"):
-        return next(storage.list_s3(uri), None) is not None
-    return storage.exists(uri)
+                         ("output COG missing" if output == paths.cog else "output missing")
+                         if missing.startswith("output:") else f"output missing ({missing})")
+    return ScenePlan(scene, paths, "skipped", "up to date",
+                     {"output": output, "cog": output if output == paths.cog else None,
+                      "stac": (listed.get("stac") or {}).get("uri")})
 
 
 def plan_archive(scenes: Iterable[SceneRef], output_prefix: str, cfg: UpscaleConfig,
@@ -624,7 +592,7 @@ def _quality(rep: dict) -> dict:
 def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
                   scratch_dir: str | None = None) -> tuple[SceneResult, dict]:
     """Upscale one planned scene through every stage of :func:`sr_core.pipeline.run_upscale`,
-    then publish its STAC item and, last, its manifest.
+    publishing its STAC item with the COG and reports, and its manifest last.
 
     Args:
         plan: the scene and its output paths.
@@ -638,37 +606,36 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
 
     Raises:
         InputError, ModelError, StorageError, SRError: as the pipeline stages do; no manifest is
-            written then, so the scene is tried again by the next run.
+            written then, so the scene is tried again by the next run (resuming its tiles).
+
+    A scene that another run holds, or that another run published meanwhile, is a ``skipped``
+    row saying so (no report).
     """
     scene, paths = plan.scene, plan.paths
     if not storage.is_s3(paths.folder):
         os.makedirs(paths.folder, exist_ok=True)
     started = time.time()
     output = output_for(paths, scene.uri)
-    run = run_upscale(replace(cfg, src=scene.uri, dst=output, report=paths.report_json,
-                              progress=False, scratch_dir=scratch_dir or cfg.scratch_dir))
+    job = replace(cfg, src=scene.uri, dst=output, report=paths.report_json, progress=False,
+                  scratch_dir=scratch_dir or cfg.scratch_dir, input_fingerprint=scene.fingerprint)
+
+    def stac(run: Run) -> dict[str, tuple[str, str]]:
+        # STAC items describe georeferenced outputs only; a medical output's lineage is in its
+        # manifest and its physical geometry (spacing, affine, MPP) in its report
+        if run.written["format"] != "cog" or not run.scene.crs:
+            return {}
+        return {"stac": (paths.stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n")}
+
+    try:
+        run = run_upscale(job, extra=stac, manifest_extra={"scene_id": scene.scene_id})
+    except BusyError as exc:
+        return SceneResult(scene_id=scene.scene_id, uri=scene.uri, status="skipped",
+                           reason=str(exc), cog=paths.cog), {}
+    if run.up_to_date is not None:
+        return skipped_result(replace(plan, reason="up to date (published by another run)")), {}
     rep = run.published["report"]
     fmt = run.published["format"]
-    # STAC items describe georeferenced outputs only; a medical output's lineage is in its
-    # manifest and its physical geometry (spacing, affine, MPP) in its report
     stac = paths.stac if fmt == "cog" and run.scene.crs else None
-    scratch = scratch_dir or cfg.scratch_dir or os.environ.get("SR_SCRATCH") or None
-    with tempfile.TemporaryDirectory(prefix="sr-archive-", dir=scratch) as tmp:
-        if stac:
-            storage.write_text(stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n",
-                               tmp)
-        manifest = {**expected_manifest(scene, cfg, model),
-                    "source": scene.uri, "scene_id": scene.scene_id,
-                    "outputs": {"output": output, "format": fmt,
-                                "cog": output if fmt == "cog" else None,
-                                "report": paths.report_json, "stac": stac,
-                                "lineage": f"{rep['input'].get('format', 'geotiff')} {scene.uri} "
-                                           f"super-resolved x{run.cfg.scale} in-plane by "
-                                           f"{model.descriptor.name} (weights SHA-256 "
-                                           f"{weights_sha256(model)})"},
-                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                    "tool": {"name": "sr-pipeline", "version": sr_core.__version__}}
-        storage.write_text(paths.manifest, json.dumps(manifest, indent=2) + "\n", tmp)
     finished = time.time()
     out_px = rep["output"]["width"] * rep["output"]["height"]
     result = SceneResult(

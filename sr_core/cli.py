@@ -1,8 +1,10 @@
 """``sr-pipeline``: the command-line interface.
 
-Exit status: 0 on success; 2 with one line ``sr-pipeline: error: <file>: <problem>`` for bad input
-or options (nothing is created at the destination); 1 for other failures (a worker crash, S3
-unreachable); 130 when interrupted.
+Exit status: 0 on success (or when DST already holds this result: its manifest matches); 2 with
+one line ``sr-pipeline: error: <file>: <problem>`` for bad input or options (nothing is created at
+the destination); 1 for other failures (a worker crash, S3 unreachable); 75 (``EX_TEMPFAIL``) with
+one line ``sr-pipeline: busy: ...`` when another run holds the same job or published DST first
+(nothing done; its result stands); 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import time
 
 import click
 
-from sr_core.errors import InputError, ModelError, SRError
+from sr_core.errors import BusyError, InputError, ModelError, SRError
 
 USER_ERRORS = (InputError, ModelError)
+#: Exit status when another run holds the job (sysexits.h EX_TEMPFAIL: try again later).
+EXIT_BUSY = 75
 
 
 def _fail(message: str, code: int) -> None:
@@ -63,6 +67,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     import distributed  # noqa: F401 - its import sets its loggers to INFO; quiet them after
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    # a lost scheduler is reported in one line by run_upscale; not as the client's traceback
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers, report=report,
                         scratch_dir=scratch_dir, progress=progress)
@@ -83,6 +89,10 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     finally:
         if bar is not None:
             bar.close()
+    if run.up_to_date is not None:
+        click.echo(f"up to date: {dst} (its manifest lists it for this input, model and "
+                   "parameters); nothing to do")
+        return
     rep = run.published["report"]
     o = rep["output"]
     if run.published["format"] == "cog":
@@ -96,9 +106,15 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     click.echo(f"report: {html}{run.published['report_json']} and {run.published['report_md']}")
     wald = rep["quality"].get("wald")
     if isinstance(wald, dict):
-        click.echo(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM "
-                   f"{wald['model']['ssim']:.4f}; bicubic {wald['bicubic']['psnr_db']:.2f} dB / "
+        def db(v) -> str:  # PSNR is "inf" (JSON has no infinity) when a window is reproduced exactly
+            return f"{v:.2f}" if isinstance(v, (int, float)) else str(v)
+
+        click.echo(f"Wald check: model {db(wald['model']['psnr_db'])} dB / SSIM "
+                   f"{wald['model']['ssim']:.4f}; bicubic {db(wald['bicubic']['psnr_db'])} dB / "
                    f"SSIM {wald['bicubic']['ssim']:.4f}")
+    r = rep["resume"]
+    click.echo(f"tiles:  {r['tiles']} ({r['tiles_run']} run, {r['tiles_reused']} reused from an "
+               f"interrupted run, {r['tiles_all_nodata']} all nodata)")
     click.echo(f"time:   {rep['timings_s']['total']:.1f} s, "
                f"{rep['throughput']['output_mp_per_s']:.2f} output MP/s")
 
@@ -258,6 +274,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted", 130)
     except USER_ERRORS as exc:
         _fail(str(exc), 2)
+    except BusyError as exc:
+        click.echo(f"sr-pipeline: busy: {exc}", err=True)
+        sys.exit(EXIT_BUSY)
     except SRError as exc:
         _fail(str(exc), 1)
     sys.exit(0)

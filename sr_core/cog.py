@@ -138,6 +138,7 @@ def _stage_profile(scene: SceneInfo, scale: int, tile_h: int, tile_w: int) -> di
         "transform": upscaled_transform(scene.transform, scale),
         "nodata": scene.nodata, "tiled": True, "blockxsize": tile_w, "blockysize": tile_h,
         "interleave": "pixel", "bigtiff": "IF_SAFER",
+        "num_threads": "ALL_CPUS",  # blocks are compressed on every core (same bytes as one)
     }
 
 
@@ -176,6 +177,7 @@ def _cog_options(scene: SceneInfo, compress: str, blocksize: int, overview_resam
     opts = {
         "COMPRESS": compress, "BLOCKSIZE": str(blocksize), "OVERVIEWS": "AUTO",
         "RESAMPLING": overview_resampling, "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",  # compression on every core (GDAL COG driver option)
     }
     if compress in _PREDICTOR_COMPRESSIONS:
         opts["PREDICTOR"] = "YES"  # 2 (horizontal) for integers, 3 (floating point) for floats

@@ -24,3 +24,8 @@ class ModelError(SRError, ValueError):
 class StorageError(SRError, OSError):
     """Reading from or writing to local disk or S3 failed (missing object, no permission,
     endpoint unreachable)."""
+
+
+class BusyError(SRError):
+    """Another run holds this job (same input, model and parameters) or published the same
+    destination first; this run did nothing at the destination (CLI exit status 75)."""

@@ -480,8 +480,9 @@ def _bands_figure(thumb, valid, display: Display, band_names: list[str]) -> Figu
 # --------------------------------------------------------------------------------- scene report
 
 def _crop_set(src, out, reg: Region, scale: int, norm: Normalization) -> dict:
-    """Input, bicubic (the project's own kernel, as the Wald baseline) and model for a region."""
-    from sr_core.resample import upsample_bands
+    """Input, bicubic (the Wald baseline's kernel, through Pillow: no torch in this process) and
+    model for a region."""
+    from sr_core.resample import upsample_bands_pillow
 
     lr, lr_valid = _read(src, reg.row, reg.col, reg.size, reg.size)
     m = 3  # LR px of context for the bicubic kernel (support 2), clipped at the scene border
@@ -490,7 +491,7 @@ def _crop_set(src, out, reg: Region, scale: int, norm: Normalization) -> dict:
     ctx, ctx_valid = _read(src, r0, c0, r1 - r0, c1 - c0)
     x = norm.to_model(ctx)
     x[~ctx_valid] = 0.0
-    up = norm.from_model(upsample_bands(x, scale))
+    up = norm.from_model(upsample_bands_pillow(x, scale))
     n = reg.size * scale
     dr, dc = (reg.row - r0) * scale, (reg.col - c0) * scale
     bic = up[:, dr:dr + n, dc:dc + n]

@@ -42,6 +42,8 @@ class TileJob:
         torch_threads: intra-op threads per worker process (cores / workers).
         normalization: the scene's normalisation.
         nodata: the scene's nodata value, or ``None``.
+        work: the run's work directory (:mod:`sr_core.journal`): each tile's completion marker
+            is written there after its output chunks; ``None`` records nothing.
     """
 
     input_store: str
@@ -52,6 +54,7 @@ class TileJob:
     torch_threads: int
     normalization: Normalization
     nodata: float | None
+    work: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,14 +187,24 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
         tiles: tiles of the scene's grid; their cores are written to distinct output chunks.
 
     Returns:
-        One :class:`TileResult` per tile, in order.
+        One :class:`TileResult` per tile, in order. With ``job.work`` set, each tile's completion
+        marker is written as soon as its output chunks are (:func:`sr_core.journal.mark_tile`),
+        so a task killed part-way keeps the tiles it finished.
 
     Raises:
         ModelError: the model cannot be loaded on this worker.
     """
+    from sr_core import journal
+
     model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
     src_image, src_valid, dst_image, dst_valid = open_stores(job.input_store, job.output_store)
-    return [run_tile(job, t, model, src_image, src_valid, dst_image, dst_valid) for t in tiles]
+    results = []
+    for t in tiles:
+        result = run_tile(job, t, model, src_image, src_valid, dst_image, dst_valid)
+        if job.work is not None:
+            journal.mark_tile(job.work, result)
+        results.append(result)
+    return results
 
 
 _STORES: dict[tuple[str, str], tuple] = {}

@@ -5,9 +5,14 @@ functions; the flow only wraps each one in a task. Every stage takes and returns
 so Prefect tracks scenes and stages while Dask runs the tiles.
 
 Nothing is written at the destination until :func:`publish`: the output (a COG, or for medical
-inputs a DICOM series, NIfTI file or pyramidal TIFF: :mod:`sr_core.formats`) and the report are
-built under a scratch directory (or a hidden temp name beside a local destination) and moved or
-uploaded into place only when complete.
+inputs a DICOM series, NIfTI file or pyramidal TIFF: :mod:`sr_core.formats`) and the reports are
+built under a scratch directory (or a hidden temp name beside a local destination), validated
+(:func:`validate_output`), and moved or uploaded into place only when complete; the manifest
+(:mod:`sr_core.manifest`) is written last, conditionally, and is what consumers trust.
+
+Resume and concurrency (:mod:`sr_core.journal`): the Zarr stores and a per-tile completion journal
+live in a work directory named by the work key (input checksum, model hash, parameters), under
+a lock; a rerun after a crash reuses the staged scene and every completed tile.
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from sr_core import storage
+from sr_core import journal, manifest, storage
 from sr_core.errors import InputError, SRError
+from sr_core.manifest import strip_ext as _strip_ext
 from sr_core.formats import check_output, open_input, output_is_folder, write_output
 from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
 from sr_core.metrics import data_range_for, psnr_from_sse
@@ -62,12 +68,14 @@ class UpscaleConfig:
             the COG.
         scratch_dir: parent of the run's scratch directory (Zarr stores, temp files); default the
             system temp directory or ``$SR_SCRATCH``.
-        tiles_per_task: tiles per Dask task.
+        tiles_per_task: tiles per Dask task; ``None``: :func:`auto_tiles_per_task`.
         wald_window_px: edge of the scene window (HR px) that the Wald-protocol check uses.
         progress: show a progress bar (tiles done / total, MP/s).
         resources: Dask resources each tile task needs, e.g. ``{"GPU": 1}`` so inference lands
             only on workers started with ``--resources GPU=1`` (one per GPU); ``None``: any
             worker.
+        input_fingerprint: the source's fingerprint when the caller already has it (the
+            archive's listing); ``None``: computed at ingest (:func:`sr_core.manifest.fingerprint`).
     """
 
     src: str
@@ -80,10 +88,11 @@ class UpscaleConfig:
     workers: int | None = None
     report: str | None = None
     scratch_dir: str | None = None
-    tiles_per_task: int = 1
+    tiles_per_task: int | None = None
     wald_window_px: int = 512
     progress: bool = True
     resources: dict[str, float] | None = None
+    input_fingerprint: dict | None = None
 
     def report_paths(self) -> tuple[str, str]:
         """(JSON, markdown) locations of the report."""
@@ -95,14 +104,6 @@ class UpscaleConfig:
         """Location of the HTML report: beside the JSON report, ``.html`` for ``.json``."""
         base = self.report_paths()[0]
         return _strip_ext(base) + ".html" if base.endswith(".json") else base + ".html"
-
-
-def _strip_ext(uri: str) -> str:
-    head, sep, tail = uri.rstrip("/").rpartition("/")
-    if tail.lower().endswith(".nii.gz"):
-        tail = tail[:-3]
-    stem = tail.rsplit(".", 1)[0] if "." in tail else tail
-    return f"{head}{sep}{stem}"
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,15 @@ class Run:
     local_cog: str | None = None
     published: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    fingerprint: dict | None = None
+    work_key: str | None = None
+    work: str | None = None
+    previous: manifest.Existing | None = None
+    up_to_date: dict | None = None
+    resume: dict = field(default_factory=dict)
+    measures: dict | None = None
+    staged_outputs: list[tuple[str, str, str]] = field(default_factory=list)
+    manifest: dict | None = None
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -160,21 +170,30 @@ def check_options(cfg: UpscaleConfig) -> None:
         raise InputError(f"--device {cfg.device}: must be one of {', '.join(DEVICES)}")
     if cfg.workers is not None and cfg.workers < 1:
         raise InputError(f"--workers {cfg.workers}: must be at least 1")
-    if cfg.tiles_per_task < 1:
+    if cfg.tiles_per_task is not None and cfg.tiles_per_task < 1:
         raise InputError(f"tiles_per_task {cfg.tiles_per_task}: must be at least 1")
     if cfg.src.rstrip("/") == cfg.dst.rstrip("/"):
         raise InputError(f"{cfg.dst}: destination is the source; choose another DST")
 
 
 def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
-    """Load the model's descriptor and card in the main process (weights are loaded on workers).
+    """The model's descriptor and card in the main process (weights are loaded on workers).
+
+    A shipped model is described from its card without importing torch
+    (:func:`sr_core.models.catalog.describe_shipped`); anything else is loaded once here, which
+    also checks the weights file before any work starts.
 
     Raises:
         ModelError: unknown name, missing or malformed weights, or a scale it does not support.
     """
-    from sr_core.models.registry import DEFAULT_MODEL, load_model
+    from sr_core.models.catalog import DEFAULT_MODEL, describe_shipped
 
     ref = ref or DEFAULT_MODEL
+    found = describe_shipped(ref, scale)
+    if found is not None:
+        return ModelInfo(ref=ref, descriptor=found[0], card=found[1])
+    from sr_core.models.registry import load_model
+
     model = load_model(ref, scale=scale, device="cpu")
     return ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card)
 
@@ -258,6 +277,48 @@ def ingest(run: Run, scene: SceneInfo | None = None) -> Run:
             scene = open_input(local, name=run.cfg.src)
             _check_output(scene, run.cfg.dst)
         run.scene = scene
+        claim(run)
+    return run
+
+
+def expected_manifest(run: Run) -> dict:
+    """The fields (:data:`sr_core.manifest.MATCH_FIELDS`) a publication of this run has."""
+    d = run.model.descriptor
+    return {"manifest_version": manifest.MANIFEST_VERSION, "input": run.fingerprint,
+            "weights_sha256": manifest.weights_sha256(run.model.card, d.name),
+            "parameters": manifest.output_parameters(d.name, run.cfg.scale,
+                                                     run.cfg.wald_window_px)}
+
+
+def claim(run: Run) -> Run:
+    """Fingerprint the input, take the lock of the run's work key and read DST's manifest.
+
+    The work key (:func:`sr_core.journal.work_key`) covers the input fingerprint, the model
+    hash and every parameter that changes a tile (model, scale, tile size, halo, output format,
+    software version); the per-scene normalisation follows from the input and is recorded with
+    the staged scene. When DST already has a manifest for the same input, model and parameters
+    whose outputs are all present, ``run.up_to_date`` is set to it and nothing needs doing.
+
+    Raises:
+        BusyError: another live run holds the same work key.
+        InputError, StorageError: the input cannot be fingerprinted or DST's manifest read.
+    """
+    cfg, scene = run.cfg, run.scene
+    run.fingerprint = cfg.input_fingerprint or manifest.fingerprint(
+        cfg.src if storage.is_s3(cfg.src) else scene.path)
+    tile_px = cfg.tile_size_px if run.model.descriptor.tileable else None
+    run.work_key = journal.work_key({
+        "input": run.fingerprint, **expected_manifest(run), "tile_size_px": tile_px,
+        "halo_px": run.halo_px, "format": scene.format, "dst": cfg.dst,
+        "sr_core": __import__("sr_core").__version__})
+    run.work = journal.acquire(journal.work_root(cfg.scratch_dir), run.work_key, cfg.dst)
+    journal.crash_point("claimed")
+    run.previous = manifest.read(manifest.manifest_uri(cfg.dst))
+    if run.previous is not None:
+        found = run.previous.doc
+        if manifest.mismatch(found, expected_manifest(run)) is None \
+                and manifest.missing_output(found) is None:
+            run.up_to_date = found
     return run
 
 
@@ -269,9 +330,21 @@ def tile(run: Run) -> Run:
     if not run.model.descriptor.tileable:  # global context: the whole scene is one tile
         run.cfg = replace(run.cfg, tile_size_px=max(scene.height, scene.width))
     cfg = run.cfg
+    work = run.work or run.scratch
     with timed(run, "tile"):
-        run.staged = stage_scene(scene, os.path.join(run.scratch, "input.zarr"),
-                                 tile_size_px=cfg.tile_size_px)
+        store = os.path.join(work, "input.zarr")
+        done = journal.load_state(work, "staged") if run.work else None
+        if done is not None:  # a rerun: the scene was staged completely before
+            run.staged = StagedScene(store, cfg.tile_size_px, tuple(done["band_min"]),
+                                     tuple(done["band_max"]), tuple(done["valid_px"]))
+        else:
+            run.staged = stage_scene(scene, store, tile_size_px=cfg.tile_size_px)
+            if run.work:
+                journal.save_state(work, "staged", {
+                    "band_min": run.staged.band_min, "band_max": run.staged.band_max,
+                    "valid_px": run.staged.valid_px})
+        run.resume["staging_reused"] = done is not None
+        journal.crash_point("staged")
         lo, hi = list(run.staged.band_min), list(run.staged.band_max)
         if scene.format != "geotiff":
             # the planes of a medical image share one unit: one normalisation for the volume
@@ -281,8 +354,12 @@ def tile(run: Run) -> Run:
         run.normalization = normalization_for(scene.dtype, lo, hi)
         run.grid = plan_tiles(scene.height, scene.width, tile_size_px=cfg.tile_size_px,
                               halo_px=run.halo_px)
-        run.output_store = os.path.join(run.scratch, "output.zarr")
-        create_output(run.output_store, scene, scale=cfg.scale, tile_size_px=cfg.tile_size_px)
+        run.output_store = os.path.join(work, "output.zarr")
+        if not (run.work and journal.load_state(work, "output")):
+            create_output(run.output_store, scene, scale=cfg.scale, tile_size_px=cfg.tile_size_px)
+            if run.work:
+                journal.save_state(work, "output", {"normalisation": run.normalization.to_dict(),
+                                                    "grid": [run.grid.rows, run.grid.cols]})
     return run
 
 
@@ -367,10 +444,22 @@ class ClusterStarter:
             warmed.result()  # _warm swallows its own errors: a failure resurfaces in a tile
         return client
 
+    def release(self) -> None:
+        """Start closing the cluster in the background: the tiles are done, and stitching,
+        publishing and reporting need no workers, so teardown (a second or two for a local
+        cluster) overlaps them."""
+        if getattr(self, "_closing", None) is None:
+            self._closing = self._pool.submit(self._exit)
+
+    def _exit(self) -> None:
+        if self._future.exception() is None:
+            self._cm.__exit__(None, None, None)
+
     def close(self) -> None:
+        """Close the cluster (if :meth:`release` has not) and wait until it is closed."""
         try:
-            if self._future.exception() is None:
-                self._cm.__exit__(None, None, None)
+            self.release()
+            self._closing.result()
         finally:
             self._pool.shutdown(wait=False)
 
@@ -383,6 +472,24 @@ def torch_threads(client, cfg: UpscaleConfig) -> int:
     workers = client.scheduler_info().get("workers", {})
     threads = sum(w.get("nthreads", 1) for w in workers.values()) or 1
     return max(1, (os.cpu_count() or 1) // threads)
+
+
+#: Auto batching aims at this many Dask tasks per worker thread (load balance, progress updates)
+#: and puts at most ``MAX_TILES_PER_TASK`` tiles in one task (work a lost worker takes with it).
+TASKS_PER_THREAD = 4
+MAX_TILES_PER_TASK = 16
+
+
+def auto_tiles_per_task(n_tiles: int, threads: int) -> int:
+    """Tiles per Dask task when not set: about :data:`TASKS_PER_THREAD` tasks per worker thread,
+    at most :data:`MAX_TILES_PER_TASK` tiles each. Each task costs the scheduler ~9 ms here
+    (``benchmarks/bench_overhead.py``), so 256 small tiles as 256 tasks spent 9 % of a run on
+    scheduling; as 16 tasks of 16, a sixteenth of that.
+
+    Returns:
+        An integer >= 1.
+    """
+    return max(1, min(MAX_TILES_PER_TASK, -(-n_tiles // (TASKS_PER_THREAD * max(1, threads)))))
 
 
 def _wald_window(scene: SceneInfo, scale: int, edge_px: int) -> PixelWindow:
@@ -444,9 +551,18 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         job = TileJob(input_store=run.staged.store_path, output_store=run.output_store,
                       model_ref=cfg.model, scale=cfg.scale, device=cfg.device,
                       torch_threads=torch_threads(client, cfg),
-                      normalization=run.normalization, nodata=scene.nodata)
+                      normalization=run.normalization, nodata=scene.nodata, work=run.work)
         tiles = list(run.grid)
-        batches = [tiles[i:i + cfg.tiles_per_task] for i in range(0, len(tiles), cfg.tiles_per_task)]
+        todo = []
+        for t in tiles:  # one small marker file at a time (bounded memory)
+            rec = journal.completed_tile(run.work, t.row, t.col) if run.work else None
+            if rec is None:
+                todo.append(t)
+            else:
+                run.tiles.append(TileResult(**rec))
+        reused = len(tiles) - len(todo)
+        per_task = cfg.tiles_per_task or auto_tiles_per_task(len(todo), threads)
+        batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
         futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
                    for b in batches}
         drange = _data_range(run)
@@ -454,9 +570,9 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         wald_future = client.submit(wald_window_task, job, window, drange,
                                     _wald_planes(scene), pure=False, resources=cfg.resources) \
             if min(window.height, window.width) >= 7 * cfg.scale else None
-        done = out_px = 0
+        done, out_px = reused, 0
         if on_progress:
-            on_progress(0, len(tiles), 0)
+            on_progress(done, len(tiles), 0)
         for fut in as_completed(list(futures)):
             batch = futures[fut]
             try:
@@ -464,6 +580,10 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
             except SRError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a worker-side failure, reported by tile
+                if "scheduler-connection-lost" in str(exc):
+                    raise SRError(f"{scene.name}: lost the connection to the Dask scheduler "
+                                  f"({len(run.tiles)} of {len(tiles)} tiles done and recorded); "
+                                  "run again to resume") from None
                 t = batch[0]
                 raise SRError(f"{scene.name}: tile ({t.row}, {t.col}) failed on a worker: "
                               f"{type(exc).__name__}: {exc}") from None
@@ -473,8 +593,10 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
             if on_progress:
                 on_progress(done, len(tiles), out_px)
         run.wald = wald_future.result() if wald_future is not None else None
+        run.resume.update({"tiles": len(tiles), "tiles_run": len(todo), "tiles_reused": reused,
+                           "tiles_all_nodata": sum(t.skipped for t in run.tiles)})
         run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
-                    "tiles_per_task": cfg.tiles_per_task, "scheduler": cfg.dask_address or "LocalCluster",
+                    "tiles_per_task": per_task, "scheduler": cfg.dask_address or "LocalCluster",
                     "devices": sorted({t.device for t in run.tiles}),
                     # compute inside the tasks, so scheduling overhead = infer wall - these / threads
                     "tile_compute_s": round(sum(t.seconds for t in run.tiles), 3),
@@ -484,37 +606,185 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
 
 def stitch(run: Run) -> Run:
     """Write the output Zarr at a temporary path (nothing at DST yet): a COG, or the medical
-    input's own format (:func:`sr_core.formats.write_output`)."""
+    input's own format (:func:`sr_core.formats.write_output`); then re-open and check it
+    (:func:`validate_output`).
+
+    Raises:
+        StorageError: the output cannot be written.
+        SRError: the written output fails validation (nothing is published).
+    """
     assert run.scene is not None and run.output_store is not None
     with timed(run, "stitch"):
         run.temp_output = storage.temp_path_for(run.cfg.dst.rstrip("/"), run.scratch)
         run.written = write_output(run.output_store, run.scene, run.cfg.scale, run.temp_output,
                                    model_name=run.model.descriptor.name, dst_uri=run.cfg.dst)
+        if run.written["format"] == "cog":
+            run.local_cog = run.temp_output
+        validate_output(run)
+    journal.crash_point("stitched")
     return run
 
 
-def publish(run: Run) -> Run:
-    """Move or upload the finished output into place at DST."""
+def _check_stats(run: Run, stats: list[dict]) -> None:
+    """Per band: valid pixels where the input had some, finite values, not all zero unless the
+    input was."""
+    staged, name = run.staged, run.cfg.dst
+    for b, st in enumerate(stats):
+        lo, hi = staged.band_min[b], staged.band_max[b]
+        if staged.valid_px[b] == 0:
+            continue
+        if not st["valid_px"]:
+            raise SRError(f"{name}: output band {b + 1} has no valid pixel (the input has "
+                          f"{staged.valid_px[b]}); not published")
+        if not (np.isfinite(st["min"]) and np.isfinite(st["max"])):
+            raise SRError(f"{name}: output band {b + 1} holds non-finite values; not published")
+        if st["min"] == st["max"] == 0 and not lo == hi == 0:
+            raise SRError(f"{name}: output band {b + 1} is all zero but the input is not; "
+                          "not published")
+
+
+def _zarr_stats(store: str) -> list[dict]:
+    """Per plane valid count, min and max of the output Zarr, one chunk at a time."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    image, valid = group["image"], group["valid"]
+    planes, h, w = image.shape
+    _, ch, cw = image.chunks
+    out = []
+    for p in range(planes):
+        n, lo, hi = 0, np.inf, -np.inf
+        for r in range(0, h, ch):
+            for c in range(0, w, cw):
+                ok = valid[p, r:r + ch, c:c + cw]
+                if ok.any():
+                    v = image[p, r:r + ch, c:c + cw][ok].astype(np.float64)
+                    n, lo, hi = n + v.size, min(lo, v.min()), max(hi, v.max())
+        out.append({"valid_px": n, "min": float(lo) if n else None,
+                    "max": float(hi) if n else None})
+    return out
+
+
+def validate_output(run: Run) -> None:
+    """Re-open the written output and check it before anything is published.
+
+    COG: size, band count, dtype, CRS and affine transform (the input's, pixel size divided by
+    the scale) as expected; statistics streamed from the file (:func:`measure_output`, kept for
+    the report): every band with valid input has valid output, finite, and not all zero unless
+    the input was. Medical outputs: re-opened with :func:`sr_core.formats.open_input` (size,
+    planes, dtype); statistics of the output Zarr, as for a COG.
+
+    Raises:
+        SRError: a check failed (the message names DST and the check).
+    """
+    scene, s, dst = run.scene, run.cfg.scale, run.cfg.dst
+    if run.written["format"] == "cog":
+        import rasterio
+        from affine import Affine
+
+        with rasterio.open(run.temp_output) as ds:
+            got = (ds.width, ds.height, ds.count, ds.dtypes[0])
+            want = (scene.width * s, scene.height * s, scene.count, scene.dtype)
+            if got != want:
+                raise SRError(f"{dst}: written COG is {got}, expected {want}; not published")
+            if (ds.crs.to_wkt() if ds.crs else None) != (
+                    rasterio.crs.CRS.from_user_input(scene.crs).to_wkt() if scene.crs else None):
+                raise SRError(f"{dst}: written COG has CRS {ds.crs}, expected {scene.crs}; "
+                              "not published")
+            t = Affine(*scene.transform[:6]) @ Affine.scale(1 / s)
+            if not ds.transform.almost_equals(t, precision=1e-9):
+                raise SRError(f"{dst}: written COG has transform {tuple(ds.transform)[:6]}, "
+                              f"expected {tuple(t)[:6]}; not published")
+        t0 = time.perf_counter()
+        run.measures = measure_output(run)
+        run.timings["report_measure"] = time.perf_counter() - t0
+        _check_stats(run, run.measures["band_stats"]["output"])
+        return
+    path = run.temp_output
+    if os.path.isfile(path):  # readers such as nibabel go by the extension: give them DST's name
+        path = os.path.join(run.scratch, "check-" + os.path.basename(dst.rstrip("/")))
+        storage.discard(path)
+        os.symlink(os.path.abspath(run.temp_output), path)
+    out = open_input(path, name=dst)
+    got = (out.width, out.height, out.count)
+    want = (scene.width * s, scene.height * s, scene.count)
+    if got != want:
+        raise SRError(f"{dst}: written output is {got} (width, height, planes), expected "
+                      f"{want}; not published")
+    _check_stats(run, _zarr_stats(run.output_store))
+
+
+def _stage_text(run: Run, name: str, uri: str, text: str) -> None:
+    """Write a small output file to its temporary path; :func:`publish` moves it into place."""
+    tmp = storage.temp_path_for(uri, run.scratch)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    run.staged_outputs.append((name, tmp, uri))
+
+
+def _sweep_partials(uri: str, keep: str) -> None:
+    """Remove hidden temporaries of ``uri`` left beside a local destination by a run that was
+    killed (``.NAME.partial-*``); this run holds the work lock."""
+    import glob
+
+    if storage.is_s3(uri):
+        return
+    path = os.path.abspath(uri.rstrip("/"))
+    for old in glob.glob(os.path.join(os.path.dirname(path),
+                                      f".{glob.escape(os.path.basename(path))}.partial-*")):
+        if os.path.abspath(old) != os.path.abspath(keep):
+            storage.discard(old)
+
+
+def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
+            manifest_extra: dict | None = None) -> Run:
+    """Publish every staged output, then the manifest, last and conditionally.
+
+    Steps: every output's size and SHA-256 are read from the staged files; a previous manifest
+    at DST (another input, model or parameters, or missing files) is retracted (rewritten with
+    no outputs); the output, the reports and ``extra`` files are moved into place (local:
+    fsync + :func:`os.replace`) or uploaded (S3, SHA-256 checksums); the manifest is written
+    with a conditional write (:func:`sr_core.manifest.commit`). A crash between any two steps
+    leaves no manifest listing a file that is not complete.
+
+    Args:
+        run: a run after :func:`report`.
+        extra: more files to publish before the manifest, name -> (URI, text) (the archive's
+            STAC item).
+        manifest_extra: more fields for the manifest (the archive's scene id).
+
+    Raises:
+        BusyError: another run published DST meanwhile (its result stands).
+        InputError, StorageError: the destination cannot be written.
+    """
     assert run.temp_output is not None and run.written is not None
+    cfg = run.cfg
     with timed(run, "publish"):
-        if run.written["format"] == "cog":
-            if storage.is_s3(run.cfg.dst):
-                # the upload removes the temporary COG; keep a link to it in scratch so the
-                # report stage reads the published pixels without downloading them again
-                run.local_cog = os.path.join(run.scratch,
-                                             "published-" + os.path.basename(run.temp_output))
-                try:
-                    os.link(run.temp_output, run.local_cog)
-                except OSError:
-                    shutil.copyfile(run.temp_output, run.local_cog)
-            else:
-                run.local_cog = run.cfg.dst
-        storage.publish(run.temp_output, run.cfg.dst)
-        run.published["output"] = run.cfg.dst
-        run.published["format"] = run.written["format"]
-        if run.written["format"] == "cog":
-            run.published["cog"] = run.cfg.dst
+        for name, (uri, text) in (extra or {}).items():
+            _stage_text(run, name, uri, text)
+        items = [("output", run.temp_output, cfg.dst)] + run.staged_outputs
+        outputs = {name: manifest.describe(tmp, uri) for name, tmp, uri in items}
+        muri = manifest.manifest_uri(cfg.dst)
+        if run.previous is not None:
+            run.previous = manifest.commit(muri, {**run.previous.doc, "outputs": {},
+                                                  "retracted": "being replaced"},
+                                           run.previous, run.scratch)
+            journal.crash_point("retracted")
+        for name, tmp, uri in items:
+            _sweep_partials(uri, keep=tmp)
+            storage.publish(tmp, uri)
+            journal.crash_point(f"published:{name}")
         run.temp_output = None
+        run.staged_outputs = []
+        doc = manifest.build(expected_manifest(run), outputs, work_key=run.work_key or "",
+                             source=cfg.src, extra=manifest_extra)
+        manifest.commit(muri, doc, run.previous, run.scratch)
+        run.manifest = doc
+        journal.crash_point("manifest")
+        run.published.update({"output": cfg.dst, "format": run.written["format"],
+                              "manifest": muri})
+        if run.written["format"] == "cog":
+            run.published["cog"] = cfg.dst
     return run
 
 
@@ -570,7 +840,8 @@ def measure_output(run: Run) -> dict:
 
 
 def report(run: Run) -> Run:
-    """Write the JSON, markdown and HTML reports and publish them beside the output.
+    """Write the JSON, markdown and HTML reports to temporary files; :func:`publish` puts them
+    beside the output.
 
     Timings ``report_measure`` (streaming statistics and seam metric) and ``report_html``
     (figures and page) are recorded in the JSON report. Should the HTML page fail (a bug in the
@@ -585,10 +856,12 @@ def report(run: Run) -> Run:
         q = quality(run)
         # the streamed statistics and seam metric read COGs with rasterio; a medical output's
         # HTML page reads the run's Zarr stores instead (build_medical_html)
-        measures = measure_output(run) if run.local_cog else {}
+        measures = dict(run.measures or {})
+        if run.local_cog and not measures:
+            measures = measure_output(run)
+            run.timings["report_measure"] = time.perf_counter() - t0
         if measures:
             q["seam"] = measures.pop("seam")
-        run.timings["report_measure"] = time.perf_counter() - t0
         rep = build_report(run, q, measures)
         t0 = time.perf_counter()
         json_uri, md_uri = run.cfg.report_paths()
@@ -609,10 +882,9 @@ def report(run: Run) -> Run:
         if html_uri:
             pages.insert(0, (html_uri, html))
         for uri, text in pages:
-            tmp = storage.temp_path_for(uri, run.scratch)
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            storage.publish(tmp, uri)
+            name = ("report_html" if uri == html_uri else "report_json" if uri == json_uri
+                    else "report_md")
+            _stage_text(run, name, uri, text)
         run.published["report_json"] = json_uri
         run.published["report_md"] = md_uri
         run.published["report_html"] = html_uri  # None when the page could not be made
@@ -621,23 +893,41 @@ def report(run: Run) -> Run:
 
 
 def cleanup(run: Run) -> None:
-    """Remove the run's scratch directory and any temporary output."""
+    """Remove the run's scratch directory and any temporary output not published; release the
+    work lock, removing the work directory once the output is published (or was up to date) and
+    keeping it after a failure, so that a rerun resumes it."""
     if run.temp_output:
         storage.discard(run.temp_output)
+    for _, tmp, _ in run.staged_outputs:
+        storage.discard(tmp)
     if not os.environ.get("SR_KEEP_SCRATCH"):
         shutil.rmtree(run.scratch, ignore_errors=True)
+    if run.work:
+        journal.release(run.work, remove=run.manifest is not None or run.up_to_date is not None)
 
 
 def run_upscale(cfg: UpscaleConfig,
-                on_progress: Callable[[int, int, int], None] | None = None) -> Run:
+                on_progress: Callable[[int, int, int], None] | None = None, *,
+                extra: Callable[[Run], dict[str, tuple[str, str]]] | None = None,
+                manifest_extra: dict | None = None) -> Run:
     """Run every stage for one scene (what ``sr-pipeline upscale`` does).
 
+    Args:
+        cfg: the job.
+        on_progress: called as ``on_progress(tiles_done, tiles_total, out_px_done)``.
+        extra: called after the report with the run; returns more files to publish before the
+            manifest, name -> (URI, text) (the archive's STAC item).
+        manifest_extra: more manifest fields (see :func:`publish`).
+
     Returns:
-        The finished :class:`Run`; ``run.published`` holds the COG and report locations and the
-        report itself.
+        The finished :class:`Run`; ``run.published`` holds the output, report and manifest
+        locations and the report itself; ``run.resume`` the tiles run and reused. When DST
+        already holds this result (``run.up_to_date``: its manifest), nothing is done.
 
     Raises:
-        InputError, ModelError, StorageError, SRError: as the stages do; nothing is left at DST.
+        BusyError: another run holds the same job, or published DST first.
+        InputError, ModelError, StorageError, SRError: as the stages do; nothing is left at DST
+            that a manifest lists.
     """
     scene = preflight(cfg)
     scratch = make_scratch(cfg)
@@ -649,13 +939,16 @@ def run_upscale(cfg: UpscaleConfig,
         run = start(cfg, scratch)
         cluster.warm(run.cfg)
         ingest(run, scene)
+        if run.up_to_date is not None:
+            return run
         tile(run)
         with timed(run, "cluster_wait"):
             client = cluster.client()
         infer(run, client, on_progress)
+        cluster.release()
         stitch(run)
-        publish(run)
         report(run)
+        publish(run, extra(run) if extra else None, manifest_extra)
         return run
     finally:
         cluster.close()

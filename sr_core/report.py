@@ -67,6 +67,8 @@ def build_report(run, quality: dict, measures: dict | None = None) -> dict:
             "read_px": grid.read_px, "halo_overhead": grid.read_px / in_px if in_px else None,
         },
         "dask": run.dask,
+        # tiles run in this run, reused from a killed run's journal, all-nodata (no model work)
+        "resume": dict(run.resume),
         "timings_s": {**{k: round(v, 3) for k, v in run.timings.items()}, "total": round(wall, 3)},
         "throughput": {
             "input_mp_per_s": in_px / wall / 1e6, "output_mp_per_s": out_px / wall / 1e6,

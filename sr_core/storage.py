@@ -306,7 +306,7 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     exist or be an empty folder), to S3 uploaded file by file under ``DST/`` (the objects appear
     one by one).
 
-    Local: :func:`os.replace`. S3: ``upload_file`` with ``ChecksumAlgorithm="SHA256"`` (S3
+    Local: :func:`os.fsync`, then :func:`os.replace`. S3: ``upload_file`` with ``ChecksumAlgorithm="SHA256"`` (S3
     verifies every part and stores the checksum; the object appears only when the upload
     completes), then ``local_file`` is removed. On failure ``local_file`` is kept (the caller
     may retry, or :func:`discard` it).
@@ -320,6 +320,7 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     if not is_s3(dst_uri):
         dst = os.fspath(dst_uri).rstrip("/") or os.fspath(dst_uri)
         try:  # a folder too: renamed onto a missing or empty folder
+            _fsync(local_file)  # the bytes are on disk before the name points at them
             os.replace(local_file, dst)
         except OSError as exc:
             raise StorageError(f"{dst}: cannot move {local_file} into place "
@@ -344,6 +345,17 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
         raise _s3_error(uri, exc, missing="no such bucket") from None
     discard(local_file)
+
+
+def _fsync(path: str) -> None:
+    """Flush a file's (or every file in a folder's) data to disk."""
+    files = [os.path.join(path, n) for n in os.listdir(path)] if os.path.isdir(path) else [path]
+    for name in files:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def exists(uri: str | os.PathLike) -> bool:

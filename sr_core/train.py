@@ -419,6 +419,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
             "arguments": dict(cfg.arguments),
             "scale": s,
             "in_channels": descriptor.in_channels,
+            # read by the planning process without torch (sr_core.models.catalog)
+            "descriptor": descriptor.to_dict(),
             "bands": "band by band" if descriptor.in_channels == 1 else
                      f"groups of {descriptor.in_channels} bands",
             "normalisation": "per scene: uint8 x/255; other dtypes (x - band min) / (band max - "

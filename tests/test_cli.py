@@ -130,7 +130,8 @@ def test_console_script_bad_file_and_good_run(landsat, tmp_path, dask_address):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert str(out / "landsat_x2.tif") in res.stdout and "landsat_x2.report.json" in res.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["landsat_x2.report.html",
+    assert sorted(p.name for p in out.iterdir()) == ["landsat_x2.manifest.json",
+                                                     "landsat_x2.report.html",
                                                      "landsat_x2.report.json",
                                                      "landsat_x2.report.md", "landsat_x2.tif"]
     assert "landsat_x2.report.html (HTML)" in res.stdout
@@ -146,3 +147,21 @@ def test_models_lists_every_architecture(capsys):
 
     assert all(f"  {a} " in out for a in ARCHITECTURES if a != "bicubic")
     assert "imdn" in out and "whole image" in out
+
+
+def test_flat_scene_reports_infinite_psnr_without_crashing(repo_data, dask_address, tmp_path,
+                                                           capsys):
+    """A window of open sea in the Copernicus DEM (all 0 m): bicubic reproduces the Wald window
+    exactly, so PSNR is infinite ("inf" in the JSON report). The CLI printed the output and then
+    crashed formatting it."""
+    from conftest import crop_scene
+
+    src = crop_scene(repo_data.path("Copernicus_DSM_COG_10_N00_00_E006_00_DEM.tif"),
+                     tmp_path / "sea.tif", row=700, col=2900, height=96, width=96)
+    with rasterio.open(src) as ds:
+        assert float(np.ptp(ds.read())) == 0.0
+    code, out, err = run_main(["upscale", str(src), str(tmp_path / "sea_x2.tif"), "--model",
+                               "bicubic", "--dask-address", dask_address, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "Wald check: model inf dB" in out and "bicubic inf dB" in out
+    assert (tmp_path / "sea_x2.tif").is_file()

@@ -436,6 +436,7 @@ def test_s3_series_folder_and_nifti(moto_s3, dask_address, tmp_path):
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="med", Prefix="out/")["Contents"]}
     assert keys == {*(f"out/ct5n_x2/IM{i:05d}.dcm" for i in range(1, 6)),
                     "out/ct5n_x2.report.json", "out/ct5n_x2.report.md", "out/ct5n_x2.report.html",
+                    "out/ct5n_x2.manifest.json", "out/ex4d_x2.manifest.json",
                     "out/ex4d_x2.nii.gz", "out/ex4d_x2.report.json", "out/ex4d_x2.report.md",
                     "out/ex4d_x2.report.html"}
     s3.download_file("med", "out/ct5n_x2/IM00001.dcm", str(tmp_path / "im1.dcm"))

@@ -96,8 +96,9 @@ def check_outputs(local: Path, summary: dict, prefix: str) -> None:
     item = json.loads((base["geo/s2"] / "s2.stac.json").read_text())
     assert item["properties"]["proj:shape"] == [80, 96]
     manifest = json.loads((base["dicom/ct5n"] / "ct5n.manifest.json").read_text())
-    assert manifest["input"]["files"] == 5 and manifest["outputs"]["format"] == "dicom"
-    assert manifest["outputs"]["stac"] is None and "bicubic" in manifest["outputs"]["lineage"]
+    assert manifest["input"]["files"] == 5 and "stac" not in manifest["outputs"]
+    assert manifest["outputs"]["output"]["uri"].rstrip("/").endswith("dicom/ct5n/bicubic_x2/ct5n")
+    assert len(manifest["outputs"]["output"]["files"]) == 5
     page = (local / "archive-report.html").read_text()
     for sid in OUTPUTS:
         assert f'{sid}/bicubic_x2/{sid.rsplit("/", 1)[-1]}.report.html' in page, sid

@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from sr_core.errors import InputError, ModelError
-from sr_core.models import registry
+from sr_core.models import catalog, registry
 from sr_core.models.base import SRModel
 from sr_core.models.descriptor import ModelDescriptor
 from sr_core.models.edsr import EDSR
@@ -31,6 +31,7 @@ from sr_core.resample import (
     downsample_bands,
     downsample_bicubic,
     upsample_bands,
+    upsample_bands_pillow,
     upsample_bicubic,
 )
 
@@ -124,6 +125,17 @@ def test_resample_equals_pil_bicubic(scale: int) -> None:
     down = downsample_bands(hr[None], scale)[0]
     assert down.shape == (12, 10) and down.dtype == np.float32
     assert np.abs(down - pil_resize(hr, (10, 12))).max() < 1e-4
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_pillow_upsampling_equals_the_torch_kernel(scale: int) -> None:
+    """The report's torch-free crops use the Wald baseline's kernel."""
+    x = np.stack([rand01(19, 26, seed=scale), rand01(19, 26, seed=7)])
+    got = upsample_bands_pillow(x, scale)
+    assert got.shape == (2, 19 * scale, 26 * scale) and got.dtype == np.float32
+    assert np.abs(got - upsample_bands(x, scale)).max() < 1e-4
+    with pytest.raises(InputError, match="float"):
+        upsample_bands_pillow(np.zeros((1, 4, 4), np.uint8), 2)
 
 
 def test_plain_torch_bicubic_differs_from_pil() -> None:
@@ -371,7 +383,7 @@ def test_upscale_rejects_bad_arrays() -> None:
 
 def test_registry_names_scales_and_missing_files(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(catalog, "WEIGHTS_DIR", tmp_path)
     assert load_model("bicubic").scale == 2
     assert load_model("bicubic", scale=4).descriptor.receptive_field_px == 2
     with pytest.raises(ModelError, match="edsr-x2: shipped weights file .* is missing"):

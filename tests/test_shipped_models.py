@@ -9,7 +9,8 @@ import pytest
 import rasterio
 
 from sr_core.metrics import data_range_for, wald_check
-from sr_core.models.registry import SHIPPED, WEIGHTS_DIR, load_model
+from sr_core.models.catalog import SHIPPED, WEIGHTS_DIR, describe_shipped
+from sr_core.models.registry import load_model
 from sr_core.normalize import normalization_for
 from sr_core.tiling import PixelWindow
 
@@ -38,3 +39,14 @@ def test_card_matches_recomputed_validation_and_beats_bicubic(name, repo_data):
     assert got["bicubic"]["psnr_db"] == pytest.approx(claimed["bicubic"]["psnr_db"], abs=0.01)
     assert got["model"]["psnr_db"] > got["bicubic"]["psnr_db"]
     assert got["model"]["ssim"] > got["bicubic"]["ssim"]
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_card_descriptor_is_the_loaded_models(name):
+    """The planning process reads the descriptor from the card (no torch): it must be the one
+    loading the weights gives, or tiles would get the wrong halo."""
+    from_card = describe_shipped(name, None)
+    assert from_card is not None, f"{name}: card has no descriptor"
+    loaded = load_model(name)
+    assert from_card[0] == loaded.descriptor
+    assert from_card[1] == loaded.card

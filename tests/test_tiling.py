@@ -63,3 +63,13 @@ def test_each_core_is_exactly_one_output_chunk(h, w, t, scale):
 def test_nonsense_tile_size_is_refused(bad):
     with pytest.raises(InputError, match="tile-size"):
         plan_tiles(100, 100, tile_size_px=bad, halo_px=2)
+
+
+def test_auto_tiles_per_task_batches_many_small_tiles():
+    from sr_core.pipeline import MAX_TILES_PER_TASK, auto_tiles_per_task
+
+    assert auto_tiles_per_task(1, 2) == 1
+    assert auto_tiles_per_task(4, 1) == 1  # few tiles: one task each
+    assert auto_tiles_per_task(36, 2) == 5  # ~4 tasks per thread
+    assert auto_tiles_per_task(256, 2) == MAX_TILES_PER_TASK == 16  # capped
+    assert auto_tiles_per_task(10, 0) == 3  # a cluster reporting no threads counts as one

@@ -1,31 +1,33 @@
 """Super-resolution models: networks, descriptors, weights files and the registry.
 
 The one list of what exists is :mod:`sr_core.models.registry`; start there (``load_model``,
-``list_models``).
+``list_models``). The names below are imported on first use, so that importing
+:mod:`sr_core.models.descriptor` or :mod:`sr_core.models.catalog` (what a process that only plans
+a run needs) does not import PyTorch.
 """
 
-from sr_core.models.base import SRModel
-from sr_core.models.descriptor import ModelDescriptor
-from sr_core.models.registry import (
-    ARCHITECTURES,
-    DEFAULT_MODEL,
-    SHIPPED,
-    build_module,
-    describe,
-    list_models,
-    load_model,
-    resolve_device,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ARCHITECTURES",
-    "DEFAULT_MODEL",
-    "SHIPPED",
-    "ModelDescriptor",
-    "SRModel",
-    "build_module",
-    "describe",
-    "list_models",
-    "load_model",
-    "resolve_device",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SRModel": "sr_core.models.base",
+    "ModelDescriptor": "sr_core.models.descriptor",
+    "ARCHITECTURES": "sr_core.models.registry",
+    "DEFAULT_MODEL": "sr_core.models.catalog",
+    "SHIPPED": "sr_core.models.catalog",
+    "build_module": "sr_core.models.registry",
+    "describe": "sr_core.models.registry",
+    "list_models": "sr_core.models.registry",
+    "load_model": "sr_core.models.registry",
+    "resolve_device": "sr_core.models.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sr_core.models' has no attribute {name!r}")

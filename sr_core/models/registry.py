@@ -3,7 +3,7 @@
 Everything a model can be is written here, explicitly (no registration by import side effect):
 
 * :data:`ARCHITECTURES`: architecture key -> network class and descriptor function;
-* :data:`SHIPPED`: registry name (``"<architecture>-x<scale>"``) -> weights file stem in
+* :data:`SHIPPED` (defined in the torch-free :mod:`sr_core.models.catalog`): registry name (``"<architecture>-x<scale>"``) -> weights file stem in
   ``sr_core/models/weights/`` (``NAME.safetensors`` + ``NAME.json`` card);
 * :data:`SHIPPED_ARGUMENTS`: the constructor arguments the shipped weights are trained with (the
   card is what loading uses; these let ``list_models`` describe a model before its file exists).
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sr_core.errors import InputError, ModelError
+from sr_core.models import catalog
 from sr_core.models.base import SRModel
 from sr_core.models.bicubic import Bicubic, describe_bicubic
 from sr_core.models.descriptor import ModelDescriptor
@@ -40,6 +41,12 @@ from sr_core.models.weights import (
     load_weights,
     read_card,
 )
+
+# re-exported: the names are defined in the torch-free catalog
+SHIPPED = catalog.SHIPPED
+SHIPPED_ARGUMENTS = catalog.SHIPPED_ARGUMENTS
+DEFAULT_MODEL = catalog.DEFAULT_MODEL
+DEFAULT_SCALE = catalog.DEFAULT_SCALE
 
 
 @dataclass(frozen=True)
@@ -73,27 +80,6 @@ ARCHITECTURES: dict[str, Architecture] = {
     "imdn": Architecture(IMDN, describe_imdn, "Hui et al., ACM MM 2019"),
     "rrdbnet": Architecture(RRDBNet, describe_rrdbnet, "Wang et al., ECCVW 2018", (2, 4)),
 }
-
-#: Registry name -> weights file stem in :data:`WEIGHTS_DIR`. Names are ``<architecture>-x<scale>``.
-SHIPPED: dict[str, str] = {
-    "edsr-x2": "edsr_x2",
-    "espcn-x2": "espcn_x2",
-    "espcn-x4": "espcn_x4",
-}
-
-#: Constructor arguments of the shipped models (the default model is small enough to train on a
-#: CPU and starts at bicubic quality thanks to the bicubic residual).
-SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
-    "edsr-x2": {"scale": 2, "in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
-                "rgb_range": 1.0, "bicubic_residual": True},
-    "espcn-x2": {"scale": 2, "in_channels": 1},
-    "espcn-x4": {"scale": 4, "in_channels": 1},
-}
-
-DEFAULT_MODEL = "edsr"
-DEFAULT_SCALE = 2
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-
 
 def _architecture(architecture: str) -> Architecture:
     try:
@@ -166,15 +152,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             f"device {text!r}: only {torch.cuda.device_count()} CUDA device(s) present"
         )
     return dev
-
-
-def _split_shipped_name(name: str) -> tuple[str, int]:
-    architecture, _, scale = name.rpartition("-x")
-    return architecture, int(scale)
-
-
-def _shipped_scales(architecture: str) -> list[int]:
-    return sorted(s for a, s in map(_split_shipped_name, SHIPPED) if a == architecture)
 
 
 def _finish(module: nn.Module, descriptor: ModelDescriptor, card: dict, device: torch.device
@@ -362,26 +339,19 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
         raise InputError(f"scale must be an integer >= 2, got {scale!r}")
     if ref == "bicubic":
         return _bicubic(scale or DEFAULT_SCALE, dev)
-    if ref in ARCHITECTURES:
+    name = catalog.shipped_name(ref, scale)
+    if name is None and ref in ARCHITECTURES:
         want = scale or DEFAULT_SCALE
-        if want not in _shipped_scales(ref):
-            have = ", ".join(f"x{s}" for s in _shipped_scales(ref)) or "none"
-            raise ModelError(
-                f"{ref}: no shipped weights for x{want} (shipped: {have}); use 'bicubic' or a "
-                f"local .safetensors trained for x{want}"
-            )
-        ref = f"{ref}-x{want}"
-    if ref in SHIPPED:
-        _, shipped_scale = _split_shipped_name(ref)
-        if scale is not None and scale != shipped_scale:
-            raise ModelError(f"{ref}: upscales x{shipped_scale}, but scale {scale} was asked for")
-        path = WEIGHTS_DIR / f"{SHIPPED[ref]}{SAFETENSORS_SUFFIX}"
+        raise ModelError(f"{ref}: no shipped weights for x{want} (shipped: none); use 'bicubic' "
+                         f"or a local .safetensors trained for x{want}")
+    if name is not None:
+        path = catalog.shipped_path(name)
         if not path.is_file():
             raise ModelError(
-                f"{ref}: shipped weights file {path} is missing (not trained yet, or the package "
+                f"{name}: shipped weights file {path} is missing (not trained yet, or the package "
                 f"was installed without it); use 'bicubic' or a local .safetensors"
             )
-        return _from_file(path, ref, scale, dev)
+        return _from_file(path, name, scale, dev)
     if ref.startswith("s3://"):
         return _from_file(_fetch_s3_model(ref), None, scale, dev)
     if _looks_like_path(ref):
@@ -410,12 +380,12 @@ def list_models() -> list[dict]:
              "receptive_field_px": describe("bicubic", "bicubic").receptive_field_px,
              "weights": "none"}]
     for name, stem in SHIPPED.items():
-        architecture, scale = _split_shipped_name(name)
+        architecture, scale = catalog.split_shipped_name(name)
         file = f"{stem}{SAFETENSORS_SUFFIX}"
         arguments, weights = SHIPPED_ARGUMENTS[name], f"{file} (missing)"
-        if (WEIGHTS_DIR / file).is_file():
+        if catalog.shipped_path(name).is_file():
             try:  # the card, when installed, is the truth
-                arguments, weights = read_card(WEIGHTS_DIR / file)["arguments"], file
+                arguments, weights = read_card(catalog.shipped_path(name))["arguments"], file
             except ModelError:
                 weights = f"{file} (bad card)"
         d = describe(architecture, name, **arguments)

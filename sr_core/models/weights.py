@@ -33,9 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from sr_core.errors import ModelError
 from sr_core.storage import sha256_file  # noqa: F401 - re-exported: cards pin it
@@ -45,6 +43,10 @@ TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
 REQUIRED_CARD_KEYS = {"name": str, "architecture": str, "arguments": dict, "scale": int,
                       "sha256": str}
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written: reading a card needs none
+    import torch
+    from torch import nn
 
 
 def card_path(weights_path: str | os.PathLike) -> Path:
@@ -124,6 +126,8 @@ def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> dict[str, torch.Te
         obj = inner
     if not isinstance(obj, Mapping) or not obj:
         raise ModelError(f"{where}: no state dict found (expected a mapping of names to tensors)")
+    import torch
+
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise ModelError(
@@ -137,6 +141,8 @@ def unwrap_state_dict(obj: Any, where: str = "checkpoint") -> dict[str, torch.Te
 
 
 def _load_torch_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -173,6 +179,8 @@ def load_weights(path: str | os.PathLike, *, require_card: bool = True
     if not path.is_file():
         raise ModelError(f"{path}: weights file not found")
     if suffix == SAFETENSORS_SUFFIX:
+        from safetensors.torch import load_file
+
         try:
             state = load_file(path, device="cpu")
         except Exception as e:
@@ -211,6 +219,8 @@ def save_model(module: nn.Module, card: dict, path: str | os.PathLike) -> Path:
     Raises:
         ModelError: the card lacks a required key or has a wrong type.
     """
+    from safetensors.torch import save_file
+
     path = Path(path)
     if path.suffix.lower() != SAFETENSORS_SUFFIX:
         path = path.with_name(path.name + SAFETENSORS_SUFFIX)

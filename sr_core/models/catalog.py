@@ -1,0 +1,114 @@
+"""The shipped models by name, readable without importing PyTorch.
+
+The process that plans a run (the CLI, a Prefect flow) needs a model's descriptor (scale,
+receptive field, size multiple) but never runs the network: the Dask workers do. Importing torch
+there costs about 2 s of start-up and 1 GB of resident memory for nothing, so the shipped models'
+cards carry their descriptor (``"descriptor"``, written by ``scripts/train_shipped.sh`` through
+:func:`sr_core.train.train`) and :func:`describe_shipped` reads it from the card. A test holds every
+shipped card's descriptor equal to :func:`sr_core.models.registry.describe` of its arguments.
+Everything else (third-party checkpoints, user weights, ``bicubic``) goes through
+:func:`sr_core.models.registry.load_model`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from sr_core.errors import ModelError
+from sr_core.models.descriptor import ModelDescriptor
+
+#: Registry name -> weights file stem in :data:`WEIGHTS_DIR`. Names are ``<architecture>-x<scale>``.
+SHIPPED: dict[str, str] = {
+    "edsr-x2": "edsr_x2",
+    "espcn-x2": "espcn_x2",
+    "espcn-x4": "espcn_x4",
+}
+
+#: Constructor arguments of the shipped models (the default model is small enough to train on a
+#: CPU and starts at bicubic quality thanks to the bicubic residual).
+SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "edsr-x2": {"scale": 2, "in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
+                "rgb_range": 1.0, "bicubic_residual": True},
+    "espcn-x2": {"scale": 2, "in_channels": 1},
+    "espcn-x4": {"scale": 4, "in_channels": 1},
+}
+
+DEFAULT_MODEL = "edsr"
+DEFAULT_SCALE = 2
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def split_shipped_name(name: str) -> tuple[str, int]:
+    """``"edsr-x2"`` -> ``("edsr", 2)``."""
+    architecture, _, scale = name.rpartition("-x")
+    return architecture, int(scale)
+
+
+def shipped_scales(architecture: str) -> list[int]:
+    """The scales ``architecture`` has shipped weights for (empty when none)."""
+    return sorted(s for a, s in map(split_shipped_name, SHIPPED) if a == architecture)
+
+
+def shipped_name(ref: str, scale: int | None) -> str | None:
+    """The shipped model ``ref`` means at ``scale``: ``"edsr"`` + 2 -> ``"edsr-x2"``;
+    ``"edsr-x2"`` itself; ``None`` when ``ref`` names no shipped model.
+
+    Raises:
+        ModelError: ``ref`` has shipped weights but none for ``scale``, or a shipped name whose
+            scale disagrees with ``scale``.
+    """
+    if ref in SHIPPED:
+        _, have = split_shipped_name(ref)
+        if scale is not None and scale != have:
+            raise ModelError(f"{ref}: upscales x{have}, but scale {scale} was asked for")
+        return ref
+    scales = shipped_scales(ref)
+    if not scales:
+        return None
+    want = scale or DEFAULT_SCALE
+    if want not in scales:
+        have = ", ".join(f"x{s}" for s in scales)
+        raise ModelError(
+            f"{ref}: no shipped weights for x{want} (shipped: {have}); use 'bicubic' or a "
+            f"local .safetensors trained for x{want}"
+        )
+    return f"{ref}-x{want}"
+
+
+def shipped_path(name: str) -> Path:
+    """The weights file of shipped model ``name`` (which may be missing)."""
+    return WEIGHTS_DIR / f"{SHIPPED[name]}.safetensors"
+
+
+def describe_shipped(ref: str, scale: int | None) -> tuple[ModelDescriptor, dict] | None:
+    """Descriptor and card of a shipped model, from its card alone (no torch, no weights read).
+
+    Args:
+        ref: a model reference as :func:`sr_core.models.registry.load_model` takes it.
+        scale: the scale asked for, or ``None``.
+
+    Returns:
+        ``(descriptor, card)``, or ``None`` when ``ref`` is not a shipped model, its weights are
+        not installed or its card carries no descriptor (the caller then loads the model).
+
+    Raises:
+        ModelError: a shipped model without weights for ``scale``; a malformed card.
+    """
+    from sr_core.models.weights import read_card
+
+    name = shipped_name(ref, scale)
+    if name is None or not shipped_path(name).is_file():
+        return None
+    card = read_card(shipped_path(name))
+    stored = card.get("descriptor")
+    if not isinstance(stored, dict):
+        return None
+    known = {f.name for f in fields(ModelDescriptor)}
+    if set(stored) - known:
+        raise ModelError(f"{shipped_path(name)}: card descriptor has unknown fields "
+                         f"{sorted(set(stored) - known)}")
+    if stored.get("supported_scales") is not None:
+        stored = {**stored, "supported_scales": tuple(stored["supported_scales"])}
+    return ModelDescriptor(**stored), card
