@@ -168,8 +168,10 @@ def upscale_archive(
             (every **/*.tif) or local glob, or a STAC ItemCollection / Catalog / Collection JSON
             (local or s3://).
         output_prefix: Where outputs go (a local folder or s3:// prefix):
-            PREFIX/<scene>/<model>_x<scale>/<stem>.tif with its report, STAC item and manifest,
-            and PREFIX/archive-summary.json.
+            PREFIX/<scene>/<model>_x<scale>/<stem>.tif (medical inputs: .nii.gz, .dcm, a DICOM
+            series folder, a pyramidal .tif) with its reports, STAC item (georeferenced outputs
+            only) and manifest, and PREFIX/archive-summary.json. Medical archives need a glob
+            that lists them (s3://bucket/prefix/**/*); a folder of DICOM files is one scene.
         stac_asset: STAC sources only: key of the asset to upscale in each item.
         processing: Model, scale, tile size, device and Wald window for every scene.
         cluster: The Dask cluster shared by all scenes of this run (LocalCluster or an address;

@@ -115,7 +115,8 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
 
     Returns:
         ``{"output": DST, "format": ..., "cog": DST (GeoTIFF input only), "report_json": ...,
-        "report_md": ..., "report_html": ... (GeoTIFF input only), "wald": {...}, "seam": {...},
+        "report_md": ..., "report_html": ... (None if the page failed), "wald": {...},
+        "seam": {...},
         "timings_s": {...}}`` (``timings_s``: seconds per stage, the cluster's start-up wait and
         teardown included).
     """

@@ -12,9 +12,12 @@ Sources (:func:`list_scenes`):
 
 Output layout (:func:`output_paths`), under an output prefix (local folder or ``s3://``)::
 
-    OUTPUT_PREFIX/<scene id>/<model>_x<scale>/<stem>.tif           the COG
-                                              <stem>.report.json   quality report (+ .md)
-                                              <stem>.stac.json     STAC item of the COG
+    OUTPUT_PREFIX/<scene id>/<model>_x<scale>/<stem>.tif           COG (WSI: pyramidal TIFF)
+                                              <stem>.nii.gz / .nii NIfTI output
+                                              <stem>.dcm           single DICOM file output
+                                              <stem>/IM00001.dcm   DICOM series output (folder)
+                                              <stem>.report.json   quality report (+ .md, .html)
+                                              <stem>.stac.json     STAC item (georeferenced only)
                                               <stem>.manifest.json publication manifest
     OUTPUT_PREFIX/archive-summary.json                             last run's summary
     OUTPUT_PREFIX/archive-report.html                              last run's HTML page
@@ -23,6 +26,11 @@ Output layout (:func:`output_paths`), under an output prefix (local folder or ``
 The scene id is the scene's path relative to the listing root without its extension
 (``2024/05/scene_a``), or the STAC item id; ``<stem>`` is its last part; ``<model>`` is the model's
 name without its ``-xN`` suffix (``edsr``, ``espcn``, ``bicubic``, or a custom card's name).
+
+The output's name follows its format, read from the input's first bytes (:func:`output_for`).
+Medical archives: a folder where two or more listed files are DICOM is one scene, the series
+folder (:func:`group_series`). Medical outputs get no STAC item: their manifest holds the lineage
+and their report the physical geometry.
 
 Idempotency: each scene's manifest is the pipeline's publication manifest
 (:mod:`sr_core.manifest`), written last and conditionally by :func:`sr_core.pipeline.publish`
@@ -105,16 +113,18 @@ class ScenePlan:
 
     Attributes:
         paths: its outputs; ``None`` when ``status`` is ``"failed"``.
-        status: ``"todo"``, ``"skipped"`` (its manifest matches and its COG exists) or
+        status: ``"todo"``, ``"skipped"`` (its manifest matches and its output exists) or
             ``"failed"`` (its location or id is refused: nothing is read or written for it).
         reason: why (``"no manifest"``, ``"input changed"``, ``"up to date"``, the refusal's
             one-line message, ...).
+        outputs: a skipped scene's outputs, as its manifest records them.
     """
 
     scene: SceneRef
     paths: OutputPaths | None
     status: str
     reason: str
+    outputs: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -141,6 +151,9 @@ class SceneResult:
     finished: float | None = None
     output_mp_per_s: float | None = None
     quality: dict = field(default_factory=dict)
+
+    output: str | None = None
+    format: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,11 +186,80 @@ def glob_regex(pattern: str) -> re.Pattern:
 
 def _scene_id(relative: str) -> str:
     rel = relative.strip("/")
+    if rel.lower().endswith(".nii.gz"):
+        return rel[:-len(".nii.gz")]
     stem, dot, ext = rel.rpartition(".")
     return stem if dot and "/" not in ext else rel
 
 
 fingerprint = manifest.fingerprint
+
+
+#: Names never sniffed for DICOM content when listing (their format is another one).
+NOT_DICOM_EXTS = (".tif", ".tiff", ".svs", ".nii", ".nii.gz", ".json", ".xml")
+
+
+def _head_bytes(uri: str, n: int = 1024) -> bytes:
+    """The first ``n`` bytes of a local file or S3 object (a ranged GET).
+
+    Raises:
+        StorageError: S3 unreachable or access denied.
+    """
+    if storage.is_s3(uri):
+        bucket, key = storage.parse_s3(uri)
+        try:
+            return storage.s3_client().get_object(Bucket=bucket, Key=key,
+                                                  Range=f"bytes=0-{n - 1}")["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            raise storage._s3_error(uri, exc) from None
+    with open(uri, "rb") as f:
+        return f.read(n)
+
+
+def _is_dicom(scene: SceneRef) -> bool:
+    uri = scene.uri
+    if uri.lower().endswith(NOT_DICOM_EXTS) or scene.fingerprint.get("size", 1) < 132:
+        return False  # (an empty object would answer a ranged GET with an error)
+    from sr_core.formats import format_of_head
+
+    return format_of_head(_head_bytes(uri, 132)) == "dicom"
+
+
+def group_series(scenes: list[SceneRef], root: str) -> list[SceneRef]:
+    """Turn DICOM series folders into one scene each.
+
+    A folder in which two or more of the listed files are DICOM (``DICM`` at byte 128; names
+    ending in :data:`NOT_DICOM_EXTS` are not read) is one scene: id the folder's path relative
+    to the listing root, URI the folder (``s3://bucket/prefix/folder/`` on S3), fingerprint the
+    SHA-256 of its files' names and fingerprints. Its DICOM files are no scenes of their own; a
+    DICOM file alone in its folder stays a single-file scene. The pipeline then validates the
+    folder as ``sr-pipeline upscale FOLDER`` does: every file in it one series of one size and
+    pixel format, so a folder that mixes series (or holds other files) fails as one scene.
+    """
+    import hashlib
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        dicom = list(pool.map(_is_dicom, scenes))
+    folders: dict[str, list[SceneRef]] = {}
+    for sc, is_dcm in zip(scenes, dicom, strict=True):
+        if is_dcm:
+            folders.setdefault(sc.uri.rsplit("/", 1)[0], []).append(sc)
+    out = [sc for sc, is_dcm in zip(scenes, dicom, strict=True)
+           if not is_dcm or len(folders[sc.uri.rsplit("/", 1)[0]]) < 2]
+    for folder, members in folders.items():
+        if len(members) < 2:
+            continue
+        lines = sorted(f"{m.uri.rsplit('/', 1)[-1]}\t{json.dumps(m.fingerprint, sort_keys=True)}"
+                       for m in members)
+        rel = folder[len(root.rstrip("/")):].strip("/") if folder.startswith(root.rstrip("/")) \
+            else folder.rsplit("/", 1)[-1]
+        out.append(SceneRef(
+            uri=folder + "/" if storage.is_s3(folder) else folder,
+            scene_id=rel or folder.rsplit("/", 1)[-1],
+            fingerprint={"series_sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
+                         "files": len(members),
+                         "size": sum(int(m.fingerprint.get("size", 0)) for m in members)}))
+    return out
 
 
 def _list_s3(source: str) -> list[SceneRef]:
@@ -193,7 +275,7 @@ def _list_s3(source: str) -> list[SceneRef]:
         if rx.match(rel):
             scenes.append(SceneRef(uri=f"s3://{bucket}/{key}", scene_id=_scene_id(rel),
                                    fingerprint={"etag": etag, "size": size}))
-    return scenes
+    return group_series(scenes, root)
 
 
 def _list_local(source: str) -> list[SceneRef]:
@@ -215,7 +297,8 @@ def _list_local(source: str) -> list[SceneRef]:
     # hashing reads every file: do it on a few threads (I/O bound)
     with ThreadPoolExecutor(max_workers=4) as pool:
         prints = list(pool.map(lambda s: fingerprint(s.uri), scenes))
-    return [SceneRef(s.uri, s.scene_id, fp) for s, fp in zip(scenes, prints, strict=True)]
+    return group_series([SceneRef(s.uri, s.scene_id, fp)
+                         for s, fp in zip(scenes, prints, strict=True)], root or "")
 
 
 def _stac_io():
@@ -336,6 +419,33 @@ def model_label(model: ModelInfo) -> str:
     return f"{name}_x{scale}"
 
 
+def output_for(paths: OutputPaths, uri: str) -> str:
+    """Where a scene's upscaled image goes, named as its format names it (decided from the
+    input's content, not its name): ``<stem>.tif`` for a GeoTIFF (the COG, ``paths.cog``) or a
+    whole-slide TIFF (pyramidal TIFF); ``<stem>.nii.gz`` / ``<stem>.nii`` for NIfTI (the input's
+    compression kept); ``<stem>.dcm`` for a single DICOM file; the folder ``<stem>`` (S3:
+    ``<stem>/``) holding ``IM00001.dcm``... for a DICOM series folder.
+
+    Raises:
+        StorageError: S3 unreachable or access denied (the first bytes are read).
+    """
+    from sr_core.formats import format_of_head
+
+    base = paths.cog[:-len(".tif")]
+    if uri.endswith("/") or (not storage.is_s3(uri) and os.path.isdir(uri)):
+        return base + "/" if storage.is_s3(uri) else base
+    try:
+        head = _head_bytes(uri, 1024)
+    except (OSError, SRError):  # missing, empty (S3: no range to read): the pipeline says why
+        head = b""
+    fmt = format_of_head(head)
+    if fmt == "dicom":
+        return base + ".dcm"
+    if fmt == "nifti":
+        return base + (".nii.gz" if head[:2] == b"\x1f\x8b" else ".nii")
+    return paths.cog
+
+
 def output_paths(output_prefix: str, scene_id: str, model: ModelInfo) -> OutputPaths:
     """The output files of one scene (see the module docstring).
 
@@ -408,11 +518,15 @@ def plan_scene(scene: SceneRef, output_prefix: str, cfg: UpscaleConfig,
     if why:
         return ScenePlan(scene, paths, "todo", why)
     missing = manifest.missing_output(found.doc)
+    listed = found.doc.get("outputs") or {}
+    output = (listed.get("output") or {}).get("uri") or paths.cog
     if missing:
         return ScenePlan(scene, paths, "todo",
-                         "output COG missing" if missing.startswith("output:")
-                         else f"output missing ({missing})")
-    return ScenePlan(scene, paths, "skipped", "up to date")
+                         ("output COG missing" if output == paths.cog else "output missing")
+                         if missing.startswith("output:") else f"output missing ({missing})")
+    return ScenePlan(scene, paths, "skipped", "up to date",
+                     {"output": output, "cog": output if output == paths.cog else None,
+                      "stac": (listed.get("stac") or {}).get("uri")})
 
 
 def plan_archive(scenes: Iterable[SceneRef], output_prefix: str, cfg: UpscaleConfig,
@@ -542,10 +656,15 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
     if not storage.is_s3(paths.folder):
         os.makedirs(paths.folder, exist_ok=True)
     started = time.time()
-    job = replace(cfg, src=scene.uri, dst=paths.cog, report=paths.report_json, progress=False,
+    output = output_for(paths, scene.uri)
+    job = replace(cfg, src=scene.uri, dst=output, report=paths.report_json, progress=False,
                   scratch_dir=scratch_dir or cfg.scratch_dir, input_fingerprint=scene.fingerprint)
 
     def stac(run: Run) -> dict[str, tuple[str, str]]:
+        # STAC items describe georeferenced outputs only; a medical output's lineage is in its
+        # manifest and its physical geometry (spacing, affine, MPP) in its report
+        if run.written["format"] != "cog" or not run.scene.crs:
+            return {}
         return {"stac": (paths.stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n")}
 
     try:
@@ -556,11 +675,14 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
     if run.up_to_date is not None:
         return skipped_result(replace(plan, reason="up to date (published by another run)")), {}
     rep = run.published["report"]
+    fmt = run.published["format"]
+    stac = paths.stac if fmt == "cog" and run.scene.crs else None
     finished = time.time()
     out_px = rep["output"]["width"] * rep["output"]["height"]
     result = SceneResult(
         scene_id=scene.scene_id, uri=scene.uri, status="done", reason=plan.reason,
-        cog=paths.cog, report=paths.report_json, stac=paths.stac,
+        cog=output if fmt == "cog" else None, report=paths.report_json, stac=stac,
+        output=output, format=fmt,
         seconds=round(finished - started, 3), started=started, finished=finished,
         output_mp_per_s=out_px / max(finished - started, 1e-9) / 1e6, quality=_quality(rep))
     return result, rep
@@ -581,8 +703,11 @@ def failed_result(plan: ScenePlan, exc: BaseException, started: float | None = N
 def skipped_result(plan: ScenePlan) -> SceneResult:
     """The summary row of a scene whose output is up to date."""
     return SceneResult(scene_id=plan.scene.scene_id, uri=plan.scene.uri, status="skipped",
-                       reason=plan.reason, cog=plan.paths.cog, report=plan.paths.report_json,
-                       stac=plan.paths.stac)
+                       reason=plan.reason, report=plan.paths.report_json,
+                       cog=plan.outputs.get("cog", plan.paths.cog),
+                       stac=plan.outputs.get("stac", plan.paths.stac),
+                       output=plan.outputs.get("output", plan.paths.cog),
+                       format=plan.outputs.get("format", "cog"))
 
 
 @contextmanager

@@ -27,7 +27,7 @@ import datetime as _dt
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jinja2
 import numpy as np
@@ -325,7 +325,7 @@ def _crops_figure(reg: Region, crops: dict, display: Display, scale: int) -> Fig
     axes = fig.subplots(1, 3)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.88, bottom=0.02, wspace=0.04)
     titles = {"input": f"input, nearest neighbour x{scale}", "bicubic": "bicubic (Keys a=-0.5)",
-              "model": "model (output COG)"}
+              "model": "model (the output)"}
     for ax, key in zip(axes, ("input", "bicubic", "model"), strict=True):
         data, valid = crops[key]
         ax.imshow(display.rgba(data, valid), interpolation="nearest")
@@ -553,6 +553,49 @@ def _num(v, nd: int = 2) -> str:
     return str(v)
 
 
+def _picture_figures(src, out, norm: Normalization, display: Display, in_thumbs: tuple,
+                     out_thumbs: tuple, *, scale: int, tile_px: int, crop_px: int, seed: int,
+                     units: str, value_scale: float = 1.0
+                     ) -> tuple[list[FigureHTML], list[Region], Region | None]:
+    """The thumbnail, crop, difference-map and tile-grid figures of a scene.
+
+    Args:
+        src, out: the input and output, read through ``read(window=)`` / ``read_masks(window=)``
+            (a rasterio dataset, or :class:`ZarrPlanes` for medical images).
+        norm: the run's normalisation of the bands read; display: the display mapping.
+        in_thumbs, out_thumbs: ``(data, valid, factor)`` decimated reads of input and output.
+        units: the difference map's unit; value_scale: multiplies the differences (e.g. a DICOM
+            Rescale Slope, so the map is in modality units).
+
+    Returns:
+        ``(figures, regions A/B, region C or None)``.
+    """
+    in_thumb, in_valid, in_factor = in_thumbs
+    out_thumb, out_valid, out_factor = out_thumbs
+    crop_px = max(1, min(crop_px, src.height, src.width))
+    marked = pick_regions(in_thumb, in_valid, in_factor, src.height, src.width, display,
+                          crop_px=crop_px, tile_px=tile_px, seed=seed)
+    regions = [r for r in marked if r.name != "C"]
+    grid_reg = next((r for r in marked if r.name == "C"), None)
+    figures = [_thumbnail_figure(out_thumb, out_valid, out_factor, display, marked, scale)]
+    diffs = []
+    for reg in regions:
+        crops = _crop_set(src, out, reg, scale, norm)
+        figures.append(_crops_figure(reg, crops, display, scale))
+        (m, mv), (b, bv) = crops["model"], crops["bicubic"]
+        d = np.abs(m.astype(np.float64) - b.astype(np.float64)) * abs(value_scale)
+        d[~(mv & bv)] = np.nan
+        diffs.append((reg, np.nanmean(d, axis=0) if np.isfinite(d).any()
+                      else np.full(d.shape[1:], np.nan)))
+    figures.append(_heatmap_figure(diffs, units))
+    if grid_reg:
+        n = grid_reg.size * scale
+        figures.append(_grid_figure(grid_reg, _read(out, grid_reg.row * scale,
+                                                    grid_reg.col * scale, n, n),
+                                    display, scale, tile_px))
+    return figures, regions, grid_reg
+
+
 def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int = 0,
                      crop_px: int = CROP_LR_PX) -> str:
     """The per-scene HTML report: one self-contained page (figures embedded as PNG data URIs).
@@ -580,35 +623,18 @@ def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int 
                                                                  src.height * scale):
             raise InputError(f"{output_path}: is not {input_path} upscaled x{scale} "
                              f"({out.width} x {out.height} px, {out.count} bands)")
-        crop_px = max(1, min(crop_px, src.height, src.width))
         in_thumb, in_valid, in_factor = read_decimated(src)
         bands, label = composite_bands(list(rep["input"].get("colorinterp") or []), src.count)
         lo, hi = _stretch(in_thumb, in_valid)
         display = Display(bands, lo, hi, label)
         out_thumb, out_valid, out_factor = read_decimated(out)
         small_thumb, small_valid, _ = read_decimated(out, BANDS_PANEL_PX)
-        marked = pick_regions(in_thumb, in_valid, in_factor, src.height, src.width, display,
-                              crop_px=crop_px, tile_px=tile_px, seed=seed)
-        regions = [r for r in marked if r.name != "C"]
-        grid_reg = next((r for r in marked if r.name == "C"), None)
-        figures = [_thumbnail_figure(out_thumb, out_valid, out_factor, display, marked, scale)]
-        diffs = []
-        for reg in regions:
-            crops = _crop_set(src, out, reg, scale, norm)
-            figures.append(_crops_figure(reg, crops, display, scale))
-            (m, mv), (b, bv) = crops["model"], crops["bicubic"]
-            d = np.abs(m.astype(np.float64) - b.astype(np.float64))
-            d[~(mv & bv)] = np.nan
-            diffs.append((reg, np.nanmean(d, axis=0) if np.isfinite(d).any()
-                          else np.full(d.shape[1:], np.nan)))
         units = "DN" if np.issubdtype(np.dtype(rep["input"]["dtype"]), np.integer) \
             else "scene units"
-        figures.append(_heatmap_figure(diffs, units))
-        if grid_reg:
-            n = grid_reg.size * scale
-            figures.append(_grid_figure(grid_reg, _read(out, grid_reg.row * scale,
-                                                        grid_reg.col * scale, n, n),
-                                        display, scale, tile_px))
+        figures, regions, grid_reg = _picture_figures(
+            src, out, norm, display, (in_thumb, in_valid, in_factor),
+            (out_thumb, out_valid, out_factor), scale=scale, tile_px=tile_px, crop_px=crop_px,
+            seed=seed, units=units)
     seam = (rep.get("quality") or {}).get("seam") or {}
     for extra in (_seam_figure(seam) if isinstance(seam, dict) else None,
                   _hist_figure(rep, band_names),
@@ -618,7 +644,7 @@ def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int 
 
     sx, sy, units_gsd = _spacing(rep["input"]["transform"], rep["input"].get("crs"))
     context = {
-        "rep": rep, "figures": figures, "display": display, "regions": regions,
+        "medical": None, "rep": rep, "figures": figures, "display": display, "regions": regions,
         "grid_region": grid_reg, "band_names": band_names,
         "stretch": f"{STRETCH_PERCENTILES[0]:g}-{STRETCH_PERCENTILES[1]:g} %",
         "gsd": {"in": (sx, sy), "out": (sx / scale, sy / scale), "units": units_gsd},
@@ -626,6 +652,276 @@ def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int 
         "card": _card_summary(rep["model"].get("card") or {}),
         "card_json": _json(rep["model"].get("card") or {}),
         "out_name": os.path.basename(str(rep["output"]["uri"])),
+    }
+    return _env().get_template("scene_report.html.j2").render(**context)
+
+
+# ------------------------------------------------------------------------- medical scene report
+
+#: display stretch of medical images without a VOI window in the file (percentiles, valid pixels)
+MEDICAL_STRETCH_PERCENTILES = (0.5, 99.5)
+
+
+class ZarrPlanes:
+    """Some planes of a staged Zarr group (``image`` and ``valid`` ``(planes, H, W)``) seen as a
+    small raster: ``read(window=)`` / ``read_masks(window=)`` like a rasterio dataset, so the
+    figure code reads medical images the way it reads COGs, window by window.
+
+    Args:
+        store_path: the Zarr group (the run's input or output store).
+        planes: plane indices shown as bands (one for grey levels, three for RGB).
+    """
+
+    def __init__(self, store_path: str, planes: list[int]) -> None:
+        import zarr
+
+        group = zarr.open_group(store_path, mode="r")
+        self._image, self._valid = group["image"], group["valid"]
+        self.planes = list(planes)
+        self.count = len(self.planes)
+        self.height, self.width = (int(v) for v in self._image.shape[1:])
+
+    def _stack(self, arr, rows: slice, cols: slice) -> np.ndarray:
+        return np.stack([np.asarray(arr[p, rows, cols]) for p in self.planes])
+
+    @staticmethod
+    def _slices(window: Window) -> tuple[slice, slice]:
+        r, c = int(window.row_off), int(window.col_off)
+        return slice(r, r + int(window.height)), slice(c, c + int(window.width))
+
+    def read(self, window: Window) -> np.ndarray:
+        """``(bands, h, w)`` values of a window, in the scene's dtype."""
+        return self._stack(self._image, *self._slices(window))
+
+    def read_masks(self, window: Window) -> np.ndarray:
+        """``(bands, h, w)`` uint8, 255 where valid (rasterio's convention)."""
+        return self._stack(self._valid, *self._slices(window)).astype(np.uint8) * 255
+
+    def decimated(self, max_px: int = THUMB_MAX_PX) -> tuple[np.ndarray, np.ndarray, float]:
+        """Every ``f``-th pixel (nearest neighbour, ``f`` the smallest step that fits ``max_px``):
+        ``(data float64, valid bool, f)`` as :func:`read_decimated`; only the sampled pixels are
+        held."""
+        f = max(1, math.ceil(max(self.height, self.width) / max_px))
+        step = slice(None, None, f)
+        data = self._stack(self._image, step, step).astype(np.float64)
+        valid = self._stack(self._valid, step, step) & np.isfinite(data)
+        return data, valid, float(f)
+
+
+def medical_planes(rep: dict) -> tuple[list[int], str]:
+    """The planes a medical report shows and the sentence that says which.
+
+    Returns:
+        ``(planes, label)``: the middle image of the volume or series (middle slice of the first
+        time point for NIfTI, middle instance and frame for DICOM), its three colour samples
+        when it has them (DICOM RGB, whole-slide RGB), else its one plane.
+    """
+    inp = rep["input"]
+    geo, fmt, count = inp.get("geometry") or {}, inp["format"], int(inp["bands"])
+    if fmt == "wsi":
+        n = int(geo.get("samples") or count)
+        return (list(range(3)), "level 0 in RGB") if n >= 3 else ([0], "level 0 in grey levels")
+    if fmt == "dicom":
+        samples = int(geo.get("samples_per_pixel") or 1)
+        images = count // samples
+        m = images // 2
+        where = (f"image {m + 1} of {images} (instance x frame, in series order)"
+                 if images > 1 else "the image")
+        if samples == 3:
+            return [m * 3, m * 3 + 1, m * 3 + 2], f"{where}, RGB"
+        return [m], f"{where} in grey levels"
+    shape = list(geo.get("shape") or [inp["width"], inp["height"]])
+    k = shape[2] // 2 if len(shape) > 2 else 0
+    t = " of the first volume" if len(shape) > 3 and math.prod(shape[3:]) > 1 else ""
+    return [k], (f"slice k = {k} (of {shape[2]}){t}, voxel axis i across, j down, in grey "
+                 "levels" if len(shape) > 2 else "the image in grey levels")
+
+
+def medical_display(rep: dict, planes: list[int], thumb: np.ndarray, valid: np.ndarray,
+                    label: str) -> Display:
+    """The display window of a medical image, in stored values.
+
+    DICOM with a VOI window: the file's first Window Center / Width (modality units), taken back
+    to stored values through Rescale Slope / Intercept (PS3.3 C.11.2; MONOCHROME1 shown inverted).
+    8-bit RGB: 0-255. Otherwise each band between its
+    :data:`MEDICAL_STRETCH_PERCENTILES` of valid input pixels.
+    """
+    geo = rep["input"].get("geometry") or {}
+    n = len(planes)
+    bands = tuple(range(n)) if n == 3 else (0,)
+    centre, width = geo.get("window_center"), geo.get("window_width")
+    if rep["input"]["format"] == "dicom" and n == 1 and centre is not None and width:
+        m, b = geo.get("rescale_slope") or 1.0, geo.get("rescale_intercept") or 0.0
+        lo, hi = (centre - width / 2 - b) / m, (centre + width / 2 - b) / m
+        unit = geo.get("rescale_type") or "modality units"
+        text = (f"{label}; window: the file's VOI window, centre {centre:g} / width {width:g} "
+                f"{unit}")
+        if geo.get("photometric") == "MONOCHROME1":
+            lo, hi = hi, lo
+            text += " (MONOCHROME1: low values white)"
+        return Display(bands, (lo,), (hi,), text)
+    if rep["input"]["dtype"] == "uint8" and n == 3:
+        return Display(bands, (0.0,) * 3, (255.0,) * 3, f"{label}; values 0-255 as stored")
+    lo, hi = [], []
+    for bnd in range(n):
+        vals = thumb[bnd][valid[bnd]]
+        p0, p1 = np.percentile(vals, MEDICAL_STRETCH_PERCENTILES) if vals.size else (0.0, 1.0)
+        lo.append(float(p0))
+        hi.append(float(p1) if p1 > p0 else float(p0) + 1.0)
+    pct = "-".join(f"{v:g}" for v in MEDICAL_STRETCH_PERCENTILES)
+    return Display(bands, tuple(lo), tuple(hi),
+                   f"{label}; window: the {pct} % percentiles of the valid input pixels shown")
+
+
+def medical_histograms(input_store: str, output_store: str, channels: int,
+                       ranges: list[tuple[float, float]], bins: int = 64) -> dict:
+    """Histograms of every plane of input and output, pooled per colour channel (plane ``p``
+    is channel ``p % channels``), streamed block by block from the Zarr stores.
+
+    Returns:
+        ``{"input": {"ranges", "counts"}, "output": {...}}`` as :func:`_hist_figure` reads them;
+        values outside a range fall in the edge bins.
+    """
+    import zarr
+
+    out = {}
+    for key, path in (("input", input_store), ("output", output_store)):
+        group = zarr.open_group(path, mode="r")
+        image, valid = group["image"], group["valid"]
+        counts = np.zeros((channels, bins), np.int64)
+        rows = int(image.chunks[1])
+        for p in range(image.shape[0]):
+            c = p % channels
+            lo, hi = ranges[c]
+            for r in range(0, image.shape[1], rows):
+                x = np.asarray(image[p, r:r + rows]).astype(np.float64)
+                x = x[np.asarray(valid[p, r:r + rows]) & np.isfinite(x)]
+                idx = np.clip(((x - lo) / ((hi - lo) or 1.0) * bins).astype(np.int64), 0, bins - 1)
+                counts[c] += np.bincount(idx, minlength=bins)
+        out[key] = {"ranges": [list(r) for r in ranges], "counts": counts.tolist()}
+    return out
+
+
+def _geometry_rows(rep: dict) -> list[tuple[str, str, str]]:
+    """``(what, input, output)`` rows of a medical image's physical geometry (no patient data)."""
+    inp, out, s = rep["input"], rep["output"], int(rep["scale"])
+    geo, fmt = inp.get("geometry") or {}, inp["format"]
+
+    def pair(v, nd=6) -> str:
+        return " x ".join(f"{float(x):.{nd}g}" for x in v) if v else "none"
+
+    rows = []
+    if fmt == "dicom":
+        rows.append(("modality", geo.get("modality") or "?", geo.get("modality") or "?"))
+        for key, what in (("pixel_spacing_mm", "Pixel Spacing (row x column, mm)"),
+                          ("imager_pixel_spacing_mm", "Imager Pixel Spacing (mm)"),
+                          ("nominal_scanned_pixel_spacing_mm",
+                           "Nominal Scanned Pixel Spacing (mm)")):
+            if geo.get(key):
+                rows.append((what, pair(geo[key]), pair(out.get(key) or
+                                                        [v / s for v in geo[key]])))
+        rows.append(("images", f"{geo.get('instances')} instance(s) x {geo.get('frames')} frame(s)",
+                     "the same"))
+        if geo.get("slice_thickness_mm"):
+            rows.append(("Slice Thickness (mm)", f"{geo['slice_thickness_mm']:g}", "kept"))
+        unit = geo.get("rescale_type") or "modality units"
+        rows.append(("values", f"stored x {geo.get('rescale_slope'):g} + "
+                     f"{geo.get('rescale_intercept'):g} = {unit}",
+                     "the same rescale (values in the original units)"))
+    elif fmt == "nifti":
+        units = geo.get("units") or {}
+        vs = geo.get("voxel_size") or []
+        rows.append(("voxel size (i x j x k ...)", f"{pair(vs)} {units.get('space') or ''}",
+                     f"{pair(out.get('voxel_size') or [])} {units.get('space') or ''}"))
+        rows.append(("shape", pair(geo.get("shape") or [], 9), pair(out.get("shape") or [], 9)))
+        rows.append(("affine (voxel -> world)", _json(geo.get("affine")),
+                     _json(out.get("affine"))))
+        if geo.get("scl_slope") is not None:
+            rows.append(("scl_slope / scl_inter", f"{geo['scl_slope']} / {geo.get('scl_inter')}",
+                         "kept"))
+    else:
+        mpp = geo.get("mpp")
+        rows.append(("microns per pixel (x, y)", pair(mpp) if mpp else "not stated",
+                     pair([v / s for v in mpp]) if mpp else "not stated"))
+        if geo.get("app_mag"):
+            rows.append(("apparent magnification", f"{geo['app_mag']:g}x",
+                         f"{geo['app_mag'] * s:g}x"))
+        rows.append(("kind", geo.get("kind") or "?", "pyramidal tiled TIFF"))
+    return rows
+
+
+def build_medical_html(rep: dict, input_store: str, output_store: str, *, seed: int = 0,
+                       crop_px: int = CROP_LR_PX) -> str:
+    """The HTML report of a medical image (DICOM, NIfTI, whole-slide TIFF): the same page as
+    :func:`build_scene_html` (thumbnail, crops input / bicubic / model, difference map, tile
+    grid, histograms, numbers) with the physical geometry (pixel spacing, voxel size and affine,
+    microns per pixel) in place of CRS and GSD, and a window suited to the modality
+    (:func:`medical_display`). Pictures show one image of the volume (:func:`medical_planes`);
+    the histograms pool every plane.
+
+    Pixels are read from the run's staged input Zarr and output Zarr (the arrays the format's
+    writer serialised), windowed: nothing is read whole beyond a decimated thumbnail. The page
+    holds no patient data: ``rep`` carries geometry and pixel format only.
+
+    Args:
+        rep: the scene's JSON report (``rep["input"]["format"]`` not ``"geotiff"``).
+        input_store, output_store: local paths of the run's input and output Zarr groups.
+        seed: seed of the random crop region; crop_px: crop edge in input pixels.
+
+    Returns:
+        The HTML text (UTF-8; no external resources).
+
+    Raises:
+        InputError: the stores do not hold the input and its x-scale output.
+    """
+    scale = int(rep["scale"])
+    tile_px = int(rep["tiling"]["tile_size_px"])
+    planes, where = medical_planes(rep)
+    src, out = ZarrPlanes(input_store, planes), ZarrPlanes(output_store, planes)
+    if (out.height, out.width) != (src.height * scale, src.width * scale):
+        raise InputError(f"{output_store}: is not {input_store} upscaled x{scale}")
+    full = _normalization(rep)
+    norm = Normalization(full.method, tuple(full.offset[p] for p in planes),
+                         tuple(full.span[p] for p in planes), full.dtype)
+    in_thumbs, out_thumbs = src.decimated(), out.decimated()
+    display = medical_display(rep, planes, in_thumbs[0], in_thumbs[1], f"Shown: {where}")
+    geo = rep["input"].get("geometry") or {}
+    if rep["input"]["format"] == "dicom":
+        value_scale = abs(geo.get("rescale_slope") or 1.0)
+        units = geo.get("rescale_type") or "modality units"
+    elif rep["input"]["format"] == "nifti" and geo.get("scl_slope") not in (None, 0):
+        value_scale, units = abs(geo["scl_slope"]), "values after scl_slope"
+    else:
+        value_scale, units = 1.0, "stored values"
+    figures, regions, grid_reg = _picture_figures(
+        src, out, norm, display, in_thumbs, out_thumbs, scale=scale, tile_px=tile_px,
+        crop_px=crop_px, seed=seed, units=units, value_scale=value_scale)
+    figures[0] = replace(figures[0], caption=(
+        f"{where.capitalize()}, one output pixel in {out_thumbs[2]:g} along each axis"
+        if out_thumbs[2] > 1
+        else f"{where.capitalize()} at full resolution") + "; boxes mark the regions cropped "
+        "below (A most detail, B random, C tile corner).")
+    channels = 3 if len(planes) == 3 else 1
+    names = (["red", "green", "blue"] if channels == 3
+             else [f"all {rep['input']['bands']} planes, stored values"])
+    ranges = [(float(norm.offset[c]), float(norm.offset[c] + norm.span[c]))
+              for c in range(channels)]
+    hist = medical_histograms(input_store, output_store, channels, ranges)
+    if channels == 3 and rep["input"]["bands"] % 3:
+        hist = None  # planes are not RGB triples throughout
+    if hist:
+        figures.append(_hist_figure({"histograms": hist}, names))
+    if channels == 3:
+        small = out.decimated(BANDS_PANEL_PX)
+        figures.append(_bands_figure(small[0], small[1], display, names))
+    context = {
+        "medical": {"format": rep["input"]["format"], "rows": _geometry_rows(rep)},
+        "rep": rep, "figures": figures, "display": display, "regions": regions,
+        "grid_region": grid_reg, "band_names": names, "stretch": "",
+        "gsd": None, "numbers": quality_numbers(rep),
+        "card": _card_summary(rep["model"].get("card") or {}),
+        "card_json": _json(rep["model"].get("card") or {}),
+        "out_name": os.path.basename(str(rep["output"]["uri"]).rstrip("/")),
     }
     return _env().get_template("scene_report.html.j2").render(**context)
 

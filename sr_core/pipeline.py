@@ -897,14 +897,14 @@ def report(run: Run) -> Run:
     figures), a warning is logged, ``report_html_error`` says why in the JSON report and the JSON
     and markdown are published all the same.
     """
-    from sr_core.html_report import build_scene_html
+    from sr_core.html_report import build_medical_html, build_scene_html
     from sr_core.report import build_report, to_markdown, write_json
 
     with timed(run, "report"):
         t0 = time.perf_counter()
         q = quality(run)
-        # the streamed statistics, seam metric and HTML page read GeoTIFFs with rasterio: a
-        # medical output gets the JSON and markdown reports only
+        # the streamed statistics and seam metric read COGs with rasterio; a medical output's
+        # HTML page reads the run's Zarr stores instead (build_medical_html)
         measures = dict(run.measures or {})
         if run.local_cog and not measures:
             measures = measure_output(run)
@@ -914,11 +914,13 @@ def report(run: Run) -> Run:
         rep = build_report(run, q, measures)
         t0 = time.perf_counter()
         json_uri, md_uri = run.cfg.report_paths()
-        html_uri: str | None = run.cfg.html_report_path() if run.local_cog else None
+        html_uri: str | None = run.cfg.html_report_path()
         html = None
         try:
-            if html_uri:
+            if run.local_cog:
                 html = build_scene_html(rep, run.scene.path, run.local_cog)
+            else:
+                html = build_medical_html(rep, run.staged.store_path, run.output_store)
         except Exception as exc:  # noqa: BLE001 - the pictures must not cost the JSON report
             log.warning("%s: no HTML report (%s: %s)", run.cfg.dst, type(exc).__name__, exc)
             rep["report_html_error"] = f"{type(exc).__name__}: {exc}"

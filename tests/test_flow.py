@@ -8,6 +8,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import numpy as np
+import pytest
 import rasterio
 from conftest import crop_scene
 
@@ -57,27 +59,39 @@ def test_upscale_scene_flow(prefect_harness, repo_data, dask_address, tmp_path):
     assert f"]({html_uri})" in by_key["upscale-report"].data
 
 
-def test_upscale_scene_flow_dicom_series(prefect_harness, dask_address, tmp_path):
-    """A medical input (a DICOM series folder) takes the same six stages and comes out as a new
-    series."""
+@pytest.mark.parametrize("src_name,dst_name,fmt", [("CT5N", "ct5n_x2", "dicom"),
+                                                     ("example4d.nii.gz", "ex4d_x2.nii.gz", "nifti")],
+                         ids=["dicom-series", "nifti-4d"])
+def test_upscale_scene_flow_medical(src_name, dst_name, fmt, prefect_harness, dask_address,
+                                    tmp_path):
+    """Medical inputs (a DICOM series folder, a 4-D NIfTI) take the same six stages and come out
+    in their own format (a new series, a NIfTI), with the HTML report beside the JSON."""
+    import nibabel as nib
     import pydicom
 
     from flows.upscale_scene import upscale_scene
 
-    src = Path(__file__).resolve().parent / "data" / "medical" / "CT5N"
-    dst = tmp_path / "out" / "ct5n_x2"
+    src = Path(__file__).resolve().parent / "data" / "medical" / src_name
+    dst = tmp_path / "out" / dst_name
     dst.parent.mkdir()
     state = upscale_scene(src=str(src), dst=str(dst), model="bicubic", dask_address=dask_address,
                           return_state=True)
     assert state.is_completed(), state.message
     out = state.result()
-    assert out["output"] == str(dst) and out["format"] == "dicom" and "cog" not in out
-    files = sorted(dst.iterdir())
-    assert len(files) == 5 and all(pydicom.dcmread(f).Rows == 32 for f in files)
+    assert out["output"] == str(dst) and out["format"] == fmt and "cog" not in out
+    assert os.path.exists(out["report_json"]) and os.path.exists(out["report_html"])
+    if fmt == "dicom":
+        files = sorted(dst.iterdir())
+        assert len(files) == 5 and all(pydicom.dcmread(f).Rows == 32 for f in files)
+    else:
+        img = nib.load(dst)
+        assert img.shape == (256, 192, 24, 2)
+        assert np.allclose(img.header.get_zooms()[:3], (1.0, 1.0, 2.2), atol=1e-5)
     tasks, artifacts = asyncio.run(_read_run(state.state_details.flow_run_id))
     names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
     assert names == sorted(["ingest", "tile", "infer", "stitch", "publish", "report"])
-    assert "upscale-report" in {a.key for a in artifacts}
+    by_key = {a.key: a for a in artifacts}
+    assert "upscale-report" in by_key and "upscale-report-html" in by_key
 
 
 def _tasks_and_artifacts(state):

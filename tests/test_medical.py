@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import logging
 import shutil
 from pathlib import Path
@@ -221,6 +222,8 @@ def test_nifti_affine_units_and_values(src, dst_name, mni_slab, dask_address, tm
     ys = np.moveaxis(y, (0, 1), (-1, -2))
     assert abs(y.mean() - x.mean()) <= 0.002 * span
     assert psnr(downsample_mean(ys), xs, span) > 30
+    page = (tmp_path / (dst_name.split(".")[0] + ".report.html")).read_text()
+    assert "voxel size" in page and page.count('data-figure="') >= 4
 
 
 def test_nifti_scaling_kept(dask_address, tmp_path):
@@ -280,6 +283,10 @@ def test_svs_pyramid_mpp_and_values(dask_address, tmp_path):
     assert lvl1.shape == x.shape
     assert psnr(lvl1, x, 255) > 30
     assert abs(float(lvl1.mean()) - float(x.mean())) < 1.0
+    page = (tmp_path / "cmu_x2.report.html").read_text()
+    assert "microns per pixel" in page and "0.2495" in page
+    assert {"thumbnail", "crops-A", "heatmap", "histograms", "bands"} <= set(
+        re.findall(r'data-figure="([^"]+)"', page))
 
 
 def test_wsi_read_lazily_in_chunks():
@@ -348,9 +355,16 @@ def test_no_patient_data_in_report_or_log(src, dst_name, dask_address, tmp_path,
     assert code == 0, err
     texts = {"report.json": (tmp_path / f"{Path(dst_name).stem}.report.json").read_text(),
              "report.md": (tmp_path / f"{Path(dst_name).stem}.report.md").read_text(),
+             # the page's text; its embedded PNGs are pixels, and their base64 text holds any
+             # four-letter string by chance (a 4-letter name part matched one once)
+             "report.html": re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:",
+                                   (tmp_path / f"{Path(dst_name).stem}.report.html").read_text()),
              "stdout": out, "stderr": err, "log": caplog.text,
              "warnings": "\n".join(str(w.message) for w in recwarn)}
     assert "dicom" in texts["report.json"]
+    # the HTML page is the full one (pictures, physical geometry), not an empty shell
+    assert texts["report.html"].count('data-figure="') >= 4
+    assert "Pixel Spacing" in texts["report.html"] and "report_html_error" not in texts["report.json"]
     for where, text in texts.items():
         leaked = sorted(v for v in values if v.lower() in text.lower())
         assert not leaked, f"{where} contains patient data {leaked}"
@@ -374,10 +388,60 @@ def test_s3_series_folder_and_nifti(moto_s3, dask_address, tmp_path):
             model="bicubic")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="med", Prefix="out/")["Contents"]}
     assert keys == {*(f"out/ct5n_x2/IM{i:05d}.dcm" for i in range(1, 6)),
-                    "out/ct5n_x2.report.json", "out/ct5n_x2.report.md",
+                    "out/ct5n_x2.report.json", "out/ct5n_x2.report.md", "out/ct5n_x2.report.html",
                     "out/ct5n_x2.manifest.json", "out/ex4d_x2.manifest.json",
-                    "out/ex4d_x2.nii.gz", "out/ex4d_x2.report.json", "out/ex4d_x2.report.md"}
+                    "out/ex4d_x2.nii.gz", "out/ex4d_x2.report.json", "out/ex4d_x2.report.md",
+                    "out/ex4d_x2.report.html"}
     s3.download_file("med", "out/ct5n_x2/IM00001.dcm", str(tmp_path / "im1.dcm"))
     assert pydicom.dcmread(tmp_path / "im1.dcm").Rows == 32
     s3.download_file("med", "out/ex4d_x2.nii.gz", str(tmp_path / "ex4d.nii.gz"))
     assert nib.load(tmp_path / "ex4d.nii.gz").shape == (256, 192, 24, 2)
+
+
+# ------------------------------------------------------------- enhanced multi-frame DICOM
+
+ENHANCED_CT = MED / "eCT_Supplemental.dcm"
+
+
+def _measures(ds, seq: str) -> list:
+    return [m for g in ds.get(seq, []) for m in g.get("PixelMeasuresSequence", [])]
+
+
+@pytest.mark.parametrize("where", ["shared", "per-frame"])
+def test_enhanced_multiframe_spacing(where, dask_address, tmp_path):
+    """Enhanced CT (2 frames, 512 x 512, from the pydicom-data wheel): Pixel Spacing lives only in
+    the functional groups' Pixel Measures macro; it is divided by the scale there. ``per-frame``:
+    the same file with the macro moved from the shared item into every per-frame item."""
+    src = ENHANCED_CT
+    if where == "per-frame":
+        ds = pydicom.dcmread(ENHANCED_CT)
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        macro = shared.PixelMeasuresSequence
+        del shared.PixelMeasuresSequence
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            item.PixelMeasuresSequence = pydicom.sequence.Sequence([pydicom.Dataset(macro[0])])
+        src = tmp_path / "ect_per_frame.dcm"
+        ds.save_as(src)
+    run = upscale(src, tmp_path / "out.dcm", dask_address, model="bicubic")
+    a, b = pydicom.dcmread(src), pydicom.dcmread(tmp_path / "out.dcm")
+    assert "PixelSpacing" not in a and "PixelSpacing" not in b
+    seq = "SharedFunctionalGroupsSequence" if where == "shared" else \
+        "PerFrameFunctionalGroupsSequence"
+    ma, mb = _measures(a, seq), _measures(b, seq)
+    assert len(ma) == len(mb) == (1 if where == "shared" else 2)
+    for x, y in zip(ma, mb, strict=True):
+        assert [float(v) for v in y.PixelSpacing] == [float(v) / 2 for v in x.PixelSpacing]
+        assert y.SliceThickness == x.SliceThickness
+    other = "PerFrameFunctionalGroupsSequence" if where == "shared" else \
+        "SharedFunctionalGroupsSequence"
+    assert _measures(a, other) == _measures(b, other) == []
+    assert (b.NumberOfFrames, b.Rows, b.Columns) == (2, 1024, 1024)
+    assert b.SOPClassUID == a.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT
+    geo_in = run.published["report"]["input"]["geometry"]
+    assert geo_in["pixel_spacing_mm"] == [float(v) for v in ma[0].PixelSpacing]
+    assert run.published["report"]["output"]["pixel_spacing_mm"] == \
+        [float(v) / 2 for v in ma[0].PixelSpacing]
+    x, y = a.pixel_array.astype(np.float64), b.pixel_array.astype(np.float64)
+    assert y.shape == (2, 1024, 1024)
+    span = float(x.max() - x.min())
+    assert psnr(downsample_mean(y), x, span) > 30

@@ -84,6 +84,26 @@ def _is_wsi(path: str) -> bool:
         return False
 
 
+def format_of_head(head: bytes) -> str | None:
+    """The format the first bytes of a file say, without opening it further: ``"dicom"``,
+    ``"nifti"`` (gzip-compressed too, when ``head`` holds enough of the stream), ``"tiff"`` (a
+    GeoTIFF or a whole-slide TIFF: :func:`detect_format` tells them apart) or ``None``."""
+    if head[:2] == b"\x1f\x8b":
+        import zlib
+
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, 512)
+        except zlib.error:
+            return None
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head[344:348] in _NIFTI1_MAGIC or head[4:8] in _NIFTI2_MAGIC:
+        return "nifti"
+    if head[:4] in _TIFF_MAGIC:
+        return "tiff"
+    return None
+
+
 def detect_format(path: str) -> str:
     """The format of a local file or folder, from its content (not its name).
 

@@ -227,18 +227,26 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
     photometric = str(ref.get("PhotometricInterpretation", "MONOCHROME2"))
     if samples == 3:
         photometric = "RGB"  # pydicom decodes YBR to RGB
-    spacing = {t: [float(v) for v in ref.get(t)] for t in SPACING_TAGS if ref.get(t)}
+    spacing = {t: [float(v) for v in _attr(ref, "PixelMeasuresSequence", t)] for t in SPACING_TAGS
+               if _attr(ref, "PixelMeasuresSequence", t)}
+    voi = [_first(_attr(ref, "FrameVOILUTSequence", t)) for t in ("WindowCenter", "WindowWidth")]
     geometry = {
         "modality": str(ref.get("Modality", "")), "instances": len(entries), "frames": frames,
         "samples_per_pixel": samples, "rows": rows, "columns": cols,
         **{f"{_snake(t)}_mm": v for t, v in spacing.items()},
-        "image_orientation_patient": [float(v) for v in ref.get("ImageOrientationPatient", [])],
+        "image_orientation_patient": [float(v) for v in _attr(
+            ref, "PlaneOrientationSequence", "ImageOrientationPatient") or []],
         "slice_thickness_mm": float(ref.SliceThickness) if ref.get("SliceThickness") else None,
         "pixel_padding_value": padding,
         "bits_stored": bits_stored, "pixel_representation": int(ref.get("PixelRepresentation", 0)),
-        "rescale_slope": float(ref.get("RescaleSlope", 1) or 1),
-        "rescale_intercept": float(ref.get("RescaleIntercept", 0) or 0),
-        "rescale_type": str(ref.get("RescaleType", "")) or None,
+        "rescale_slope": float(_attr(ref, "PixelValueTransformationSequence", "RescaleSlope")
+                               or 1),
+        "rescale_intercept": float(_attr(ref, "PixelValueTransformationSequence",
+                                         "RescaleIntercept") or 0),
+        "rescale_type": str(_attr(ref, "PixelValueTransformationSequence", "RescaleType")
+                            or "") or None,
+        # the first VOI window (modality units), for display only
+        "window_center": voi[0] if voi[1] else None, "window_width": voi[1] or None,
         "photometric": photometric,
         "transfer_syntax": str(ref.file_meta.get("TransferSyntaxUID", "")),
     }
@@ -252,6 +260,33 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
         mask_kind="none" if padding is None else "nodata",
         descriptions=(None,) * count, colorinterp=("gray",) * count, units=(None,) * count,
         file_bytes=total_bytes, format="dicom", geometry=geometry, meta=meta)
+
+
+def _attr(ds, group: str, tag: str):
+    """``tag`` of the dataset, else of its enhanced multi-frame functional groups: the
+    ``group`` macro (e.g. ``PixelMeasuresSequence``) of the Shared Functional Groups Sequence,
+    else of the first frame's Per-frame Functional Groups item (DICOM PS3.3 C.7.6.16)."""
+    if ds.get(tag) not in (None, ""):
+        return ds.get(tag)
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(seq) or []
+        for item in items[:1]:
+            for macro in item.get(group) or []:
+                if macro.get(tag) not in (None, ""):
+                    return macro.get(tag)
+    return None
+
+
+def _first(value) -> float | None:
+    """The first value of a number or multi-valued attribute, as float (``None`` if absent)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) and hasattr(value, "__iter__"):  # MultiValue, list
+        value = next(iter(value), None)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _snake(tag: str) -> str:
@@ -406,7 +441,7 @@ def write_dicom(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
     return {
         "path": dst_path, "format": "dicom", "files": len(written), "rows": int(check.Rows),
         "columns": int(check.Columns), "transfer_syntax": str(check.file_meta.TransferSyntaxUID),
-        **{f"{_snake(t)}_mm": [float(v) for v in check.get(t)] for t in SPACING_TAGS
-           if check.get(t)},
+        **{f"{_snake(t)}_mm": [float(v) for v in _attr(check, "PixelMeasuresSequence", t)]
+           for t in SPACING_TAGS if _attr(check, "PixelMeasuresSequence", t)},
         "bytes": sum(os.path.getsize(p) for p in written),
     }
