@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-import pytest
 
 SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
              b"<Message>Please reduce your request rate.</Message></Error>")
@@ -309,18 +308,3 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(interval_s)
-
-
-# ------------------------------------------------------------------------------------- prefect
-
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory):
-    """Prefect's test harness (a temporary local server) for in-process flow runs."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        from prefect.testing.utilities import prefect_test_harness
-
-        with prefect_test_harness(server_startup_timeout=120):
-            yield

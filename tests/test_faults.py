@@ -22,7 +22,6 @@ import pytest
 import rasterio
 from conftest import REPO, crop_scene
 from faults import KILL_ENV, PRELOAD, S3FaultProxy, small_tmpfs, unmount
-from faults import prefect_harness  # noqa: F401 - a fixture
 
 from sr_core import storage
 from sr_core.pipeline import UpscaleConfig, run_upscale

@@ -14,7 +14,6 @@ import pytest
 import rasterio
 from conftest import crop_scene
 from faults import PeakRSS
-from faults import prefect_harness  # noqa: F401 - a fixture
 
 from sr_core.pipeline import UpscaleConfig, run_upscale
 

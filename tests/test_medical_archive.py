@@ -17,7 +17,6 @@ import pytest
 import tifffile
 from conftest import crop_scene
 from pydicom.data import get_testdata_file
-from test_flow import prefect_harness  # noqa: F401 - the module's Prefect server
 
 MED = Path(__file__).resolve().parent / "data" / "medical"
 
