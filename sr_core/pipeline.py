@@ -957,9 +957,25 @@ def cleanup(run: Run) -> None:
 
 def no_space(scratch: str) -> StorageError:
     """The one-line error of a full scratch file system (ENOSPC while staging or writing tiles)."""
-    return StorageError(f"{os.path.dirname(scratch) or scratch}: no space left on device for "
-                        "the run's scratch files (free space or choose another --scratch-dir / "
-                        "SR_SCRATCH)")
+    err = StorageError(f"{os.path.dirname(scratch) or scratch}: no space left on device for "
+                       "the run's scratch files (free space or choose another --scratch-dir / "
+                       "SR_SCRATCH)")
+    err.no_space = True
+    return err
+
+
+def _drop_work(run: Run | None) -> None:
+    """After a full disk, delete the run's work directory instead of keeping it for a resume:
+    keeping it would keep the file system full (the tiles are redone on the next run)."""
+    if run is None or not run.work:
+        return
+    root = os.path.dirname(run.work.rstrip("/"))
+    journal.release(run.work, remove=True)
+    run.work = None
+    try:
+        os.rmdir(root)  # the sr-work folder, when no other job's work is in it
+    except OSError:
+        pass
 
 
 def run_upscale(cfg: UpscaleConfig,
@@ -1006,8 +1022,11 @@ def run_upscale(cfg: UpscaleConfig,
         report(run)
         publish(run, extra(run) if extra else None, manifest_extra)
         return run
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
+    except OSError as exc:  # StorageError included
+        if getattr(exc, "no_space", False):
+            _drop_work(run)
+        elif exc.errno == errno.ENOSPC:
+            _drop_work(run)
             raise no_space(scratch) from None
         raise
     finally:
