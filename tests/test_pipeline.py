@@ -132,7 +132,7 @@ def test_s3_round_trip(moto_s3, crops, dask_address, tmp_path):
                   model="bicubic")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="scenes", Prefix="out/")["Contents"]}
     assert keys == {"out/landsat_x2.tif", "out/landsat_x2.report.json", "out/landsat_x2.report.md",
-                    "out/landsat_x2.report.html"}
+                    "out/landsat_x2.report.html", "out/landsat_x2.manifest.json"}
     s3.download_file("scenes", "out/landsat_x2.tif", str(tmp_path / "got.tif"))
     with rasterio.open(tmp_path / "got.tif") as got, rasterio.open(crops["landsat-uint8"]) as src:
         assert got.crs == src.crs and got.width == 2 * src.width
