@@ -290,7 +290,7 @@ def submit_from_ui(ui_url: str, deployment_id, params: dict, known_runs: set) ->
                                      args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(180_000)  # the UI is slow to render on a loaded 2-core runner
             page.goto(f"{ui_url}/deployments/deployment/{deployment_id}")
             page.get_by_role("button", name="Run", exact=True).click()
             page.get_by_text("Custom run").first.click()
