@@ -183,3 +183,17 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, 
         main(argv)
     out, err = capsys.readouterr()
     return exc.value.code, out, err
+
+
+#: Real medical files in tests/data/medical (see PROVENANCE.md) and pydicom's bundled test files.
+MED = Path(__file__).resolve().parent / "data" / "medical"
+SVS = MED / "CMU-1-Small-Region.svs"
+EX4D = MED / "example4d.nii.gz"
+SERIES = MED / "CT5N"
+
+
+def pydicom_file(name: str) -> Path:
+    """A DICOM file bundled with pydicom (``CT_small.dcm``, ``MR_small.dcm``)."""
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file(name))

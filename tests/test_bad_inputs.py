@@ -27,8 +27,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
-from conftest import crop_scene, run_main
-from pydicom.data import get_testdata_file
+from conftest import EX4D, SERIES, SVS, crop_scene, pydicom_file, run_main
 from rasterio.windows import Window
 
 from sr_core import archive, storage
@@ -39,12 +38,8 @@ from sr_core.pipeline import UpscaleConfig, resolve_model
 from sr_core.scene import open_scene
 
 CLI = str(Path(sys.executable).parent / "sr-pipeline")
-MED = Path(__file__).resolve().parent / "data" / "medical"
-CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
-MR_SMALL = Path(get_testdata_file("MR_small.dcm"))
-SVS = MED / "CMU-1-Small-Region.svs"
-EX4D = MED / "example4d.nii.gz"
-SERIES = MED / "CT5N"
+CT_SMALL = pydicom_file("CT_small.dcm")
+MR_SMALL = pydicom_file("MR_small.dcm")
 S2 = "S2A_29RKH_20200219_L2A_B04.tif"  # uint16, nodata 0, UTM 29N
 
 

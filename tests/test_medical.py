@@ -22,25 +22,20 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
-from pydicom.data import get_testdata_file
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian
 from tifffile.tifffile import svs_description_metadata as svs_meta
 
-from conftest import run_main
+from conftest import EX4D, MED, SERIES, SVS, pydicom_file, run_main
 
 from sr_core.formats import detect_format, iter_blocks, open_input
 from sr_core.formats.dicom import SPACING_TAGS
 from sr_core.formats.nifti import in_plane_matrix
 from sr_core.pipeline import UpscaleConfig, run_upscale
 
-MED = Path(__file__).resolve().parent / "data" / "medical"
-CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
-MR_SMALL = Path(get_testdata_file("MR_small.dcm"))
-SVS = MED / "CMU-1-Small-Region.svs"
-EX4D = MED / "example4d.nii.gz"
+CT_SMALL = pydicom_file("CT_small.dcm")
+MR_SMALL = pydicom_file("MR_small.dcm")
 MNI = MED / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-SERIES = MED / "CT5N"
 #: Attributes that identify a patient (DICOM PS3.15 Basic Profile, the ones these files carry).
 PHI_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber",
                 "OtherPatientIDs", "ReferringPhysicianName", "InstitutionName", "StudyID")
@@ -164,7 +159,7 @@ def test_dicom_series_folder(dask_address, tmp_path):
 def test_dicom_multiframe_and_colour(name, dask_address, tmp_path):
     """Frames and colour samples are planes: RLE 16-bit RGB with 2 frames, JPEG YBR_FULL_422
     (pydicom decodes it to RGB, so the output says RGB)."""
-    src = Path(get_testdata_file(name))
+    src = pydicom_file(name)
     upscale(src, tmp_path / "out.dcm", dask_address, model="bicubic")
     a, b = pydicom.dcmread(src), pydicom.dcmread(tmp_path / "out.dcm")
     assert b.get("NumberOfFrames", 1) == a.get("NumberOfFrames", 1)
