@@ -256,7 +256,8 @@ def unmount(path: str) -> None:
 class PeakRSS:
     """Samples the resident set size of a process and all its descendants (psutil) every
     ``interval_s`` in a thread; ``peak`` is the largest sum seen (bytes), ``peak_procs`` how many
-    processes made it."""
+    processes made it, ``start`` the sum when the block was entered (what earlier work in this
+    process tree already held), ``growth`` = ``peak - start``."""
 
     def __init__(self, pid: int | None = None, interval_s: float = 0.1) -> None:
         import psutil
@@ -265,6 +266,7 @@ class PeakRSS:
         self._interval = interval_s
         self._stop = threading.Event()
         self.peak = 0
+        self.start = 0
         self.peak_procs = 0
         self.samples = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -288,8 +290,13 @@ class PeakRSS:
             self._sample()
             self._stop.wait(self._interval)
 
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
     def __enter__(self) -> PeakRSS:
         self._sample()
+        self.start = self.peak
         self._thread.start()
         return self
 
