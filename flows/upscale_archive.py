@@ -12,7 +12,9 @@ GPU slots across flows: each ``scene`` task holds one slot of the Prefect **glob
 limit** named by ``concurrency_limit`` (default ``sr-gpu``) while it runs, so all archive runs (and
 ``upscale_scene`` runs, whose ``infer`` task takes the same limit) together never run more scenes
 than the limit allows. Create it once per server: ``prefect gcl create sr-gpu --limit 2``. Without
-it the slots are not enforced (Prefect logs a warning). Inside one run, ``max_scenes_in_flight``
+it the slots are not enforced: the flow checks once and logs one warning, and scenes then take no
+slot (asking per scene for a missing limit cost a 503 retry, about 2 s, on the default SQLite
+server). Inside one run, ``max_scenes_in_flight``
 bounds the scenes submitted at a time.
 
 Credentials never travel as parameters: boto3 takes them from the environment, its config files or
@@ -36,12 +38,11 @@ from typing import Annotated, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.upscale_scene import GPU_LIMIT
+from flows.upscale_scene import GPU_LIMIT, gpu_slot, limit_exists
 from sr_core import archive, pipeline
 from sr_core.archive import SceneResult, ScenePlan, SceneRef
 from sr_core.errors import InputError, SRError
@@ -127,9 +128,10 @@ def plan(scenes: list[SceneRef], output_prefix: str, cfg: UpscaleConfig,
 
 @task(name="scene", cache_policy=NO_CACHE)
 def upscale_one(scene_plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
-                limit: str) -> tuple[SceneResult, dict]:
-    """One scene, every stage, holding one slot of the GPU concurrency limit meanwhile."""
-    with concurrency(limit, occupy=1, strict=False):
+                limit: str | None) -> tuple[SceneResult, dict]:
+    """One scene, every stage, holding one slot of the GPU concurrency limit meanwhile (none
+    when ``limit`` is ``None``)."""
+    with gpu_slot(limit):
         return archive.process_scene(scene_plan, cfg, model)
 
 
@@ -212,13 +214,20 @@ def upscale_archive(
                 sum(p.status == "skipped" for p in plans), len(todo),
                 sum(p.status == "failed" for p in plans))
     reports: dict[str, dict] = {}
+    limit: str | None = concurrency_limit
+    if todo and not limit_exists(concurrency_limit):
+        logger.warning("global concurrency limit %r does not exist on this Prefect server: scenes "
+                       "are bounded by max_scenes_in_flight=%d only (create it with `prefect gcl "
+                       "create %s --limit N`)", concurrency_limit, max_scenes_in_flight,
+                       concurrency_limit)
+        limit = None
     if todo:
         scratch = tempfile.mkdtemp(prefix="sr-archive-", dir=os.environ.get("SR_SCRATCH"))
         try:
             with archive.shared_cluster(cluster.dask_address, cluster.workers, scratch,
                                         gpu=cluster.gpu, dask_cuda=cluster.dask_cuda) as address:
                 scene_cfg = replace(cfg, dask_address=address)
-                _run_scenes(todo, scene_cfg, model, max_scenes_in_flight, concurrency_limit,
+                _run_scenes(todo, scene_cfg, model, max_scenes_in_flight, limit,
                             results, reports, logger)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -233,7 +242,7 @@ def upscale_archive(
 
 
 def _run_scenes(todo: list[ScenePlan], cfg: UpscaleConfig, model: ModelInfo, in_flight: int,
-                limit: str, results: dict, reports: dict, logger) -> None:
+                limit: str | None, results: dict, reports: dict, logger) -> None:
     """Submit one ``scene`` task per plan, at most ``in_flight`` at a time; collect every
     outcome (a failed scene becomes a ``failed`` row with its reason)."""
     slots = threading.BoundedSemaphore(in_flight)

@@ -42,25 +42,34 @@ def tile(run: Run) -> Run:
 GPU_LIMIT = "sr-gpu"
 
 
-def _gpu_slot():
-    """One slot of :data:`GPU_LIMIT` when the server has that limit, else nothing (a single run
-    with embedded defaults should not warn about a limit only archive set-ups create)."""
+def limit_exists(name: str) -> bool:
+    """Whether the Prefect server has the global concurrency limit ``name``."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     try:
         with get_client(sync_client=True) as client:
-            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+            client.read_global_concurrency_limit_by_name(name)
     except ObjectNotFound:
-        return contextlib.nullcontext()
-    return concurrency(GPU_LIMIT, occupy=1, strict=False)
+        return False
+    return True
+
+
+def gpu_slot(name: str | None):
+    """One slot of the global concurrency limit ``name``, or nothing when ``name`` is ``None``.
+
+    Callers check :func:`limit_exists` first (once per flow run): asking a server for a slot of
+    a limit it does not have costs a round trip and a warning per call, and on the SQLite-backed
+    server Prefect starts by default each acquisition right after a task starts is often answered
+    503 "database is locked" and retried by the client 2 s later (Prefect issue #18934)."""
+    return concurrency(name, occupy=1, strict=False) if name else contextlib.nullcontext()
 
 
 @task(name="infer", cache_policy=NO_CACHE)
 def infer(run: Run, scheduler_address: str) -> Run:
     from distributed import Client
 
-    with _gpu_slot(), Client(scheduler_address) as client:
+    with gpu_slot(GPU_LIMIT if limit_exists(GPU_LIMIT) else None), Client(scheduler_address) as client:
         return pipeline.infer(run, client)
 
 
