@@ -789,12 +789,14 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
             manifest_extra: dict | None = None) -> Run:
     """Publish every staged output, then the manifest, last and conditionally.
 
-    Steps: every output's size and SHA-256 are read from the staged files; a previous manifest
-    at DST (another input, model or parameters, or missing files) is retracted (rewritten with
-    no outputs); the output, the reports and ``extra`` files are moved into place (local:
-    fsync + :func:`os.replace`) or uploaded (S3, SHA-256 checksums); the manifest is written
-    with a conditional write (:func:`sr_core.manifest.commit`). A crash between any two steps
-    leaves no manifest listing a file that is not complete.
+    Steps: every output's size and SHA-256 are read from the staged files; a previous
+    publication at DST (another input, model or parameters) is kept under side names and its
+    manifest rewritten to list them (:func:`sr_core.manifest.preserve`; one with missing files
+    is retracted instead); the output, the reports and ``extra`` files are moved into place
+    (local: fsync + :func:`os.replace`) or uploaded (S3, SHA-256 checksums); the manifest is
+    written with a conditional write (:func:`sr_core.manifest.commit`); the side copies are
+    deleted. A crash between any two steps leaves DST's manifest describing either the complete
+    previous publication or the complete new one (or none, when there was none before).
 
     Args:
         run: a run after :func:`report`.
@@ -814,11 +816,9 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
         items = [("output", run.temp_output, cfg.dst)] + run.staged_outputs
         outputs = {name: manifest.describe(tmp, uri) for name, tmp, uri in items}
         muri = manifest.manifest_uri(cfg.dst)
-        if run.previous is not None:
-            run.previous = manifest.commit(muri, {**run.previous.doc, "outputs": {},
-                                                  "retracted": "being replaced"},
-                                           run.previous, run.scratch)
-            journal.crash_point("retracted")
+        if run.previous is not None:  # keep the previous publication trusted meanwhile
+            run.previous = manifest.preserve(muri, cfg.dst, run.previous, run.scratch)
+            journal.crash_point("preserved")
         for name, tmp, uri in items:
             _sweep_partials(uri, keep=tmp)
             storage.publish(tmp, uri)
@@ -830,6 +830,8 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
         manifest.commit(muri, doc, run.previous, run.scratch)
         run.manifest = doc
         journal.crash_point("manifest")
+        if run.previous is not None:
+            manifest.drop_previous(cfg.dst)
         run.published.update({"output": cfg.dst, "format": run.written["format"],
                               "manifest": muri})
         if run.written["format"] == "cog":

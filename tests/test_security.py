@@ -197,6 +197,30 @@ def test_sse_kms_on_uploads(moto_s3, tmp_path, monkeypatch):
     assert "SSEKMSKeyId" not in s3.head_object(Bucket=bucket, Key="out/h.txt")
 
 
+def test_sse_on_the_manifest_and_on_copies(moto_s3, tmp_path, monkeypatch):
+    """The manifest's conditional PutObject and the server-side copies that keep a replaced
+    publication carry the same SSE settings as uploads."""
+    import boto3
+
+    from sr_core import manifest
+
+    bucket = f"sse-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("SR_S3_SSE", "aws:kms")
+    monkeypatch.setenv("SR_S3_SSE_KMS_KEY_ID", "alias/sr-pipeline-test")
+    muri = f"s3://{bucket}/out/x.manifest.json"
+    first = manifest.commit(muri, {"outputs": {}}, None, str(tmp_path))
+    manifest.commit(muri, {"outputs": {}, "n": 2}, first, str(tmp_path))  # the If-Match path
+    s3.put_object(Bucket=bucket, Key="out/x.tif", Body=b"cog")  # no SSE asked
+    storage.copy(f"s3://{bucket}/out/x.tif", f"s3://{bucket}/out/x.previous/output/x.tif")
+    for key in ("out/x.manifest.json", "out/x.previous/output/x.tif"):
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms", key
+        assert head["SSEKMSKeyId"].endswith("alias/sr-pipeline-test"), key
+    assert "SSEKMSKeyId" not in s3.head_object(Bucket=bucket, Key="out/x.tif")
+
+
 # ----------------------------------------------------------------------------- secrets
 
 ACCESS_KEY = "AKIASRPIPETEST7A0001"
