@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sr_core.errors import InputError, StorageError
-from sr_core.security import check_key, safe_file_name, sse_args
+from sr_core.security import check_key, redact_s3_logs, safe_file_name, sse_args
 
 #: Files at least this large are uploaded in parts (bytes).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -105,7 +105,9 @@ def s3_client() -> Any:
     503 SlowDown, 5xx answers, connection resets and timeouts, with exponential backoff and
     jitter) up to 6 attempts per request (``AWS_MAX_ATTEMPTS`` overrides, ``AWS_RETRY_MODE=adaptive``
     adds client-side rate limiting), connect timeout 10 s, read timeout 60 s; every retry is
-    logged at WARNING, one line without credentials. The endpoint is boto3's own
+    logged at WARNING, one line without credentials. Log records of boto3, botocore, s3transfer
+    and urllib3 are redacted (:func:`sr_core.security.redact_s3_logs`), so even botocore's DEBUG
+    request dumps carry no access key id, session token or signature. The endpoint is boto3's own
     ``AWS_ENDPOINT_URL`` handling; the cache is keyed on that variable, the retry settings and
     the process id, so a forked or spawned worker builds its own client.
 
@@ -125,6 +127,7 @@ def s3_client() -> Any:
             import boto3
 
             session = boto3.session.Session()  # the default session is not thread-safe
+            redact_s3_logs(session.get_credentials())  # even botocore's DEBUG dumps
             client = session.client("s3", config=retries.s3_config())
             retries.log_s3_retries(client)
             retries.log_transfer_retries()

@@ -304,3 +304,46 @@ def test_no_secret_in_flow_outputs_logs_or_prefect(prefect_harness, moto_s3, rep
     # the scan bites: a leftover holding the secret would be found
     (scratch / "planted.txt").write_text(f"creds={SECRET}")
     assert _scan(scratch, needles) == [f"{scratch / 'planted.txt'}: {SECRET}"]
+
+
+TOKEN = "SRPIPE-TEST-SESSION-TOKEN-" + "k3Vw9" * 6
+
+
+def test_no_secret_in_debug_logs_of_an_s3_upscale(moto_s3, repo_data, dask_address, tmp_path,
+                                                   monkeypatch, caplog, capfd):
+    """With boto3, botocore, s3transfer and urllib3 logging at DEBUG (botocore then dumps every
+    request's headers: the SigV4 Authorization names the access key id, X-Amz-Security-Token
+    carries the session token), an S3-to-S3 upscale logs neither the access key id, the secret
+    nor the session token: sr_core redacts those records (sr_core.security.redact_s3_logs)."""
+    import boto3
+
+    from sr_core.pipeline import UpscaleConfig, run_upscale
+    from sr_core.security import REDACTED, REDACTED_LOGGERS
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
+    monkeypatch.setattr(storage, "_clients", {})  # a client built with these credentials
+    bucket = f"debug-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    crop = crop_scene(repo_data.path(S2), tmp_path / "crop.tif", row=300, col=300, height=64,
+                      width=64)
+    s3.upload_file(str(crop), bucket, "in/crop.tif")
+    capfd.readouterr()
+    for name in REDACTED_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    run = run_upscale(UpscaleConfig(
+        src=f"s3://{bucket}/in/crop.tif", dst=f"s3://{bucket}/out/crop_x2.tif", model="bicubic",
+        tile_size_px=32, dask_address=dask_address, progress=False,
+        scratch_dir=str(tmp_path / "scratch")))
+    assert run.manifest is not None
+    text = caplog.text
+    captured = capfd.readouterr()
+    leaks = [f"{where}: {n}" for where, t in {"log": text, "stdout": captured.out,
+                                              "stderr": captured.err}.items()
+             for n in (ACCESS_KEY, SECRET, TOKEN) if n in t]
+    assert leaks == []
+    # the dumps were there: request headers were logged, and credentials in them redacted
+    assert "Sending http request" in text and "X-Amz-Security-Token" in text
+    assert text.count(REDACTED) >= 4
