@@ -363,6 +363,7 @@ def tile(run: Run) -> Run:
         else:
             run.staged = stage_scene(scene, store, tile_size_px=cfg.tile_size_px)
             if run.work:
+                journal.sync_tree(store)  # durable before the record says it is complete
                 journal.save_state(work, "staged", {
                     "band_min": run.staged.band_min, "band_max": run.staged.band_max,
                     "valid_px": run.staged.valid_px})
@@ -385,6 +386,7 @@ def tile(run: Run) -> Run:
         if not (run.work and journal.load_state(work, "output")):
             create_output(run.output_store, scene, scale=cfg.scale, tile_size_px=cfg.tile_size_px)
             if run.work:
+                journal.sync_tree(run.output_store)
                 journal.save_state(work, "output", {"normalisation": run.normalization.to_dict(),
                                                     "grid": [run.grid.rows, run.grid.cols]})
     return run

@@ -382,3 +382,51 @@ def test_s3_manifest_conditional_write(scene, cluster, moto_s3, tmp_path):
     # the writer holding the current ETag wins
     manifest.commit(muri, {**found.doc, "note": "replaced"}, found, str(tmp_path))
     assert manifest.read(muri).doc["note"] == "replaced"
+
+
+def test_tile_markers_follow_durable_chunks(scene, tmp_path, monkeypatch):
+    """A tile's marker counts only once its chunks are on disk: every ``os.fsync`` and
+    ``os.replace`` of a run (its Dask worker threads in this process) is recorded; each marker's
+    rename comes after the fsync of both its output chunk files (image and validity) and of its
+    own temporary file, and is followed by the fsync of the ``tiles`` folder; ``staged.json``
+    comes after the fsync of the staged store's chunks. (Page cache is lost by a power loss or
+    kernel crash, not by ``kill -9``, so this is checked by the order of the calls.)"""
+    from distributed import LocalCluster
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        events.append(("replace", os.path.abspath(os.fspath(dst))))
+        return real_replace(src, dst, **kw)
+
+    scratch = tmp_path / "scratch"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as lc:
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        run = run_upscale(UpscaleConfig(src=str(scene), dst=str(tmp_path / "out.tif"),
+                                        model="bicubic", tile_size_px=32,
+                                        dask_address=lc.scheduler_address, progress=False,
+                                        scratch_dir=str(scratch)))
+        monkeypatch.undo()
+    assert run.resume["tiles_run"] == 4
+    work = str(scratch / "sr-work" / run.work_key)
+
+    for row in range(2):
+        for col in range(2):
+            marker = os.path.join(work, "tiles", f"r{row}_c{col}.json")
+            at = events.index(("replace", marker))
+            before = [p for kind, p in events[:at] if kind == "fsync"]
+            for array in ("image", "valid"):
+                chunk = os.path.join(work, "output.zarr", array, "c", "0", str(row), str(col))
+                assert chunk in before, f"{chunk} not flushed before its marker"
+            assert before[-1].startswith(marker + ".tmp-"), "marker content flushed first"
+            assert events[at + 1] == ("fsync", os.path.join(work, "tiles"))
+    staged = events.index(("replace", os.path.join(work, "staged.json")))
+    assert os.path.join(work, "input.zarr", "image", "c", "0", "0", "0") in \
+        [p for kind, p in events[:staged] if kind == "fsync"]
