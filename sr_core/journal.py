@@ -20,8 +20,8 @@ with a temporary name, itself flushed, then :func:`os.replace` and a flush of th
 folder, so a marker always means a complete chunk, also after a power loss or a kernel crash
 (which lose what is only in the page cache; ``kill -9`` of a process does not). Likewise
 ``staged.json`` is written after the staged store is flushed, ``output.json`` after the empty
-output store is; a tile without a marker is run again (its chunk, complete or not, is rewritten whole:
-each output tile is exactly one Zarr chunk). All-nodata tiles get a marker too (``skipped``:
+output store is. A tile without a marker is run again (its chunk, complete or not, is rewritten
+whole: each output tile is exactly one Zarr chunk). All-nodata tiles get a marker too (``skipped``:
 no model work). Markers are one small file per tile: the main process reads them one at a time.
 
 ``WORK_ROOT`` is ``--scratch-dir``, else ``$SR_SCRATCH``, else the system temp directory. The work
@@ -31,8 +31,9 @@ remove ``WORK_ROOT/sr-work`` to reclaim the space).
 The lock is :func:`fcntl.flock` on ``<key>.lock``: the kernel releases it when its holder dies
 (``kill -9`` included), so a stale lock never blocks a rerun; the file holds the holder's PID and
 host for the message a second run prints. It covers runs on one host that share the work root;
-runs on several hosts publishing to one S3 destination are decided by the manifest's conditional
-write (:mod:`sr_core.manifest`).
+runs on several hosts (or with other scratch folders or models) publishing to one destination
+are kept apart by the destination's publication claim (:mod:`sr_core.claim`) and the
+manifest's conditional write (:mod:`sr_core.manifest`).
 """
 
 from __future__ import annotations

@@ -26,6 +26,9 @@ The manifest is written last, with a **conditional write**: on S3 ``PutObject`` 
 ``IfNoneMatch="*"`` (no manifest before) or ``IfMatch=<ETag read when the run started>`` (replacing
 one), so of two runs racing to one destination exactly one commits; locally :func:`os.link`
 (fails if the name exists) or a check that the manifest is unchanged before :func:`os.replace`.
+Before any of its files is written, a run takes the destination's publication claim
+(:mod:`sr_core.claim`), so a run that loses never overwrites the winner's files either.
+
 **Replacing a publication** made with another input, model or parameters keeps the destination
 "complete previous or complete new" at every step (:func:`preserve`, :func:`drop_previous`):
 

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sr_core import journal, manifest, storage
-from sr_core.errors import InputError, SRError, StorageError
+from sr_core.claim import acquire as claim_destination
+from sr_core.errors import BusyError, InputError, SRError, StorageError
 from sr_core.manifest import strip_ext as _strip_ext
 from sr_core.formats import check_output, open_input, output_is_folder, write_output
 from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
@@ -791,10 +792,12 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
             manifest_extra: dict | None = None) -> Run:
     """Publish every staged output, then the manifest, last and conditionally.
 
-    Steps: every output's size and SHA-256 are read from the staged files; a previous
-    publication at DST (another input, model or parameters) is kept under side names and its
-    manifest rewritten to list them (:func:`sr_core.manifest.preserve`; one with missing files
-    is retracted instead); the output, the reports and ``extra`` files are moved into place
+    Steps: every output's size and SHA-256 are read from the staged files; DST's publication
+    claim is taken (:mod:`sr_core.claim`: one writer at DST, across hosts too) and DST's
+    manifest must still be the one read when the run started; a previous publication at DST
+    (another input, model or parameters) is kept under side names and its manifest rewritten
+    to list them (:func:`sr_core.manifest.preserve`; one with missing files is retracted
+    instead); the output, the reports and ``extra`` files are moved into place
     (local: fsync + :func:`os.replace`) or uploaded (S3, SHA-256 checksums); the manifest is
     written with a conditional write (:func:`sr_core.manifest.commit`); the side copies are
     deleted. A crash between any two steps leaves DST's manifest describing either the complete
@@ -807,7 +810,8 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
         manifest_extra: more fields for the manifest (the archive's scene id).
 
     Raises:
-        BusyError: another run published DST meanwhile (its result stands).
+        BusyError: another run holds DST's claim, or published DST meanwhile (its result
+            stands); nothing of this run was written at DST.
         InputError, StorageError: the destination cannot be written.
     """
     assert run.temp_output is not None and run.written is not None
@@ -818,22 +822,32 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
         items = [("output", run.temp_output, cfg.dst)] + run.staged_outputs
         outputs = {name: manifest.describe(tmp, uri) for name, tmp, uri in items}
         muri = manifest.manifest_uri(cfg.dst)
-        if run.previous is not None:  # keep the previous publication trusted meanwhile
-            run.previous = manifest.preserve(muri, cfg.dst, run.previous, run.scratch)
-            journal.crash_point("preserved")
-        for name, tmp, uri in items:
-            _sweep_partials(uri, keep=tmp)
-            storage.publish(tmp, uri)
-            journal.crash_point(f"published:{name}")
-        run.temp_output = None
-        run.staged_outputs = []
-        doc = manifest.build(expected_manifest(run), outputs, work_key=run.work_key or "",
-                             source=cfg.src, extra=manifest_extra)
-        manifest.commit(muri, doc, run.previous, run.scratch)
-        run.manifest = doc
-        journal.crash_point("manifest")
-        if run.previous is not None:
-            manifest.drop_previous(cfg.dst)
+        held = claim_destination(cfg.dst, run.scratch)  # one writer at DST, across hosts too
+        try:
+            found = manifest.read(muri)
+            if (found and found.text) != (run.previous and run.previous.text):
+                raise BusyError(f"{cfg.dst}: another run published this destination meanwhile; "
+                                "this run's result was not published")
+            if run.previous is not None:  # keep the previous publication trusted meanwhile
+                run.previous = manifest.preserve(muri, cfg.dst, run.previous, run.scratch)
+                journal.crash_point("preserved")
+            for name, tmp, uri in items:
+                held.check()
+                _sweep_partials(uri, keep=tmp)
+                storage.publish(tmp, uri)
+                journal.crash_point(f"published:{name}")
+            run.temp_output = None
+            run.staged_outputs = []
+            doc = manifest.build(expected_manifest(run), outputs, work_key=run.work_key or "",
+                                 source=cfg.src, extra=manifest_extra)
+            held.check()
+            manifest.commit(muri, doc, run.previous, run.scratch)
+            run.manifest = doc
+            journal.crash_point("manifest")
+            if run.previous is not None:
+                manifest.drop_previous(cfg.dst)
+        finally:
+            held.release()
         run.published.update({"output": cfg.dst, "format": run.written["format"],
                               "manifest": muri})
         if run.written["format"] == "cog":

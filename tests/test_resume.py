@@ -430,3 +430,80 @@ def test_tile_markers_follow_durable_chunks(scene, tmp_path, monkeypatch):
     staged = events.index(("replace", os.path.join(work, "staged.json")))
     assert os.path.join(work, "input.zarr", "image", "c", "0", "0", "0") in \
         [p for kind, p in events[:staged] if kind == "fsync"]
+
+
+@pytest.fixture
+def s3_dst(moto_s3):
+    """A fresh bucket on moto_server and a DST in it."""
+    import uuid
+
+    import boto3
+
+    bucket = f"sr-claim-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/out/s2.tif"
+
+
+def test_run_without_shared_journal_never_overwrites_a_publication(scene, cluster, s3_dst,
+                                                                    tmp_path):
+    """Two runs on one scene and S3 DST that share no journal (two scratch folders, as on two
+    hosts): run A computes; before it publishes, run B (a CLI process) publishes. A then stops
+    with BusyError before writing anything at DST: B's publication stays complete (every file
+    its manifest lists has its size and SHA-256), and A's files never reached DST."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    other: list[subprocess.CompletedProcess] = []
+
+    def b_publishes_first(run):
+        other.append(subprocess.run(
+            cli(scene, s3_dst, tmp_path / "scratch-b", cluster.address, model="bicubic"),
+            capture_output=True, text=True, timeout=240, env=env))
+        return {}
+
+    with pytest.raises(BusyError) as info:
+        run_upscale(UpscaleConfig(src=str(scene), dst=s3_dst, model="bicubic",
+                                  tile_size_px=TILE, dask_address=cluster.address,
+                                  progress=False, scratch_dir=str(tmp_path / "scratch-a")),
+                    extra=b_publishes_first)
+    assert other[0].returncode == 0, other[0].stderr
+    model, outputs = published(s3_dst)  # B's, intact
+    b_report = json.loads(storage.read_text(manifest.strip_ext(s3_dst) + ".report.json"))
+    assert model == "bicubic-x2" and b_report["resume"]["tiles_run"] == 16
+    assert digest(manifest.strip_ext(s3_dst) + ".report.json")[1] == outputs["report_json"]
+    assert not storage.exists(manifest.strip_ext(s3_dst) + ".claim.json"), "claim released"
+    assert "another run published this destination meanwhile" in str(info.value)
+
+
+def test_live_claim_of_another_host_is_respected_and_a_stale_one_taken_over(
+        scene, cluster, s3_dst, tmp_path):
+    """A claim held by a live run on another host (not expired) stops a run before it writes
+    anything at DST, with one line naming that host; once the claim has expired, a run takes it
+    over, publishes and removes it."""
+    import time
+
+    from sr_core import claim
+
+    bucket, _ = storage.parse_s3(s3_dst)
+    curi = claim.claim_uri(s3_dst)
+    key = storage.parse_s3(curi)[1]
+    s3 = storage.s3_client()
+
+    def hold(expires):
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(
+            {"owner": "x", "host": "other-host", "pid": 1, "expires": expires}).encode())
+
+    def upscale():
+        return run_upscale(UpscaleConfig(src=str(scene), dst=s3_dst, model="bicubic",
+                                         tile_size_px=TILE, dask_address=cluster.address,
+                                         progress=False, scratch_dir=str(tmp_path)))
+
+    hold(time.time() + 600)
+    with pytest.raises(BusyError, match=r"another run \(pid 1 on other-host\) is publishing") \
+            as info:
+        upscale()
+    assert "\n" not in str(info.value)
+    keys = [k for k, _, _ in storage.list_s3(f"s3://{bucket}/")]
+    assert keys == [key], "nothing written at DST but the other run's claim"
+    hold(time.time() - 1)  # expired: the run that held it died
+    run = upscale()
+    assert run.manifest is not None and state(s3_dst) == "bicubic-x2"
+    assert not storage.exists(curi)
