@@ -237,6 +237,19 @@ def _scan(root: Path, needles: tuple[str, ...]) -> list[str]:
     return found
 
 
+def _bucket_with_scene(prefix: str, repo_data, tmp_path: Path) -> str:
+    """A new bucket on moto_server holding a 64 x 64 Sentinel-2 crop as ``in/crop.tif``."""
+    import boto3
+
+    bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    crop = crop_scene(repo_data.path(S2), tmp_path / "crop.tif", row=300, col=300, height=64,
+                      width=64)
+    s3.upload_file(str(crop), bucket, "in/crop.tif")
+    return bucket
+
+
 async def _prefect_records(flow_run_id) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, \
@@ -269,15 +282,10 @@ def test_no_secret_in_flow_outputs_logs_or_prefect(prefect_harness, moto_s3, rep
     scratch.mkdir()
     monkeypatch.setenv("SR_SCRATCH", str(scratch))
     monkeypatch.setenv("SR_KEEP_SCRATCH", "1")  # keep the leftovers to scan them
-    # INFO: what the CLI and Prefect log by default. (At DEBUG, botocore dumps request headers,
-    # whose SigV4 Authorization names the access key id, never the secret: docs/security.md.)
+    # INFO: what the CLI and Prefect log by default (DEBUG of the S3 stack: the next test)
     caplog.set_level(logging.INFO)
-    bucket = f"secrets-{uuid.uuid4().hex[:8]}"
+    bucket = _bucket_with_scene("secrets", repo_data, tmp_path)
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=bucket)
-    crop = crop_scene(repo_data.path(S2), tmp_path / "crop.tif", row=300, col=300, height=64,
-                      width=64)
-    s3.upload_file(str(crop), bucket, "in/crop.tif")
 
     state = upscale_scene(src=f"s3://{bucket}/in/crop.tif", dst=f"s3://{bucket}/out/crop_x2.tif",
                           model="bicubic", tile_size=32, dask_address=dask_address,
@@ -315,8 +323,6 @@ def test_no_secret_in_debug_logs_of_an_s3_upscale(moto_s3, repo_data, dask_addre
     request's headers: the SigV4 Authorization names the access key id, X-Amz-Security-Token
     carries the session token), an S3-to-S3 upscale logs neither the access key id, the secret
     nor the session token: sr_core redacts those records (sr_core.security.redact_s3_logs)."""
-    import boto3
-
     from sr_core.pipeline import UpscaleConfig, run_upscale
     from sr_core.security import REDACTED, REDACTED_LOGGERS
 
@@ -324,12 +330,7 @@ def test_no_secret_in_debug_logs_of_an_s3_upscale(moto_s3, repo_data, dask_addre
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
     monkeypatch.setattr(storage, "_clients", {})  # a client built with these credentials
-    bucket = f"debug-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=bucket)
-    crop = crop_scene(repo_data.path(S2), tmp_path / "crop.tif", row=300, col=300, height=64,
-                      width=64)
-    s3.upload_file(str(crop), bucket, "in/crop.tif")
+    bucket = _bucket_with_scene("debug", repo_data, tmp_path)
     capfd.readouterr()
     for name in REDACTED_LOGGERS:
         caplog.set_level(logging.DEBUG, logger=name)
