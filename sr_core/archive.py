@@ -38,8 +38,9 @@ after the COG, reports and STAC item are in place. It records the input fingerpr
 SHA-256 and size), the model weights' SHA-256, the parameters that change the output (model,
 scale, Wald window) and every output's size and SHA-256. A scene is skipped when its manifest
 matches and every output it lists is present with its size; otherwise it is processed again (a
-run that died half-way left no manifest, or a retracted one, and its tiles are resumed from the
-work directory: :mod:`sr_core.journal`). Tile size, device and the Dask cluster do not change the
+run that died half-way left no manifest, the previous one, or one still listing the previous
+outputs under their side names, and its tiles are resumed from the work directory:
+:mod:`sr_core.journal`). Tile size, device and the Dask cluster do not change the
 output (tiled output equals whole-image output), so they do not invalidate a manifest.
 """
 

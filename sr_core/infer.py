@@ -202,9 +202,19 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     for t in tiles:
         result = run_tile(job, t, model, src_image, src_valid, dst_image, dst_valid)
         if job.work is not None:
-            journal.mark_tile(job.work, result)
+            journal.mark_tile(job.work, result, chunk_files(dst_image, t.row, t.col)
+                              + chunk_files(dst_valid, t.row, t.col), job.output_store)
         results.append(result)
     return results
+
+
+def chunk_files(arr, row: int, col: int) -> list[str]:
+    """The files of output tile ``(row, col)``'s chunks in a local Zarr array (one per chunk
+    along the plane axis; each tile's core is one chunk of the row and column axes)."""
+    root = os.path.join(str(arr.store_path.store.root), arr.path)
+    encode = arr.metadata.chunk_key_encoding.encode_chunk_key
+    return [os.path.join(root, *encode((b, row, col)).split("/"))
+            for b in range(arr.cdata_shape[0])]
 
 
 _STORES: dict[tuple[str, str], tuple] = {}

@@ -15,9 +15,13 @@ of the Dask scheduler, of a worker) and started again with the same key finds th
     WORK_ROOT/sr-work/<key>.lock   the run lock (PID and host of the holder)
 
 A tile's marker is written by the worker **after** the tile's output chunks (image and validity)
-are written, with a temporary name and :func:`os.replace`, so a marker always means a complete
-chunk; a tile without a marker is run again (its chunk, complete or not, is rewritten whole:
-each output tile is exactly one Zarr chunk). All-nodata tiles get a marker too (``skipped``:
+are written **and flushed to disk** (:func:`os.fsync` of the chunk files and of their folders),
+with a temporary name, itself flushed, then :func:`os.replace` and a flush of the ``tiles``
+folder, so a marker always means a complete chunk, also after a power loss or a kernel crash
+(which lose what is only in the page cache; ``kill -9`` of a process does not). Likewise
+``staged.json`` is written after the staged store is flushed, ``output.json`` after the empty
+output store is. A tile without a marker is run again (its chunk, complete or not, is rewritten
+whole: each output tile is exactly one Zarr chunk). All-nodata tiles get a marker too (``skipped``:
 no model work). Markers are one small file per tile: the main process reads them one at a time.
 
 ``WORK_ROOT`` is ``--scratch-dir``, else ``$SR_SCRATCH``, else the system temp directory. The work
@@ -27,8 +31,9 @@ remove ``WORK_ROOT/sr-work`` to reclaim the space).
 The lock is :func:`fcntl.flock` on ``<key>.lock``: the kernel releases it when its holder dies
 (``kill -9`` included), so a stale lock never blocks a rerun; the file holds the holder's PID and
 host for the message a second run prints. It covers runs on one host that share the work root;
-runs on several hosts publishing to one S3 destination are decided by the manifest's conditional
-write (:mod:`sr_core.manifest`).
+runs on several hosts (or with other scratch folders or models) publishing to one destination
+are kept apart by the destination's publication claim (:mod:`sr_core.claim`) and the
+manifest's conditional write (:mod:`sr_core.manifest`).
 """
 
 from __future__ import annotations
@@ -137,12 +142,56 @@ def release(work: str, *, remove: bool) -> None:
         os.close(fd)
 
 
+def _fsync(path: str) -> None:
+    """Flush a file's data, or a folder's entries, to disk (:func:`os.fsync`); a missing path is
+    skipped (Zarr does not store a chunk that holds only the fill value)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_files(paths, root: str) -> None:
+    """Make files written under ``root`` durable: :func:`os.fsync` each file, then each folder
+    from its parent up to ``root`` (so a new file's name, and a new folder's, survive a power
+    loss too). Each folder is flushed once.
+
+    Args:
+        paths: files under ``root`` (missing ones are skipped).
+        root: the folder they were written in (e.g. a Zarr array's folder).
+    """
+    root = os.path.abspath(root)
+    folders: set[str] = set()
+    for path in paths:
+        _fsync(path)
+        d = os.path.dirname(os.path.abspath(path))
+        while d.startswith(root) and d not in folders:
+            folders.add(d)
+            d = os.path.dirname(d)
+    for d in sorted(folders, key=len, reverse=True):  # deepest first
+        _fsync(d)
+
+
+def sync_tree(root: str) -> None:
+    """:func:`sync_files` for every file under ``root`` (a staged Zarr store)."""
+    sync_files([os.path.join(d, f) for d, _, files in os.walk(root) for f in files], root)
+
+
 def _write_json(path: str, doc: dict) -> None:
-    """Write ``doc`` to ``path`` atomically (temporary name, then :func:`os.replace`)."""
+    """Write ``doc`` to ``path`` atomically and durably: a temporary name, flushed to disk, then
+    :func:`os.replace`, then the folder's entries flushed (so after a power loss the name
+    points at complete content, or is absent)."""
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync(os.path.dirname(os.path.abspath(path)))
 
 
 def _read_json(path: str) -> dict | None:
@@ -168,13 +217,18 @@ def tile_marker(work: str, row: int, col: int) -> str:
     return os.path.join(work, "tiles", f"r{row}_c{col}.json")
 
 
-def mark_tile(work: str, result) -> None:
-    """Record a completed tile (worker side, after its output chunks are written).
+def mark_tile(work: str, result, chunk_files=(), chunk_root: str | None = None) -> None:
+    """Record a completed tile (worker side, after its output chunks are written): the chunk
+    files are flushed to disk first (:func:`sync_files`), then the marker is written durably.
 
     Args:
         work: the run's work directory.
         result: the tile's :class:`sr_core.infer.TileResult`.
+        chunk_files: the tile's output chunk files; chunk_root: the folder they lie under (the
+            output Zarr store).
     """
+    if chunk_files:
+        sync_files(chunk_files, chunk_root or work)
     _write_json(tile_marker(work, result.row, result.col), asdict(result))
 
 

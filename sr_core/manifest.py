@@ -26,9 +26,27 @@ The manifest is written last, with a **conditional write**: on S3 ``PutObject`` 
 ``IfNoneMatch="*"`` (no manifest before) or ``IfMatch=<ETag read when the run started>`` (replacing
 one), so of two runs racing to one destination exactly one commits; locally :func:`os.link`
 (fails if the name exists) or a check that the manifest is unchanged before :func:`os.replace`.
-Replacing a publication made with another input, model or parameters first *retracts* its
-manifest (rewritten with no outputs, conditionally too), so a crash part-way never leaves an old
-manifest describing new files.
+Before any of its files is written, a run takes the destination's publication claim
+(:mod:`sr_core.claim`), so a run that loses never overwrites the winner's files either.
+
+**Replacing a publication** made with another input, model or parameters keeps the destination
+"complete previous or complete new" at every step (:func:`preserve`, :func:`drop_previous`):
+
+1. the previous manifest's files are kept under side names, ``DST_STEM.previous/<name>/<file>``
+   (locally hard links, on S3 server-side copies with the same SSE settings);
+2. the manifest is rewritten, conditionally, to list those copies (same sizes and SHA-256, and
+   ``"replacing": true``): the previous publication stays complete and trusted;
+3. the new files are moved or uploaded to the fixed names (nothing lists them yet);
+4. the new manifest is committed (conditionally), listing the fixed names;
+5. the copies are deleted (a failure here only leaves untrusted files behind; the next
+   publication at DST removes them).
+
+A crash before step 2 leaves the previous manifest and its files untouched (stray copies are
+not listed); between 2 and 4 the previous publication is trusted through its copies; after 4
+the new one is. A rerun finds the manifest listing copies (:func:`mismatch` says an interrupted
+replacement is not up to date), keeps those copies as they are and goes on from step 3. A
+previous manifest whose files are not all present (sizes) is not a complete state to keep: it
+is *retracted* instead (rewritten with no outputs, conditionally).
 """
 
 from __future__ import annotations
@@ -36,17 +54,23 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 
 import sr_core
 from sr_core import storage
 from sr_core.errors import BusyError, InputError, StorageError
+from sr_core.security import sse_args
+
+log = logging.getLogger(__name__)
 
 #: Version of the manifest layout; a change invalidates every manifest.
 MANIFEST_VERSION = 2
 #: The fields that must match for an existing publication to be up to date.
 MATCH_FIELDS = ("manifest_version", "input", "weights_sha256", "parameters")
+#: Suffix of the side folder / prefix that keeps a replaced publication's files (step 1 above).
+PREVIOUS_SUFFIX = ".previous"
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,11 @@ def strip_ext(uri: str) -> str:
 def manifest_uri(dst: str) -> str:
     """Where the manifest of output ``dst`` goes: ``DST_STEM.manifest.json``."""
     return strip_ext(dst) + ".manifest.json"
+
+
+def previous_uri(dst: str) -> str:
+    """Where a replaced publication's files are kept meanwhile: ``DST_STEM.previous``."""
+    return strip_ext(dst) + PREVIOUS_SUFFIX
 
 
 def weights_sha256(card: dict, name: str) -> str:
@@ -188,6 +217,8 @@ def mismatch(found: dict, expected: dict) -> str | None:
         return "parameters changed"
     if not found.get("outputs"):
         return "no outputs listed"
+    if found.get("replacing"):
+        return "a replacement was interrupted (outputs listed under their side names)"
     return None
 
 
@@ -222,7 +253,8 @@ def _size(uri: str) -> int | None:
 
 def commit(uri: str, doc: dict, previous: Existing | None, scratch: str) -> Existing:
     """Write a manifest conditionally: only if the destination's manifest is still ``previous``
-    (none, or the one read when the run started).
+    (none, or the one read when the run started). On S3 with the server-side encryption of
+    :func:`sr_core.security.sse_args`, like every upload.
 
     Returns:
         What is now at ``uri`` (for a later conditional write by the same run).
@@ -240,7 +272,7 @@ def commit(uri: str, doc: dict, previous: Existing | None, scratch: str) -> Exis
         try:
             put = storage.s3_client().put_object(
                 Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json",
-                ChecksumAlgorithm=storage.UPLOAD_CHECKSUM, **cond)
+                ChecksumAlgorithm=storage.UPLOAD_CHECKSUM, **sse_args(), **cond)
         except Exception as exc:  # noqa: BLE001
             ce = storage._client_error(exc)
             code = str(ce.response.get("Error", {}).get("Code", "")) if ce is not None else ""
@@ -268,3 +300,67 @@ def commit(uri: str, doc: dict, previous: Existing | None, scratch: str) -> Exis
     finally:
         storage.discard(tmp)
     return Existing(doc, text, None)
+
+
+def _files(entry: dict) -> list[tuple[str, str]]:
+    """``(file name, URI)`` of every file of one manifest entry (a folder lists several)."""
+    if entry.get("files") is not None:
+        base = entry["uri"].rstrip("/")
+        return [(n, f"{base}/{n}") for n in entry["files"]]
+    return [("", entry["uri"])]
+
+
+def _side_entry(name: str, entry: dict, side: str) -> dict:
+    """The entry of output ``name`` once its files are copied under ``side`` (sizes and SHA-256
+    are the same bytes', so they carry over)."""
+    base = entry["uri"].rstrip("/").rsplit("/", 1)[-1]
+    uri = f"{side}/{name}/{base}" + ("/" if entry.get("files") is not None else "")
+    return {**entry, "uri": uri}
+
+
+def preserve(muri: str, dst: str, existing: Existing, scratch: str) -> Existing:
+    """Steps 1 and 2 of a replacement (module docstring): keep the publication ``existing``
+    describes complete and trusted under side names while DST's files are replaced.
+
+    Args:
+        muri: the manifest's URI; dst: the output's URI (names the side folder,
+            :func:`previous_uri`).
+        existing: the manifest read when the run started.
+        scratch: the run's scratch directory (local temporaries).
+
+    Returns:
+        What is now at ``muri``: the manifest listing the copies (or, when ``existing`` already
+        did, ``existing`` itself), a retracted manifest (no outputs) when ``existing`` listed a
+        missing file, or ``existing`` when it listed none.
+
+    Raises:
+        BusyError: another run changed the manifest meanwhile.
+        StorageError, InputError: a copy or the manifest write failed (DST is unchanged but
+            for stray, unlisted copies).
+    """
+    side = previous_uri(dst)
+    outputs = existing.doc.get("outputs") or {}
+    if outputs and all(e.get("uri", "").startswith(side + "/") for e in outputs.values()):
+        return existing  # an interrupted replacement already keeps them (a rerun)
+    storage.remove_tree(side)  # copies no manifest lists (a crash after an earlier commit)
+    if not outputs:
+        return existing
+    if missing_output(existing.doc) is not None:  # not a complete state: nothing to keep
+        return commit(muri, {**existing.doc, "outputs": {}, "retracted": "incomplete, replaced"},
+                      existing, scratch)
+    kept = {}
+    for name, entry in outputs.items():
+        kept[name] = _side_entry(name, entry, side)
+        for (_, src), (_, dst_file) in zip(_files(entry), _files(kept[name]), strict=True):
+            storage.copy(src, dst_file)
+    return commit(muri, {**existing.doc, "outputs": kept, "replacing": True}, existing, scratch)
+
+
+def drop_previous(dst: str) -> None:
+    """Step 5 of a replacement: delete the side copies once the new manifest is committed. A
+    failure is logged (one WARNING line) and ignored: the copies are no longer listed."""
+    try:
+        storage.remove_tree(previous_uri(dst))
+    except (StorageError, InputError) as exc:
+        log.warning("%s; the replaced publication's copies stay there (not listed by any "
+                    "manifest; the next publication removes them)", exc)

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sr_core import journal, manifest, storage
-from sr_core.errors import InputError, SRError, StorageError
+from sr_core.claim import acquire as claim_destination
+from sr_core.errors import BusyError, InputError, SRError, StorageError
 from sr_core.manifest import strip_ext as _strip_ext
 from sr_core.formats import check_output, open_input, output_is_folder, write_output
 from sr_core.infer import TileJob, TileResult, run_tiles, wald_window_task, warm_worker
@@ -363,6 +364,7 @@ def tile(run: Run) -> Run:
         else:
             run.staged = stage_scene(scene, store, tile_size_px=cfg.tile_size_px)
             if run.work:
+                journal.sync_tree(store)  # durable before the record says it is complete
                 journal.save_state(work, "staged", {
                     "band_min": run.staged.band_min, "band_max": run.staged.band_max,
                     "valid_px": run.staged.valid_px})
@@ -385,6 +387,7 @@ def tile(run: Run) -> Run:
         if not (run.work and journal.load_state(work, "output")):
             create_output(run.output_store, scene, scale=cfg.scale, tile_size_px=cfg.tile_size_px)
             if run.work:
+                journal.sync_tree(run.output_store)
                 journal.save_state(work, "output", {"normalisation": run.normalization.to_dict(),
                                                     "grid": [run.grid.rows, run.grid.cols]})
     return run
@@ -789,12 +792,16 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
             manifest_extra: dict | None = None) -> Run:
     """Publish every staged output, then the manifest, last and conditionally.
 
-    Steps: every output's size and SHA-256 are read from the staged files; a previous manifest
-    at DST (another input, model or parameters, or missing files) is retracted (rewritten with
-    no outputs); the output, the reports and ``extra`` files are moved into place (local:
-    fsync + :func:`os.replace`) or uploaded (S3, SHA-256 checksums); the manifest is written
-    with a conditional write (:func:`sr_core.manifest.commit`). A crash between any two steps
-    leaves no manifest listing a file that is not complete.
+    Steps: every output's size and SHA-256 are read from the staged files; DST's publication
+    claim is taken (:mod:`sr_core.claim`: one writer at DST, across hosts too) and DST's
+    manifest must still be the one read when the run started; a previous publication at DST
+    (another input, model or parameters) is kept under side names and its manifest rewritten
+    to list them (:func:`sr_core.manifest.preserve`; one with missing files is retracted
+    instead); the output, the reports and ``extra`` files are moved into place
+    (local: fsync + :func:`os.replace`) or uploaded (S3, SHA-256 checksums); the manifest is
+    written with a conditional write (:func:`sr_core.manifest.commit`); the side copies are
+    deleted. A crash between any two steps leaves DST's manifest describing either the complete
+    previous publication or the complete new one (or none, when there was none before).
 
     Args:
         run: a run after :func:`report`.
@@ -803,7 +810,8 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
         manifest_extra: more fields for the manifest (the archive's scene id).
 
     Raises:
-        BusyError: another run published DST meanwhile (its result stands).
+        BusyError: another run holds DST's claim, or published DST meanwhile (its result
+            stands); nothing of this run was written at DST.
         InputError, StorageError: the destination cannot be written.
     """
     assert run.temp_output is not None and run.written is not None
@@ -814,22 +822,32 @@ def publish(run: Run, extra: dict[str, tuple[str, str]] | None = None,
         items = [("output", run.temp_output, cfg.dst)] + run.staged_outputs
         outputs = {name: manifest.describe(tmp, uri) for name, tmp, uri in items}
         muri = manifest.manifest_uri(cfg.dst)
-        if run.previous is not None:
-            run.previous = manifest.commit(muri, {**run.previous.doc, "outputs": {},
-                                                  "retracted": "being replaced"},
-                                           run.previous, run.scratch)
-            journal.crash_point("retracted")
-        for name, tmp, uri in items:
-            _sweep_partials(uri, keep=tmp)
-            storage.publish(tmp, uri)
-            journal.crash_point(f"published:{name}")
-        run.temp_output = None
-        run.staged_outputs = []
-        doc = manifest.build(expected_manifest(run), outputs, work_key=run.work_key or "",
-                             source=cfg.src, extra=manifest_extra)
-        manifest.commit(muri, doc, run.previous, run.scratch)
-        run.manifest = doc
-        journal.crash_point("manifest")
+        held = claim_destination(cfg.dst, run.scratch)  # one writer at DST, across hosts too
+        try:
+            found = manifest.read(muri)
+            if (found and found.text) != (run.previous and run.previous.text):
+                raise BusyError(f"{cfg.dst}: another run published this destination meanwhile; "
+                                "this run's result was not published")
+            if run.previous is not None:  # keep the previous publication trusted meanwhile
+                run.previous = manifest.preserve(muri, cfg.dst, run.previous, run.scratch)
+                journal.crash_point("preserved")
+            for name, tmp, uri in items:
+                held.check()
+                _sweep_partials(uri, keep=tmp)
+                storage.publish(tmp, uri)
+                journal.crash_point(f"published:{name}")
+            run.temp_output = None
+            run.staged_outputs = []
+            doc = manifest.build(expected_manifest(run), outputs, work_key=run.work_key or "",
+                                 source=cfg.src, extra=manifest_extra)
+            held.check()
+            manifest.commit(muri, doc, run.previous, run.scratch)
+            run.manifest = doc
+            journal.crash_point("manifest")
+            if run.previous is not None:
+                manifest.drop_previous(cfg.dst)
+        finally:
+            held.release()
         run.published.update({"output": cfg.dst, "format": run.written["format"],
                               "manifest": muri})
         if run.written["format"] == "cog":

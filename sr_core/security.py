@@ -269,3 +269,76 @@ def sse_args() -> dict[str, str]:
     if key and not mode.startswith("aws:kms"):
         raise InputError(f"{SSE_KMS_KEY_ENV} needs {SSE_ENV}=aws:kms (it is {mode})")
     return {"ServerSideEncryption": mode, **({"SSEKMSKeyId": key} if key else {})}
+
+
+#: Loggers (and their children) whose records :func:`redact_s3_logs` cleans: the S3 stack.
+REDACTED_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+#: What a redacted credential becomes in a log record.
+REDACTED = "[redacted]"
+_CREDENTIAL_PATTERNS = (
+    # SigV4 Authorization header / presigned URL: the access key id before the scope
+    re.compile(r"((?:X-Amz-)?Credential=)[^/\s,'\"&]+", re.IGNORECASE),
+    # session token as a header (dict or canonical request) or query parameter
+    re.compile(r"((?:x-amz-security-token|X-Amz-Security-Token)['\"]?\s*[:=]\s*b?['\"]?)"
+               r"[^'\"\s&,]+", re.IGNORECASE),
+    # signatures (a presigned URL's is a bearer token for that URL)
+    re.compile(r"((?:X-Amz-)?Signature=)[0-9a-fA-F]+", re.IGNORECASE),
+)
+_known_secrets: set[str] = set()
+
+
+def redact(text: str) -> str:
+    """``text`` with AWS credentials replaced by :data:`REDACTED`: the values registered by
+    :func:`redact_s3_logs` (access key id, secret key, session token) and, whatever their value,
+    SigV4 ``Credential=`` scopes, ``X-Amz-Security-Token`` headers and query parameters, and
+    signatures."""
+    for secret in sorted(_known_secrets, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    for pattern in _CREDENTIAL_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def _redacting_factory(previous):
+    def factory(*args, **kwargs):
+        record = previous(*args, **kwargs)
+        if record.name.split(".", 1)[0] in REDACTED_LOGGERS:
+            try:
+                message = record.getMessage()
+            except Exception:  # noqa: BLE001 - a malformed record stays as it is
+                return record
+            clean = redact(message)
+            if clean != message:  # else left alone (filters may read its msg and args)
+                record.msg, record.args = clean, None
+        return record
+
+    factory.sr_redacting = True
+    return factory
+
+
+def redact_s3_logs(credentials=None) -> None:
+    """Make sure no log record of the S3 stack (:data:`REDACTED_LOGGERS`, at any level,
+    botocore's DEBUG request dumps included) carries a credential, whatever handlers the
+    application installs.
+
+    Installs (once per process; again if another library replaced it) a
+    :func:`logging.setLogRecordFactory` wrapper that formats those records and passes the text
+    through :func:`redact`. A factory rather than a :class:`logging.Filter`: a filter on the
+    ``botocore`` logger would not see the records of its children (``botocore.endpoint``,
+    ``botocore.auth``, ...), which propagate to handlers without passing their parents'
+    filters. It costs nothing at the default levels: records below a logger's level are never
+    made.
+
+    Args:
+        credentials: a botocore ``Credentials`` object (``None``: none registered); its current
+            access key id, secret key and session token are redacted wherever they appear.
+    """
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        _known_secrets.update(v for v in (frozen.access_key, frozen.secret_key, frozen.token)
+                              if v and len(v) >= 8)
+    import logging
+
+    current = logging.getLogRecordFactory()
+    if not getattr(current, "sr_redacting", False):
+        logging.setLogRecordFactory(_redacting_factory(current))

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sr_core.errors import InputError, StorageError
-from sr_core.security import check_key, safe_file_name, sse_args
+from sr_core.security import check_key, redact_s3_logs, safe_file_name, sse_args
 
 #: Files at least this large are uploaded in parts (bytes).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -105,7 +105,9 @@ def s3_client() -> Any:
     503 SlowDown, 5xx answers, connection resets and timeouts, with exponential backoff and
     jitter) up to 6 attempts per request (``AWS_MAX_ATTEMPTS`` overrides, ``AWS_RETRY_MODE=adaptive``
     adds client-side rate limiting), connect timeout 10 s, read timeout 60 s; every retry is
-    logged at WARNING, one line without credentials. The endpoint is boto3's own
+    logged at WARNING, one line without credentials. Log records of boto3, botocore, s3transfer
+    and urllib3 are redacted (:func:`sr_core.security.redact_s3_logs`), so even botocore's DEBUG
+    request dumps carry no access key id, session token or signature. The endpoint is boto3's own
     ``AWS_ENDPOINT_URL`` handling; the cache is keyed on that variable, the retry settings and
     the process id, so a forked or spawned worker builds its own client.
 
@@ -125,6 +127,7 @@ def s3_client() -> Any:
             import boto3
 
             session = boto3.session.Session()  # the default session is not thread-safe
+            redact_s3_logs(session.get_credentials())  # even botocore's DEBUG dumps
             client = session.client("s3", config=retries.s3_config())
             retries.log_s3_retries(client)
             retries.log_transfer_retries()
@@ -361,6 +364,70 @@ def publish(local_file: str | os.PathLike, dst_uri: str | os.PathLike, *,
     except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
         raise _s3_error(uri, exc, missing="no such bucket") from None
     discard(local_file)
+
+
+def copy(src_uri: str, dst_uri: str) -> None:
+    """Copy a published file to another name at the same kind of destination, keeping its bytes.
+
+    Local: a hard link (:func:`os.link`; no data copied; an existing ``dst_uri`` is replaced,
+    missing parent folders are created), so a later :func:`os.replace` of ``src_uri`` leaves the
+    copy's bytes alone. S3: a server-side copy (boto3's managed ``copy``: ``CopyObject``, or
+    ``UploadPartCopy`` parts for objects of at least :data:`MULTIPART_THRESHOLD` bytes; nothing
+    goes through this host) with ``ChecksumAlgorithm="SHA256"`` and the server-side encryption
+    of :func:`sr_core.security.sse_args`.
+
+    Raises:
+        InputError: malformed S3 URL, or no such object / bucket.
+        StorageError: the link or copy failed.
+    """
+    if not is_s3(dst_uri):
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(dst_uri)), exist_ok=True)
+            discard(dst_uri)
+            os.link(src_uri, dst_uri)
+        except OSError as exc:
+            raise StorageError(f"{dst_uri}: cannot link {src_uri} there "
+                               f"({exc.strerror or exc})") from None
+        return
+    src_bucket, src_key = parse_s3(src_uri)
+    bucket, key = parse_s3(dst_uri)
+    try:
+        s3_client().copy({"Bucket": src_bucket, "Key": src_key}, bucket, key,
+                         ExtraArgs={"ChecksumAlgorithm": UPLOAD_CHECKSUM, **sse_args()},
+                         Config=_transfer_config(MULTIPART_THRESHOLD, MULTIPART_CHUNKSIZE))
+    except Exception as exc:  # noqa: BLE001 - every boto3/s3transfer failure becomes one line
+        raise _s3_error(f"{src_uri} -> {dst_uri}", exc) from None
+
+
+def remove_tree(uri: str) -> int:
+    """Remove a local folder (or file), or every S3 object under the prefix ``uri`` + ``/``.
+
+    Returns:
+        How many files or objects were removed (0: nothing there).
+
+    Raises:
+        InputError: malformed S3 URL.
+        StorageError: a listing or a deletion failed (S3 needs ``s3:DeleteObject``).
+    """
+    if not is_s3(uri):
+        path = os.fspath(uri)
+        if not os.path.lexists(path):
+            return 0
+        n = sum(len(files) for _, _, files in os.walk(path)) if os.path.isdir(path) else 1
+        discard(path)
+        if os.path.lexists(path):
+            raise StorageError(f"{path}: cannot remove")
+        return n
+    prefix = uri.rstrip("/") + "/"
+    bucket, _ = parse_s3(prefix)
+    n = 0
+    for key, _, _ in list(list_s3(prefix)):
+        try:
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001
+            raise _s3_error(f"s3://{bucket}/{key}", exc) from None
+        n += 1
+    return n
 
 
 def _fsync(path: str) -> None:

@@ -437,3 +437,60 @@ def test_console_script_truncated_dicom(tmp_path):
                          env={**os.environ, "PYTHONWARNINGS": "default"})
     assert_one_line_error(res.returncode, res.stderr, str(src), "truncated")
     assert list(out.iterdir()) == []
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """Every decode of DICOM pixel data in this process (``Dataset.pixel_array``, which the
+    pipeline's validation and staging use), recorded by file name, then done as usual."""
+    seen: list[str] = []
+    original = pydicom.dataset.Dataset.pixel_array
+
+    def spy(ds):
+        seen.append(os.path.basename(str(getattr(ds, "filename", "?"))))
+        return original.fget(ds)
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(spy))
+    return seen
+
+
+@pytest.mark.parametrize("case", ["pixels", "frames", "series"])
+def test_compressed_dicom_with_a_huge_header_is_refused_before_decoding(case, decodes, tmp_path,
+                                                                        monkeypatch, capsys):
+    """A real RLE-compressed DICOM (pydicom's MR_small_RLE.dcm, 64 x 64 x 16 bit) whose header
+    is edited to claim a huge image is refused by the size caps from its header, with one line
+    and exit 2, before any pixel data is decoded: Rows x Columns over SR_MAX_PIXELS; Number of
+    Frames over SR_MAX_DECODED_BYTES; a series of two files each under the caps whose total is
+    over them. The unedited file is decoded once and accepted (so the spy sees decodes)."""
+    src_ds = pydicom.dcmread(pydicom_file("MR_small_RLE.dcm"))
+    assert src_ds.file_meta.TransferSyntaxUID.is_compressed
+    out = tmp_path / "out"
+    out.mkdir()
+    if case == "pixels":  # 60,000 x 60,000 = 3.6e9 px per plane > 2^31
+        src_ds.Rows = src_ds.Columns = 60000
+    elif case == "frames":  # 64 x 64 x 2 B x 1e7 frames = 82 GB > 64 GiB
+        src_ds.NumberOfFrames = 10_000_000
+    else:  # 2 files of 40,000 x 40,000 x 2 B = 3.2 GB each; cap 5 GB
+        src_ds.Rows = src_ds.Columns = 40000
+        monkeypatch.setenv("SR_MAX_DECODED_BYTES", str(5 * 10**9))
+    if case == "series":
+        src = tmp_path / "series"
+        src.mkdir()
+        for i in (1, 2):
+            src_ds.InstanceNumber = i
+            src_ds.save_as(src / f"mr{i}.dcm")
+        dst = out / "series_x2"
+    else:
+        src = tmp_path / "huge.dcm"
+        src_ds.save_as(src)
+        dst = out / "x.dcm"
+    code, _, err = run_main(["upscale", str(src), str(dst), "--model", "bicubic",
+                             "--no-progress"], capsys)
+    cap = "SR_MAX_PIXELS" if case == "pixels" else "SR_MAX_DECODED_BYTES"
+    assert_one_line_error(code, err, str(src), "header says", cap, "refused before reading")
+    assert decodes == [], "pixel data was decoded before the caps were checked"
+    assert list(out.iterdir()) == []
+    from sr_core.formats import open_input
+
+    info = open_input(str(pydicom_file("MR_small_RLE.dcm")), "mr")  # the file as it is
+    assert (info.height, info.width) == (64, 64) and decodes == ["MR_small_RLE.dcm"]

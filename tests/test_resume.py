@@ -9,6 +9,7 @@ the complete previous publication or the complete new one, as its manifest descr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -164,18 +165,33 @@ def assert_resumed(res, dst, done, reference):
     assert state(dst) == "edsr-x2"
 
 
-def state(dst: Path | str) -> str | None:
-    """The model of the complete publication at ``dst`` (every output its manifest lists exists
-    with its size and SHA-256), or None when no manifest lists outputs. A manifest listing a file
-    that differs fails the test: that is the torn state the guarantee rules out."""
+def digest(uri: str) -> tuple[int, str]:
+    """Size and SHA-256 of a local file or an S3 object (read whole: small test outputs)."""
+    if storage.is_s3(uri):
+        bucket, key = storage.parse_s3(uri)
+        data = storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return len(data), hashlib.sha256(data).hexdigest()
+    return os.path.getsize(uri), storage.sha256_file(uri)
+
+
+def published(dst: Path | str) -> tuple[str | None, dict]:
+    """The model of the complete publication at ``dst`` and its outputs (name -> SHA-256), read
+    from its manifest after checking that every output it lists exists with its size and
+    SHA-256; ``(None, {})`` when no manifest lists outputs. A manifest listing a file that
+    differs fails the test: that is the torn state the guarantee rules out."""
     found = manifest.read(manifest.manifest_uri(str(dst)))
     if found is None or not found.doc.get("outputs"):
-        return None
+        return None, {}
     for name, entry in found.doc["outputs"].items():
-        path = entry["uri"]
-        assert os.path.getsize(path) == entry["bytes"], name
-        assert storage.sha256_file(path) == entry["sha256"], f"{name} differs from its manifest"
-    return found.doc["parameters"]["model"]
+        assert digest(entry["uri"]) == (entry["bytes"], entry["sha256"]), \
+            f"{name} ({entry['uri']}) differs from its manifest"
+    return (found.doc["parameters"]["model"],
+            {n: e["sha256"] for n, e in found.doc["outputs"].items()})
+
+
+def state(dst: Path | str) -> str | None:
+    """The model of the complete publication at ``dst`` (see :func:`published`)."""
+    return published(dst)[0]
 
 
 def test_kill_cli_mid_run_then_rerun_resumes(scene, cluster, reference, tmp_path):
@@ -255,33 +271,84 @@ def test_two_concurrent_runs_publish_once(scene, cluster, reference, tmp_path):
     assert state(dst) == "espcn-x2"
 
 
-STEPS = [("stitched", "bicubic-x2"), ("retracted", None), ("published:output", None),
+STEPS = [("stitched", "bicubic-x2"), ("preserved", "bicubic-x2"),
+         ("published:output", "bicubic-x2"), ("published:report_json", "bicubic-x2"),
          ("manifest", "espcn-x2")]
 
 
-def test_crash_at_each_publication_step(scene, cluster, reference, tmp_path):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_crash_at_each_publication_step(where, scene, cluster, reference, tmp_path, request):
     """A complete publication (bicubic) is replaced by another (ESPCN) by runs that crash
-    (``os._exit``) after each step in turn: after each crash DST holds the complete previous
-    publication, none (old manifest retracted), or the complete new one; never a manifest that
-    lists a file it does not describe. Each rerun resumes: the tiles are run once in all."""
-    dst, scratch = tmp_path / "out.tif", tmp_path / "scratch"
-    run_upscale(UpscaleConfig(src=str(scene), dst=str(dst), model="bicubic", tile_size_px=TILE,
-                              dask_address=cluster.address, progress=False,
-                              scratch_dir=str(scratch)))
-    assert state(dst) == "bicubic-x2"
+    (``os._exit``) after each step in turn: after each crash DST's manifest lists files whose
+    size and SHA-256 match it and that are either the complete previous publication (the same
+    SHA-256 as before, kept under side names while the fixed names are rewritten) or the
+    complete new one; never none, never a torn one. Each rerun resumes: the tiles are run once in
+    all. Then a rerun is up to date, and an uninterrupted replacement back to bicubic removes the
+    side copies. Locally (hard links) and on S3 (moto_server; server-side copies)."""
+    scratch = tmp_path / "scratch"
+    if where == "s3":
+        import uuid
+
+        import boto3
+
+        request.getfixturevalue("moto_s3")
+        bucket = f"sr-replace-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        dst = f"s3://{bucket}/out/s2.tif"
+    else:
+        dst = str(tmp_path / "out.tif")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}  # moto's too
+    side = manifest.previous_uri(dst)
+
+    def upscale(model):
+        return run_upscale(UpscaleConfig(src=str(scene), dst=dst, model=model,
+                                         tile_size_px=TILE, dask_address=cluster.address,
+                                         progress=False, scratch_dir=str(scratch)))
+
+    upscale("bicubic")
+    old_model, old = published(dst)
+    assert old_model == "bicubic-x2" and set(old) == {"output", "report_json", "report_md",
+                                                      "report_html"}
     for step, expected in STEPS:
-        res = run_cli(cli(scene, dst, scratch, cluster.address, model="espcn-x2"),
-                      SR_CRASH_AT=step)
+        res = subprocess.run(cli(scene, dst, scratch, cluster.address, model="espcn-x2"),
+                             capture_output=True, text=True, timeout=240,
+                             env={**env, "SR_CRASH_AT": step})
         assert res.returncode == 86, (step, res.stderr)
-        assert state(dst) == expected, step
-    rep = report_of(dst)
+        model, outputs = published(dst)
+        assert model == expected, step
+        if expected == "bicubic-x2":  # the previous publication, byte for byte
+            assert outputs == old, step
+            kept = step != "stitched"  # from "preserved" on, listed under the side name
+            uris = [e["uri"] for e in manifest.read(manifest.manifest_uri(dst)).doc[
+                "outputs"].values()]
+            assert all(u.startswith(side + "/") == kept for u in uris), (step, uris)
+    new_model, new = published(dst)
+    assert new_model == "espcn-x2" and set(new) == set(old) and new["output"] != old["output"]
+    local_cog = dst
+    if where == "s3":
+        local_cog = str(tmp_path / "published.tif")
+        storage.s3_client().download_file(bucket, "out/s2.tif", local_cog)
+    np.testing.assert_array_equal(read(local_cog), reference["espcn-x2"])
+    rep = json.loads(storage.read_text(manifest.strip_ext(dst) + ".report.json"))
     assert rep["resume"] == {"staging_reused": True, "tiles": 16, "tiles_run": 0,
                              "tiles_reused": 16, "tiles_all_nodata": 0}
-    np.testing.assert_array_equal(read(dst), reference["espcn-x2"])
-    assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name], \
-        "temporaries of killed runs are swept"
-    res = run_cli(cli(scene, dst, scratch, cluster.address, model="espcn-x2"))
+    if where == "local":
+        assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name], \
+            "temporaries of killed runs are swept"
+    res = subprocess.run(cli(scene, dst, scratch, cluster.address, model="espcn-x2"),
+                         capture_output=True, text=True, timeout=240, env=env)
     assert res.returncode == 0 and res.stdout.startswith("up to date: "), res
+    # the crash after the manifest left the (unlisted) copies; the next replacement removes them
+    assert _count(side) == 4
+    upscale("bicubic")
+    assert published(dst)[0] == "bicubic-x2" and _count(side) == 0
+
+
+def _count(uri: str) -> int:
+    """Files under a local folder or S3 prefix."""
+    if storage.is_s3(uri):
+        return sum(1 for _ in storage.list_s3(uri + "/"))
+    return sum(len(f) for _, _, f in os.walk(uri))
 
 
 def test_s3_manifest_conditional_write(scene, cluster, moto_s3, tmp_path):
@@ -315,3 +382,128 @@ def test_s3_manifest_conditional_write(scene, cluster, moto_s3, tmp_path):
     # the writer holding the current ETag wins
     manifest.commit(muri, {**found.doc, "note": "replaced"}, found, str(tmp_path))
     assert manifest.read(muri).doc["note"] == "replaced"
+
+
+def test_tile_markers_follow_durable_chunks(scene, tmp_path, monkeypatch):
+    """A tile's marker counts only once its chunks are on disk: every ``os.fsync`` and
+    ``os.replace`` of a run (its Dask worker threads in this process) is recorded; each marker's
+    rename comes after the fsync of both its output chunk files (image and validity) and of its
+    own temporary file, and is followed by the fsync of the ``tiles`` folder; ``staged.json``
+    comes after the fsync of the staged store's chunks. (Page cache is lost by a power loss or
+    kernel crash, not by ``kill -9``, so this is checked by the order of the calls.)"""
+    from distributed import LocalCluster
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        events.append(("replace", os.path.abspath(os.fspath(dst))))
+        return real_replace(src, dst, **kw)
+
+    scratch = tmp_path / "scratch"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as lc:
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        run = run_upscale(UpscaleConfig(src=str(scene), dst=str(tmp_path / "out.tif"),
+                                        model="bicubic", tile_size_px=32,
+                                        dask_address=lc.scheduler_address, progress=False,
+                                        scratch_dir=str(scratch)))
+        monkeypatch.undo()
+    assert run.resume["tiles_run"] == 4
+    work = str(scratch / "sr-work" / run.work_key)
+
+    for row in range(2):
+        for col in range(2):
+            marker = os.path.join(work, "tiles", f"r{row}_c{col}.json")
+            at = events.index(("replace", marker))
+            before = [p for kind, p in events[:at] if kind == "fsync"]
+            for array in ("image", "valid"):
+                chunk = os.path.join(work, "output.zarr", array, "c", "0", str(row), str(col))
+                assert chunk in before, f"{chunk} not flushed before its marker"
+            assert before[-1].startswith(marker + ".tmp-"), "marker content flushed first"
+            assert events[at + 1] == ("fsync", os.path.join(work, "tiles"))
+    staged = events.index(("replace", os.path.join(work, "staged.json")))
+    assert os.path.join(work, "input.zarr", "image", "c", "0", "0", "0") in \
+        [p for kind, p in events[:staged] if kind == "fsync"]
+
+
+@pytest.fixture
+def s3_dst(moto_s3):
+    """A fresh bucket on moto_server and a DST in it."""
+    import uuid
+
+    import boto3
+
+    bucket = f"sr-claim-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/out/s2.tif"
+
+
+def test_run_without_shared_journal_never_overwrites_a_publication(scene, cluster, s3_dst,
+                                                                    tmp_path):
+    """Two runs on one scene and S3 DST that share no journal (two scratch folders, as on two
+    hosts): run A computes; before it publishes, run B (a CLI process) publishes. A then stops
+    with BusyError before writing anything at DST: B's publication stays complete (every file
+    its manifest lists has its size and SHA-256), and A's files never reached DST."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    other: list[subprocess.CompletedProcess] = []
+
+    def b_publishes_first(run):
+        other.append(subprocess.run(
+            cli(scene, s3_dst, tmp_path / "scratch-b", cluster.address, model="bicubic"),
+            capture_output=True, text=True, timeout=240, env=env))
+        return {}
+
+    with pytest.raises(BusyError) as info:
+        run_upscale(UpscaleConfig(src=str(scene), dst=s3_dst, model="bicubic",
+                                  tile_size_px=TILE, dask_address=cluster.address,
+                                  progress=False, scratch_dir=str(tmp_path / "scratch-a")),
+                    extra=b_publishes_first)
+    assert other[0].returncode == 0, other[0].stderr
+    model, outputs = published(s3_dst)  # B's, intact
+    b_report = json.loads(storage.read_text(manifest.strip_ext(s3_dst) + ".report.json"))
+    assert model == "bicubic-x2" and b_report["resume"]["tiles_run"] == 16
+    assert digest(manifest.strip_ext(s3_dst) + ".report.json")[1] == outputs["report_json"]
+    assert not storage.exists(manifest.strip_ext(s3_dst) + ".claim.json"), "claim released"
+    assert "another run published this destination meanwhile" in str(info.value)
+
+
+def test_live_claim_of_another_host_is_respected_and_a_stale_one_taken_over(
+        scene, cluster, s3_dst, tmp_path):
+    """A claim held by a live run on another host (not expired) stops a run before it writes
+    anything at DST, with one line naming that host; once the claim has expired, a run takes it
+    over, publishes and removes it."""
+    import time
+
+    from sr_core import claim
+
+    bucket, _ = storage.parse_s3(s3_dst)
+    curi = claim.claim_uri(s3_dst)
+    key = storage.parse_s3(curi)[1]
+    s3 = storage.s3_client()
+
+    def hold(expires):
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(
+            {"owner": "x", "host": "other-host", "pid": 1, "expires": expires}).encode())
+
+    def upscale():
+        return run_upscale(UpscaleConfig(src=str(scene), dst=s3_dst, model="bicubic",
+                                         tile_size_px=TILE, dask_address=cluster.address,
+                                         progress=False, scratch_dir=str(tmp_path)))
+
+    hold(time.time() + 600)
+    with pytest.raises(BusyError, match=r"another run \(pid 1 on other-host\) is publishing") \
+            as info:
+        upscale()
+    assert "\n" not in str(info.value)
+    keys = [k for k, _, _ in storage.list_s3(f"s3://{bucket}/")]
+    assert keys == [key], "nothing written at DST but the other run's claim"
+    hold(time.time() - 1)  # expired: the run that held it died
+    run = upscale()
+    assert run.manifest is not None and state(s3_dst) == "bicubic-x2"
+    assert not storage.exists(curi)

@@ -197,6 +197,30 @@ def test_sse_kms_on_uploads(moto_s3, tmp_path, monkeypatch):
     assert "SSEKMSKeyId" not in s3.head_object(Bucket=bucket, Key="out/h.txt")
 
 
+def test_sse_on_the_manifest_and_on_copies(moto_s3, tmp_path, monkeypatch):
+    """The manifest's conditional PutObject and the server-side copies that keep a replaced
+    publication carry the same SSE settings as uploads."""
+    import boto3
+
+    from sr_core import manifest
+
+    bucket = f"sse-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("SR_S3_SSE", "aws:kms")
+    monkeypatch.setenv("SR_S3_SSE_KMS_KEY_ID", "alias/sr-pipeline-test")
+    muri = f"s3://{bucket}/out/x.manifest.json"
+    first = manifest.commit(muri, {"outputs": {}}, None, str(tmp_path))
+    manifest.commit(muri, {"outputs": {}, "n": 2}, first, str(tmp_path))  # the If-Match path
+    s3.put_object(Bucket=bucket, Key="out/x.tif", Body=b"cog")  # no SSE asked
+    storage.copy(f"s3://{bucket}/out/x.tif", f"s3://{bucket}/out/x.previous/output/x.tif")
+    for key in ("out/x.manifest.json", "out/x.previous/output/x.tif"):
+        head = s3.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms", key
+        assert head["SSEKMSKeyId"].endswith("alias/sr-pipeline-test"), key
+    assert "SSEKMSKeyId" not in s3.head_object(Bucket=bucket, Key="out/x.tif")
+
+
 # ----------------------------------------------------------------------------- secrets
 
 ACCESS_KEY = "AKIASRPIPETEST7A0001"
@@ -211,6 +235,19 @@ def _scan(root: Path, needles: tuple[str, ...]) -> list[str]:
             data = p.read_bytes()
             found += [f"{p}: {n}" for n in needles if n.encode() in data]
     return found
+
+
+def _bucket_with_scene(prefix: str, repo_data, tmp_path: Path) -> str:
+    """A new bucket on moto_server holding a 64 x 64 Sentinel-2 crop as ``in/crop.tif``."""
+    import boto3
+
+    bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    crop = crop_scene(repo_data.path(S2), tmp_path / "crop.tif", row=300, col=300, height=64,
+                      width=64)
+    s3.upload_file(str(crop), bucket, "in/crop.tif")
+    return bucket
 
 
 async def _prefect_records(flow_run_id) -> str:
@@ -245,15 +282,10 @@ def test_no_secret_in_flow_outputs_logs_or_prefect(prefect_harness, moto_s3, rep
     scratch.mkdir()
     monkeypatch.setenv("SR_SCRATCH", str(scratch))
     monkeypatch.setenv("SR_KEEP_SCRATCH", "1")  # keep the leftovers to scan them
-    # INFO: what the CLI and Prefect log by default. (At DEBUG, botocore dumps request headers,
-    # whose SigV4 Authorization names the access key id, never the secret: docs/security.md.)
+    # INFO: what the CLI and Prefect log by default (DEBUG of the S3 stack: the next test)
     caplog.set_level(logging.INFO)
-    bucket = f"secrets-{uuid.uuid4().hex[:8]}"
+    bucket = _bucket_with_scene("secrets", repo_data, tmp_path)
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=bucket)
-    crop = crop_scene(repo_data.path(S2), tmp_path / "crop.tif", row=300, col=300, height=64,
-                      width=64)
-    s3.upload_file(str(crop), bucket, "in/crop.tif")
 
     state = upscale_scene(src=f"s3://{bucket}/in/crop.tif", dst=f"s3://{bucket}/out/crop_x2.tif",
                           model="bicubic", tile_size=32, dask_address=dask_address,
@@ -280,3 +312,39 @@ def test_no_secret_in_flow_outputs_logs_or_prefect(prefect_harness, moto_s3, rep
     # the scan bites: a leftover holding the secret would be found
     (scratch / "planted.txt").write_text(f"creds={SECRET}")
     assert _scan(scratch, needles) == [f"{scratch / 'planted.txt'}: {SECRET}"]
+
+
+TOKEN = "SRPIPE-TEST-SESSION-TOKEN-" + "k3Vw9" * 6
+
+
+def test_no_secret_in_debug_logs_of_an_s3_upscale(moto_s3, repo_data, dask_address, tmp_path,
+                                                   monkeypatch, caplog, capfd):
+    """With boto3, botocore, s3transfer and urllib3 logging at DEBUG (botocore then dumps every
+    request's headers: the SigV4 Authorization names the access key id, X-Amz-Security-Token
+    carries the session token), an S3-to-S3 upscale logs neither the access key id, the secret
+    nor the session token: sr_core redacts those records (sr_core.security.redact_s3_logs)."""
+    from sr_core.pipeline import UpscaleConfig, run_upscale
+    from sr_core.security import REDACTED, REDACTED_LOGGERS
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
+    monkeypatch.setattr(storage, "_clients", {})  # a client built with these credentials
+    bucket = _bucket_with_scene("debug", repo_data, tmp_path)
+    capfd.readouterr()
+    for name in REDACTED_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    run = run_upscale(UpscaleConfig(
+        src=f"s3://{bucket}/in/crop.tif", dst=f"s3://{bucket}/out/crop_x2.tif", model="bicubic",
+        tile_size_px=32, dask_address=dask_address, progress=False,
+        scratch_dir=str(tmp_path / "scratch")))
+    assert run.manifest is not None
+    text = caplog.text
+    captured = capfd.readouterr()
+    leaks = [f"{where}: {n}" for where, t in {"log": text, "stdout": captured.out,
+                                              "stderr": captured.err}.items()
+             for n in (ACCESS_KEY, SECRET, TOKEN) if n in t]
+    assert leaks == []
+    # the dumps were there: request headers were logged, and credentials in them redacted
+    assert "Sending http request" in text and "X-Amz-Security-Token" in text
+    assert text.count(REDACTED) >= 4

@@ -19,10 +19,13 @@ instance; written uncompressed as Explicit VR Little Endian. Smallest / Largest 
 are dropped (they describe the input's pixels).
 
 Validation (before any model work; never ``force=True``): every file must be a PS3.10 file with
-pixel data of 8 or 16 bits that pydicom can decode; uncompressed pixel data must be as long as
-Rows x Columns x frames x samples says (pydicom reads a truncated file without complaint);
-compressed pixel data is decoded once. All instances of a folder must share one series, size and
-pixel format.
+pixel data of 8 or 16 bits that pydicom can decode. From each header, **before any pixel data is
+decoded**: the size caps of :func:`sr_core.security.check_size` (Rows x Columns against
+``SR_MAX_PIXELS``; Rows x Columns x Number of Frames x Samples per Pixel x Bits Allocated / 8 x
+the number of files against ``SR_MAX_DECODED_BYTES``), and the match with the folder's first
+file (one series, size and pixel format). Then uncompressed pixel data must be as long as
+Rows x Columns x frames x samples says (pydicom reads a truncated file without complaint), and
+compressed pixel data is decoded once.
 
 Patient data never leaves the dataset: :attr:`SceneInfo.geometry` holds geometry and pixel format
 only, and messages name files and tags, never values.
@@ -42,6 +45,7 @@ import numpy as np
 from sr_core.errors import InputError, StorageError
 from sr_core.formats import first_line
 from sr_core.scene import SceneInfo
+from sr_core.security import check_size
 from sr_core.storage import discard
 from sr_core.tiling import PixelWindow
 
@@ -127,10 +131,11 @@ def _read_header(f: str, label: str):
                          f"({first_line(exc)})") from None
 
 
-def _check_pixels(ds, label: str) -> np.dtype:
-    """Check the pixel data of one dataset; return the dtype of its decoded pixels."""
-    from pydicom.uid import UncompressedTransferSyntaxes
-
+def _check_header(ds, label: str, name: str, instances: int) -> np.dtype:
+    """Check the pixel format one dataset's header declares, and the size caps of
+    :func:`sr_core.security.check_size` for ``instances`` files of that size (the series, all
+    of whose files must match), before any pixel data is read or decoded; return the dtype of
+    its decoded pixels."""
     if "PixelData" not in ds:
         what = "float pixel data" if ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds) \
             else "no pixel data"
@@ -149,19 +154,30 @@ def _check_pixels(ds, label: str) -> np.dtype:
         raise InputError(f"{label}: Samples per Pixel {samples} is not supported (1 or 3)")
     if str(ds.get("PhotometricInterpretation", "")).startswith("PALETTE"):
         raise InputError(f"{label}: palette colour images are not supported")
+    check_size(name, rows, cols, instances * frames * samples, bits // 8)
+    return np.dtype(("i" if signed else "u") + str(bits // 8))
+
+
+def _check_pixel_data(ds, label: str) -> None:
+    """Check one dataset's pixel data (after :func:`_check_header`): uncompressed data must be
+    as long as its header says; compressed data is decoded once (the only check a codec
+    gives)."""
+    from pydicom.uid import UncompressedTransferSyntaxes
+
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    frames, samples = int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("SamplesPerPixel", 1))
     ts = ds.file_meta.get("TransferSyntaxUID")
     if ts in UncompressedTransferSyntaxes:
-        need = rows * cols * frames * samples * bits // 8
+        need = rows * cols * frames * samples * int(ds.BitsAllocated) // 8
         have = len(ds.PixelData)
         if have < need:
             raise InputError(f"{label}: truncated pixel data ({have:,} of {need:,} bytes)")
-    else:
-        try:
-            ds.pixel_array  # noqa: B018 - decode once: the only check a codec gives
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{label}: cannot decode pixel data (transfer syntax {ts}: "
-                             f"{first_line(exc)})") from None
-    return np.dtype(("i" if signed else "u") + str(bits // 8))
+        return
+    try:
+        ds.pixel_array  # noqa: B018 - decode once: the only check a codec gives
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{label}: cannot decode pixel data (transfer syntax {ts}: "
+                         f"{first_line(exc)})") from None
 
 
 def _padding(ds) -> int | None:
@@ -209,7 +225,7 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
     for f in files:
         label = _label(name, path, f)
         ds = _read_header(f, label)
-        dt = _check_pixels(ds, label)
+        dt = _check_header(ds, label, name, len(files))
         total_bytes += os.path.getsize(f)
         key = (int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1),
                int(ds.get("SamplesPerPixel", 1)), dt.str, int(ds.get("BitsStored", 8 * dt.itemsize)),
@@ -220,6 +236,7 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
             what = ("series" if key[6] != first[6] else "size, pixel format or pixel padding")
             raise InputError(f"{label}: differs from the other files of the folder in {what}; "
                              "give one series")
+        _check_pixel_data(ds, label)  # after the caps and the match: decodes compressed data
         entries.append((int(ds.get("InstanceNumber", 0) or 0), _position_along_normal(ds), f))
         del ds
     entries.sort(key=lambda e: (e[0], e[1]))
