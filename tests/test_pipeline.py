@@ -145,9 +145,11 @@ def test_s3_round_trip(moto_s3, crops, dask_address, tmp_path):
     assert run.published["cog"] == "s3://scenes/out/landsat_x2.tif"
 
 
-def test_planning_process_never_imports_torch(crops, dask_address, tmp_path):
-    """With a shipped model, only the Dask workers load torch: the process that plans, stitches
-    and reports (the CLI, a flow) stays light (about 2 s of start-up and 1 GB of memory less)."""
+@pytest.mark.parametrize("model", ["edsr", "bicubic"])
+def test_planning_process_never_imports_torch(model, crops, dask_address, tmp_path):
+    """With a shipped model or bicubic, only the Dask workers load torch: the process that plans,
+    stitches and reports (the CLI, a flow) stays light (about 2 s of start-up and 1 GB of memory
+    less)."""
     import subprocess
     import sys
 
@@ -155,7 +157,7 @@ def test_planning_process_never_imports_torch(crops, dask_address, tmp_path):
         "import json, sys\n"
         "from sr_core.pipeline import UpscaleConfig, run_upscale\n"
         f"run = run_upscale(UpscaleConfig(src={str(crops['landsat-uint8'])!r}, "
-        f"dst={str(tmp_path / 'out.tif')!r}, model='edsr', dask_address={dask_address!r}, "
+        f"dst={str(tmp_path / 'out.tif')!r}, model={model!r}, dask_address={dask_address!r}, "
         "progress=False))\n"
         "print(json.dumps({'torch': sorted(m for m in sys.modules if m.split('.')[0] == 'torch'),"
         " 'html': run.published['report_html'], 'psnr': run.wald['model']['psnr_db']}))\n"

@@ -50,3 +50,13 @@ def test_card_descriptor_is_the_loaded_models(name):
     loaded = load_model(name)
     assert from_card[0] == loaded.descriptor
     assert from_card[1] == loaded.card
+
+
+@pytest.mark.parametrize("scale", [None, 2, 3, 4])
+def test_bicubic_descriptor_without_torch_is_the_loaded_models(scale):
+    """``bicubic`` has no card file: the planning process builds its descriptor and card without
+    torch, and they must be the ones the loader gives."""
+    described = describe_shipped("bicubic", scale)
+    loaded = load_model("bicubic", scale=scale)
+    assert described[0] == loaded.descriptor and described[1] == loaded.card
+    assert described[0].scale == (scale or 2)

@@ -6,11 +6,10 @@ import torch
 from torch import nn
 
 from sr_core.errors import ModelError
-from sr_core.models.descriptor import ModelDescriptor
+# defined where the planning process can read them without importing torch
+from sr_core.models.catalog import BICUBIC_RECEPTIVE_FIELD_PX, describe_bicubic  # noqa: F401
 from sr_core.resample import upsample_bicubic
 
-#: Keys' kernel (a = -0.5) has support 2: an HR pixel reads LR pixels at most 2 away.
-BICUBIC_RECEPTIVE_FIELD_PX = 2
 
 
 class Bicubic(nn.Module):
@@ -49,15 +48,3 @@ class Bicubic(nn.Module):
             ``(N, C, h * scale, w * scale)`` float32 (may overshoot [0, 1] slightly at edges).
         """
         return upsample_bicubic(x, self.scale)
-
-
-def describe_bicubic(name: str, *, scale: int = 2, in_channels: int = 1) -> ModelDescriptor:
-    """Descriptor of :class:`Bicubic` built with these arguments.
-
-    Returns:
-        A descriptor with ``receptive_field_px == 2`` and ``size_multiple == 1``.
-    """
-    return ModelDescriptor(
-        name=name, architecture="bicubic", scale=scale, in_channels=in_channels,
-        out_channels=in_channels, receptive_field_px=BICUBIC_RECEPTIVE_FIELD_PX,
-    )

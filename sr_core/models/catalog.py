@@ -6,7 +6,8 @@ there costs about 2 s of start-up and 1 GB of resident memory for nothing, so th
 cards carry their descriptor (``"descriptor"``, written by ``scripts/train_shipped.sh`` through
 :func:`sr_core.train.train`) and :func:`describe_shipped` reads it from the card. A test holds every
 shipped card's descriptor equal to :func:`sr_core.models.registry.describe` of its arguments.
-Everything else (third-party checkpoints, user weights, ``bicubic``) goes through
+The ``bicubic`` baseline has no weights: :func:`describe_bicubic` and :func:`bicubic_card` give its
+descriptor and card. Everything else (third-party checkpoints, user weights) goes through
 :func:`sr_core.models.registry.load_model`.
 """
 
@@ -37,6 +38,8 @@ SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
 
 DEFAULT_MODEL = "edsr"
 DEFAULT_SCALE = 2
+#: Keys' kernel (a = -0.5) has support 2: an HR pixel reads LR pixels at most 2 away (LR px).
+BICUBIC_RECEPTIVE_FIELD_PX = 2
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
@@ -82,8 +85,33 @@ def shipped_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{SHIPPED[name]}.safetensors"
 
 
+def describe_bicubic(name: str, *, scale: int = 2, in_channels: int = 1) -> ModelDescriptor:
+    """Descriptor of the bicubic baseline (:class:`sr_core.models.bicubic.Bicubic`) built with
+    these arguments.
+
+    Returns:
+        A descriptor with ``receptive_field_px == 2`` and ``size_multiple == 1``.
+    """
+    return ModelDescriptor(
+        name=name, architecture="bicubic", scale=scale, in_channels=in_channels,
+        out_channels=in_channels, receptive_field_px=BICUBIC_RECEPTIVE_FIELD_PX,
+    )
+
+
+def bicubic_card(scale: int) -> dict:
+    """The card of the bicubic baseline at ``scale`` (no weights: Keys, IEEE Trans. ASSP 1981)."""
+    arguments = {"scale": scale, "in_channels": 1}
+    return {
+        "name": f"bicubic-x{scale}", "architecture": "bicubic", "arguments": arguments,
+        "scale": scale, "in_channels": 1, "bands": "band by band",
+        "normalisation": "any; interpolation is linear in the pixel values",
+        "note": "Keys' cubic kernel, a = -0.5 (MATLAB imresize / Pillow), no weights",
+    }
+
+
 def describe_shipped(ref: str, scale: int | None) -> tuple[ModelDescriptor, dict] | None:
-    """Descriptor and card of a shipped model, from its card alone (no torch, no weights read).
+    """Descriptor and card of a shipped model (or of ``bicubic``), from its card alone (no torch,
+    no weights read).
 
     Args:
         ref: a model reference as :func:`sr_core.models.registry.load_model` takes it.
@@ -98,6 +126,12 @@ def describe_shipped(ref: str, scale: int | None) -> tuple[ModelDescriptor, dict
     """
     from sr_core.models.weights import read_card
 
+    if ref == "bicubic":
+        if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool)
+                                  or scale < 2):
+            return None  # the loader raises the error for it
+        card = bicubic_card(scale or DEFAULT_SCALE)
+        return describe_bicubic(card["name"], **card["arguments"]), card
     name = shipped_name(ref, scale)
     if name is None or not shipped_path(name).is_file():
         return None

@@ -161,16 +161,9 @@ def _finish(module: nn.Module, descriptor: ModelDescriptor, card: dict, device: 
 
 
 def _bicubic(scale: int, device: torch.device) -> SRModel:
-    arguments = {"scale": scale, "in_channels": 1}
-    name = f"bicubic-x{scale}"
-    card = {
-        "name": name, "architecture": "bicubic", "arguments": arguments, "scale": scale,
-        "in_channels": 1, "bands": "band by band",
-        "normalisation": "any; interpolation is linear in the pixel values",
-        "note": "Keys' cubic kernel, a = -0.5 (MATLAB imresize / Pillow), no weights",
-    }
-    return _finish(build_module("bicubic", **arguments), describe("bicubic", name, **arguments),
-                   card, device)
+    card = catalog.bicubic_card(scale)
+    return _finish(build_module("bicubic", **card["arguments"]),
+                   describe("bicubic", card["name"], **card["arguments"]), card, device)
 
 
 def _load_native(path: Path, architecture: str, arguments: dict, state: dict) -> nn.Module:
