@@ -49,6 +49,7 @@ import threading
 from dataclasses import asdict
 
 from sr_core.errors import BusyError, StorageError
+from sr_core.storage import fsync_path
 
 #: Version of the work directory layout; part of every work key.
 WORK_VERSION = 1
@@ -142,19 +143,6 @@ def release(work: str, *, remove: bool) -> None:
         os.close(fd)
 
 
-def _fsync(path: str) -> None:
-    """Flush a file's data, or a folder's entries, to disk (:func:`os.fsync`); a missing path is
-    skipped (Zarr does not store a chunk that holds only the fill value)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sync_files(paths, root: str) -> None:
     """Make files written under ``root`` durable: :func:`os.fsync` each file, then each folder
     from its parent up to ``root`` (so a new file's name, and a new folder's, survive a power
@@ -167,13 +155,13 @@ def sync_files(paths, root: str) -> None:
     root = os.path.abspath(root)
     folders: set[str] = set()
     for path in paths:
-        _fsync(path)
+        fsync_path(path, missing_ok=True)  # Zarr stores no chunk of fill values only
         d = os.path.dirname(os.path.abspath(path))
         while d.startswith(root) and d not in folders:
             folders.add(d)
             d = os.path.dirname(d)
     for d in sorted(folders, key=len, reverse=True):  # deepest first
-        _fsync(d)
+        fsync_path(d, missing_ok=True)
 
 
 def sync_tree(root: str) -> None:
@@ -191,7 +179,7 @@ def _write_json(path: str, doc: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync(os.path.dirname(os.path.abspath(path)))
+    fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 def _read_json(path: str) -> dict | None:

@@ -430,15 +430,29 @@ def remove_tree(uri: str) -> int:
     return n
 
 
+def fsync_path(path: str, *, missing_ok: bool = False) -> None:
+    """Flush one file's data, or one folder's entries, to disk (:func:`os.fsync`).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (unless ``missing_ok``: then nothing happens).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync(path: str) -> None:
     """Flush a file's (or every file in a folder's) data to disk."""
     files = [os.path.join(path, n) for n in os.listdir(path)] if os.path.isdir(path) else [path]
     for name in files:
-        fd = os.open(name, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(name)
 
 
 def exists(uri: str | os.PathLike) -> bool:

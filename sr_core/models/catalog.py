@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from sr_core.errors import ModelError
+from sr_core.errors import InputError, ModelError
 from sr_core.models.descriptor import ModelDescriptor
 
 #: Registry name -> weights file stem in :data:`WEIGHTS_DIR`. Names are ``<architecture>-x<scale>``.
@@ -85,6 +85,16 @@ def shipped_path(name: str) -> Path:
     return WEIGHTS_DIR / f"{SHIPPED[name]}.safetensors"
 
 
+def check_scale(scale) -> None:
+    """Check an asked-for upscaling factor (``None``: the model's own).
+
+    Raises:
+        InputError: ``scale`` is not an integer >= 2.
+    """
+    if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool) or scale < 2):
+        raise InputError(f"scale must be an integer >= 2, got {scale!r}")
+
+
 def describe_bicubic(name: str, *, scale: int = 2, in_channels: int = 1) -> ModelDescriptor:
     """Descriptor of the bicubic baseline (:class:`sr_core.models.bicubic.Bicubic`) built with
     these arguments.
@@ -123,13 +133,12 @@ def describe_shipped(ref: str, scale: int | None) -> tuple[ModelDescriptor, dict
 
     Raises:
         ModelError: a shipped model without weights for ``scale``; a malformed card.
+        InputError: ``bicubic`` with a ``scale`` that is not an integer >= 2.
     """
     from sr_core.models.weights import read_card
 
     if ref == "bicubic":
-        if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool)
-                                  or scale < 2):
-            return None  # the loader raises the error for it
+        check_scale(scale)
         card = bicubic_card(scale or DEFAULT_SCALE)
         return describe_bicubic(card["name"], **card["arguments"]), card
     name = shipped_name(ref, scale)

@@ -328,8 +328,7 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
         InputError: bad device, or ``scale`` not an integer >= 2.
     """
     dev = resolve_device(device)
-    if scale is not None and (not isinstance(scale, int) or isinstance(scale, bool) or scale < 2):
-        raise InputError(f"scale must be an integer >= 2, got {scale!r}")
+    catalog.check_scale(scale)
     if ref == "bicubic":
         return _bicubic(scale or DEFAULT_SCALE, dev)
     name = catalog.shipped_name(ref, scale)
