@@ -96,8 +96,9 @@ def check_scale(scale) -> None:
 
 
 def describe_bicubic(name: str, *, scale: int = 2, in_channels: int = 1) -> ModelDescriptor:
-    """Descriptor of the bicubic baseline (:class:`sr_core.models.bicubic.Bicubic`) built with
-    these arguments.
+    """Descriptor of the bicubic baseline (:class:`sr_core.models.bicubic.Bicubic`: Keys' cubic
+    convolution, R. Keys, IEEE Trans. ASSP 29(6), 1981) built with these arguments (``scale``
+    an integer >= 2, ``in_channels`` bands run at once).
 
     Returns:
         A descriptor with ``receptive_field_px == 2`` and ``size_multiple == 1``.
