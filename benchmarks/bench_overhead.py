@@ -4,11 +4,12 @@ A mosaic of a real scene (default: the Landsat 7 sample, 3 bands uint8, mirrored
 1024 x 1024 px) is run through the Prefect flow ``upscale_scene`` with 64 px tiles (256 tiles) on
 a local Dask cluster, against a temporary Prefect server started before the clock starts.
 
-* **Prefect overhead**: flow wall time minus the time spent inside sr_core (model load, the six
-  stages, waiting for the cluster to start, its teardown): task submission, state transitions,
-  artifacts;
-* **Dask overhead**: the ``infer`` stage's wall time minus the compute measured inside the tasks
-  (sum of tile seconds and the Wald check) divided by the worker threads;
+* **Prefect overhead**: flow wall time minus the time spent inside sr_core (the six stages,
+  waiting for the cluster to start, its teardown, removing the scratch folder): the flow and
+  task engines (creating the flow run, state transitions, heartbeats), artifacts;
+* **Dask overhead**: the ``infer`` stage's wall time minus the time measured inside the tasks
+  (each tile from reading its window to its durable journal marker, and the Wald check)
+  divided by the worker threads: submitting, queueing, sending results back, idle threads;
 
 each as a share of the flow's wall time, with the count of Prefect task runs and Dask tasks.
 

@@ -25,6 +25,13 @@ from prefect.concurrency.sync import concurrency
 from sr_core import pipeline
 from sr_core.pipeline import Run, UpscaleConfig
 
+# importing distributed configures its loggers at INFO: import it first (here, once per process,
+# not inside each flow run), then quiet it, or every scheduler and nanny event lands in the
+# flow's log
+import distributed  # noqa: E402,F401,I001
+
+logging.getLogger("distributed").setLevel(logging.ERROR)
+
 
 @task(name="ingest", cache_policy=NO_CACHE)
 def ingest(run: Run) -> Run:
@@ -107,7 +114,8 @@ def report(run: Run) -> Run:
 @flow(name="upscale_scene")
 def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | None = None,
                   tile_size: int = 1024, device: str = "auto", dask_address: str | None = None,
-                  workers: int | None = None, report_path: str | None = None) -> dict:
+                  workers: int | None = None, report_path: str | None = None,
+                  precision: str = "auto") -> dict:
     """Super-resolve one scene (local path or s3:// URL) into a COG, or a medical image into its
     own format (DICOM series, NIfTI, pyramidal TIFF), with a quality report.
 
@@ -121,6 +129,7 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         dask_address: Scheduler of an existing Dask cluster; empty starts a LocalCluster.
         workers: Worker processes of the LocalCluster; empty: 1.
         report_path: Report JSON location; empty puts DST_STEM.report.json beside the COG.
+        precision: auto (bf16 autocast on CUDA workers, fp32 on CPU), fp32 or bf16.
 
     Returns:
         ``{"output": DST, "format": ..., "cog": DST (GeoTIFF input only), "report_json": ...,
@@ -129,14 +138,9 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         "timings_s": {...}}`` (``timings_s``: seconds per stage, the cluster's start-up wait and
         teardown included).
     """
-    # importing distributed configures its loggers at INFO: import it first, then quiet it, or
-    # every scheduler and nanny event lands in the flow's log
-    import distributed  # noqa: F401
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers,
-                        report=report_path, progress=False)
+                        report=report_path, progress=False, precision=precision)
     # as sr_core.pipeline.run_upscale: the cluster starts first, so spawning workers and loading
     # the model on them overlap loading it here, ingest and staging
     scratch = pipeline.make_scratch(cfg)

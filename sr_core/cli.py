@@ -45,6 +45,10 @@ def cli() -> None:
               help="Tile core edge in input pixels.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto = CUDA when the worker has it.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True, help="auto = bf16 autocast on CUDA, fp32 on a CPU.")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="Run the model through torch.compile on the workers.")
 @click.option("--dask-address", default=None, help="Scheduler of an existing Dask cluster "
               "(default: a local cluster of worker processes).")
 @click.option("--workers", type=int, default=None, help="Worker processes of the local cluster.")
@@ -52,8 +56,8 @@ def cli() -> None:
 @click.option("--scratch-dir", default=None, help="Where Zarr tiles are staged (default: $SR_SCRATCH "
               "or the system temp directory).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, report, scratch_dir,
-            progress) -> None:
+def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask_address, workers,
+            report, scratch_dir, progress) -> None:
     """Super-resolve SRC into DST (local paths or s3:// URLs).
 
     SRC: GeoTIFF/COG, DICOM file or series folder, NIfTI (.nii/.nii.gz), Aperio SVS or
@@ -75,7 +79,8 @@ def upscale(src, dst, model, scale, tile_size, device, dask_address, workers, re
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers, report=report,
-                        scratch_dir=scratch_dir, progress=progress)
+                        scratch_dir=scratch_dir, progress=progress, precision=precision,
+                        compile=compile_)
     bar = None
     t0 = time.perf_counter()
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import zarr
@@ -44,6 +44,9 @@ class TileJob:
         nodata: the scene's nodata value, or ``None``.
         work: the run's work directory (:mod:`sr_core.journal`): each tile's completion marker
             is written there after its output chunks; ``None`` records nothing.
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on a CPU), ``"fp32"`` or ``"bf16"``.
+        compile: run the network through ``torch.compile``.
+        tile_batch: tiles of one shape per forward pass; ``None``: :func:`auto_tile_batch`.
     """
 
     input_store: str
@@ -55,6 +58,9 @@ class TileJob:
     normalization: Normalization
     nodata: float | None
     work: str | None = None
+    precision: str = "auto"
+    compile: bool = False
+    tile_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,9 @@ class TileResult:
     """What one tile reports back (small).
 
     Attributes:
-        row, col: tile index; seconds: wall time of the tile on the worker; valid_px: LR pixel
+        row, col: tile index; seconds: wall time of the tile on the worker (reading its
+        window, the model, writing its chunks and, in a resumable run, its durable completion
+        marker); valid_px: LR pixel
         values of the core compared for LR consistency (valid and not within reach of nodata);
         lr_sse: sum of squared errors of the SR core
         downsampled back against the input core, over valid values, in scene units squared;
@@ -79,14 +87,19 @@ class TileResult:
     device: str
 
 
-def get_model(model_ref: str, scale: int, device: str, torch_threads: int):
+def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
+              precision: str = "auto", compile: bool = False):
     """The model for this worker process, loaded once and cached.
+
+    On CUDA it runs channels-last, in bf16 autocast unless ``precision="fp32"``; on a CPU in
+    fp32 unless ``precision="bf16"`` (:meth:`sr_core.models.base.SRModel.configure`).
 
     Returns:
         An :class:`sr_core.models.base.SRModel`.
 
     Raises:
         ModelError: unknown model or unusable weights.
+        InputError: an unknown precision.
     """
     import torch
 
@@ -94,7 +107,7 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int):
     # OMP_NUM_THREADS=1: set it in the thread that runs this task, every time.
     if torch_threads > 0 and torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
-    key = (model_ref, scale, device)
+    key = (model_ref, scale, device, precision, compile)
     with _LOCK:
         if key not in _CACHE:
             from sr_core.models.registry import load_model
@@ -103,8 +116,37 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int):
             if model.max_batch is None:
                 # a volume's planes are bands too: bound the images per forward pass
                 model.max_batch = MAX_BATCH
-            _CACHE[key] = model
+            cuda = model.device.type == "cuda"
+            if precision == "auto":
+                precision = "bf16" if cuda else "fp32"
+            _CACHE[key] = model.configure(precision=precision, channels_last=cuda,
+                                          compile=compile)
         return _CACHE[key]
+
+
+def job_model(job: TileJob):
+    """:func:`get_model` for a :class:`TileJob`."""
+    return get_model(job.model_ref, job.scale, job.device, job.torch_threads, job.precision,
+                     job.compile)
+
+
+#: A CUDA worker batches tiles up to this many LR pixels per forward pass (at most
+#: ``MAX_TILE_BATCH`` tiles): 4 MP is four 1024 px tiles.
+TILE_BATCH_LR_PX = 4 * 1024 * 1024
+MAX_TILE_BATCH = 8
+
+
+def auto_tile_batch(model, tile_px: int) -> int:
+    """Tiles per forward pass when :attr:`TileJob.tile_batch` is not set: 1 on a CPU (torch
+    already spreads one tile over every core); on CUDA as many as fit in
+    :data:`TILE_BATCH_LR_PX` (1 to :data:`MAX_TILE_BATCH`), so small tiles fill the GPU.
+
+    Args:
+        model: the loaded model; tile_px: LR pixels of one tile's read window.
+    """
+    if model.device.type != "cuda":
+        return 1
+    return max(1, min(MAX_TILE_BATCH, TILE_BATCH_LR_PX // max(1, tile_px)))
 
 
 def _keep_off_nodata(out: np.ndarray, valid: np.ndarray, nodata: float | None) -> None:
@@ -129,39 +171,66 @@ def job_reach(job: TileJob, model) -> int:
     return model.descriptor.receptive_field_px + 2
 
 
-def warm_worker(model_ref: str, scale: int, device: str, torch_threads: int) -> str:
+def warm_worker(model_ref: str, scale: int, device: str, torch_threads: int,
+                precision: str = "auto", compile: bool = False) -> str:
     """Load the model on a worker ahead of the first tile (run while the scene is staged)."""
-    return str(get_model(model_ref, scale, device, torch_threads).device)
+    return str(get_model(model_ref, scale, device, torch_threads, precision, compile).device)
 
 
-def run_tile(job: TileJob, tile: Tile, model, src_image, src_valid, dst_image, dst_valid
-             ) -> TileResult:
-    """Super-resolve one tile and write its core to its output chunk (see module docstring)."""
+@dataclass
+class TileInput:
+    """A tile's read window, as :func:`read_tile` returns it: ``data`` ``(bands, h, w)`` in the
+    scene's dtype, ``valid`` bool of that shape, ``x`` the normalised float32 model input
+    (``None`` when the core has no valid pixel), ``t0`` when reading started (perf counter)."""
+
+    data: np.ndarray
+    valid: np.ndarray
+    x: np.ndarray | None
+    t0: float
+
+
+def read_tile(job: TileJob, tile: Tile, src_image, src_valid) -> TileInput:
+    """Read a tile's window (core plus halo) from the input Zarr and normalise it."""
+    t0 = time.perf_counter()
+    rrows, rcols = tile.read.slices()
+    data = src_image[:, rrows, rcols]
+    valid = src_valid[:, rrows, rcols]
+    crows, ccols = tile.core_in_read.slices()
+    x = None
+    if valid[:, crows, ccols].any():
+        x = job.normalization.to_model(data)
+        x[~valid] = 0.0
+    return TileInput(data, valid, x, t0)
+
+
+def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray | None,
+                dst_image, dst_valid) -> TileResult:
+    """Crop the SR core, measure LR consistency, convert to the scene's units and write the core
+    to its one output chunk (all-nodata tiles: nodata, without the model).
+
+    Args:
+        y: the model's output for ``inp.x``, ``(bands, h*s, w*s)`` float32 normalised; ``None``
+            when ``inp.x`` is.
+    """
     import torch
 
     from sr_core.metrics import erode_valid
     from sr_core.resample import downsample_bicubic
 
-    t0 = time.perf_counter()
     s = job.scale
-    rrows, rcols = tile.read.slices()
-    data = src_image[:, rrows, rcols]
-    valid = src_valid[:, rrows, rcols]
+    data, valid = inp.data, inp.valid
     crows, ccols = tile.core_in_read.slices()
     core_valid = valid[:, crows, ccols]
     out_rows, out_cols = tile.core.scaled(s).slices()
     valid_up = np.repeat(np.repeat(core_valid, s, axis=1), s, axis=2)
-    if not core_valid.any():
+    if y is None:
         fill = np.full(valid_up.shape, job.nodata if job.nodata is not None else 0,
-                       dtype=src_image.dtype)
+                       dtype=data.dtype)
         _keep_off_nodata(fill, valid_up, job.nodata)
         dst_image[:, out_rows, out_cols] = fill
         dst_valid[:, out_rows, out_cols] = valid_up
-        return TileResult(tile.row, tile.col, time.perf_counter() - t0, 0, 0.0, True,
+        return TileResult(tile.row, tile.col, time.perf_counter() - inp.t0, 0, 0.0, True,
                           str(model.device))
-    x = job.normalization.to_model(data)
-    x[~valid] = 0.0
-    y = model.upscale(x)  # (bands, h*s, w*s) float32, normalised
     # LR consistency on the whole read window (the halo keeps the core free of edge effects).
     back = downsample_bicubic(torch.from_numpy(np.ascontiguousarray(y))[None], s)[0].numpy()
     back = job.normalization.from_model(back[:, crows, ccols]).astype(np.float64)
@@ -175,12 +244,31 @@ def run_tile(job: TileJob, tile: Tile, model, src_image, src_valid, dst_image, d
     _keep_off_nodata(out, valid_up, job.nodata)
     dst_image[:, out_rows, out_cols] = out
     dst_valid[:, out_rows, out_cols] = valid_up
-    return TileResult(tile.row, tile.col, time.perf_counter() - t0, int(eval_valid.sum()),
+    return TileResult(tile.row, tile.col, time.perf_counter() - inp.t0, int(eval_valid.sum()),
                       lr_sse, False, str(model.device))
+
+
+def _groups(tiles: list[Tile], batch: int) -> list[list[Tile]]:
+    """Consecutive tiles cut into groups of at most ``batch`` sharing one read-window shape."""
+    groups: list[list[Tile]] = []
+    for t in tiles:
+        shape = (t.read.height, t.read.width)
+        if groups and len(groups[-1]) < batch and \
+                (groups[-1][0].read.height, groups[-1][0].read.width) == shape:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    return groups
 
 
 def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     """Dask task: super-resolve a batch of tiles (see module docstring).
+
+    The tiles run as a three-stage pipeline so the model (the GPU) is not kept waiting: a reader
+    thread reads and normalises the next group of tiles while the model runs on the current one,
+    and a writer thread finishes the previous group (LR consistency, conversion, chunk writes,
+    journal markers). Tiles of one read-window shape run ``job.tile_batch`` at a time in one
+    forward pass (:func:`auto_tile_batch`). At most three groups are in memory at once.
 
     Args:
         job: the scene-wide :class:`TileJob`.
@@ -194,17 +282,46 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     Raises:
         ModelError: the model cannot be loaded on this worker.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from sr_core import journal
 
-    model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
+    model = job_model(job)
     src_image, src_valid, dst_image, dst_valid = open_stores(job.input_store, job.output_store)
-    results = []
-    for t in tiles:
-        result = run_tile(job, t, model, src_image, src_valid, dst_image, dst_valid)
-        if job.work is not None:
-            journal.mark_tile(job.work, result, chunk_files(dst_image, t.row, t.col)
-                              + chunk_files(dst_valid, t.row, t.col), job.output_store)
-        results.append(result)
+    if not tiles:
+        return []
+    batch = job.tile_batch or auto_tile_batch(model, tiles[0].read.height * tiles[0].read.width)
+    groups = _groups(tiles, batch)
+
+    def read(group):
+        return [read_tile(job, t, src_image, src_valid) for t in group]
+
+    def write(group, inputs, outputs):
+        done = []
+        for t, inp, y in zip(group, inputs, outputs, strict=True):
+            result = finish_tile(job, t, model, inp, y, dst_image, dst_valid)
+            if job.work is not None:
+                journal.mark_tile(job.work, result, chunk_files(dst_image, t.row, t.col)
+                                  + chunk_files(dst_valid, t.row, t.col), job.output_store)
+                result = replace(result, seconds=time.perf_counter() - inp.t0)
+            done.append(result)
+        return done
+
+    results: list[TileResult] = []
+    with ThreadPoolExecutor(1, "sr-read") as reader, ThreadPoolExecutor(1, "sr-write") as writer:
+        pending_read = reader.submit(read, groups[0])
+        pending_write = None
+        for i, group in enumerate(groups):
+            inputs = pending_read.result()
+            if i + 1 < len(groups):
+                pending_read = reader.submit(read, groups[i + 1])
+            xs = [inp.x for inp in inputs if inp.x is not None]
+            ys = iter(model.upscale_many(xs) if xs else [])
+            outputs = [next(ys) if inp.x is not None else None for inp in inputs]
+            if pending_write is not None:
+                results.extend(pending_write.result())
+            pending_write = writer.submit(write, group, inputs, outputs)
+        results.extend(pending_write.result())
     return results
 
 
@@ -249,11 +366,9 @@ def wald_window_task(job: TileJob, window, data_range: float,
     """Dask task: the Wald-protocol check (:func:`sr_core.metrics.wald_check`) on one window of
     the staged input, run on a worker beside the tiles; on the given bands / planes only (all by
     default)."""
-    from dataclasses import replace
-
     from sr_core.metrics import wald_check
 
-    model = get_model(job.model_ref, job.scale, job.device, job.torch_threads)
+    model = job_model(job)
     image, valid_arr, _, _ = open_stores(job.input_store, job.output_store)
     rows, cols = window.slices()
     norm = job.normalization

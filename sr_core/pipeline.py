@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MIN_TILE_PX, MAX_TILE_PX = 16, 8192
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class UpscaleConfig:
             the COG.
         scratch_dir: parent of the run's scratch directory (Zarr stores, temp files); default the
             system temp directory or ``$SR_SCRATCH``.
-        tiles_per_task: tiles per Dask task; ``None``: :func:`auto_tiles_per_task`.
+        tiles_per_task: tiles per Dask task; ``None``: guided sizes (:func:`batch_sizes`).
         wald_window_px: edge of the scene window (HR px) that the Wald-protocol check uses.
         progress: show a progress bar (tiles done / total, MP/s).
         resources: Dask resources each tile task needs, e.g. ``{"GPU": 1}`` so inference lands
@@ -80,6 +81,11 @@ class UpscaleConfig:
             worker.
         input_fingerprint: the source's fingerprint when the caller already has it (the
             archive's listing); ``None``: computed at ingest (:func:`sr_core.manifest.fingerprint`).
+        precision: ``"auto"`` (bf16 autocast on a CUDA worker, fp32 on a CPU), ``"fp32"`` or
+            ``"bf16"`` (:meth:`sr_core.models.base.SRModel.configure`).
+        compile: run the network through ``torch.compile`` on the workers.
+        tile_batch: tiles per forward pass on a worker; ``None``: 1 on a CPU, up to 4 MP of
+            tiles on CUDA (:func:`sr_core.infer.auto_tile_batch`).
     """
 
     src: str
@@ -97,6 +103,9 @@ class UpscaleConfig:
     progress: bool = True
     resources: dict[str, float] | None = None
     input_fingerprint: dict | None = None
+    precision: str = "auto"
+    compile: bool = False
+    tile_batch: int | None = None
 
     def report_paths(self) -> tuple[str, str]:
         """(JSON, markdown) locations of the report."""
@@ -176,6 +185,10 @@ def check_options(cfg: UpscaleConfig) -> None:
         raise InputError(f"--workers {cfg.workers}: must be at least 1")
     if cfg.tiles_per_task is not None and cfg.tiles_per_task < 1:
         raise InputError(f"tiles_per_task {cfg.tiles_per_task}: must be at least 1")
+    if cfg.precision not in PRECISIONS:
+        raise InputError(f"--precision {cfg.precision}: must be one of {', '.join(PRECISIONS)}")
+    if cfg.tile_batch is not None and cfg.tile_batch < 1:
+        raise InputError(f"tile_batch {cfg.tile_batch}: must be at least 1")
     if cfg.src.rstrip("/") == cfg.dst.rstrip("/"):
         raise InputError(f"{cfg.dst}: destination is the source; choose another DST")
 
@@ -330,6 +343,7 @@ def claim(run: Run) -> Run:
     run.work_key = journal.work_key({
         "input": run.fingerprint, **expected_manifest(run), "tile_size_px": tile_px,
         "halo_px": run.halo_px, "format": scene.format, "dst": cfg.dst,
+        "precision": cfg.precision,
         "sr_core": __import__("sr_core").__version__})
     run.work = journal.acquire(journal.work_root(cfg.scratch_dir), run.work_key, cfg.dst)
     journal.crash_point("claimed")
@@ -465,7 +479,7 @@ class ClusterStarter:
             client = self._future.result()
             try:
                 client.run(warm_worker, cfg.model, cfg.scale, cfg.device,
-                           torch_threads(client, cfg))
+                           torch_threads(client, cfg), cfg.precision, cfg.compile)
             except Exception:  # noqa: BLE001
                 log.debug("worker warm-up failed", exc_info=True)
 
@@ -510,22 +524,38 @@ def torch_threads(client, cfg: UpscaleConfig) -> int:
     return max(1, (os.cpu_count() or 1) // threads)
 
 
-#: Auto batching aims at this many Dask tasks per worker thread (load balance, progress updates)
-#: and puts at most ``MAX_TILES_PER_TASK`` tiles in one task (work a lost worker takes with it).
+#: Auto batching starts with tasks of about 1 / ``TASKS_PER_THREAD`` of the remaining tiles per
+#: worker thread, at most ``MAX_TILES_PER_TASK`` tiles each (work a lost worker takes with it).
 TASKS_PER_THREAD = 4
 MAX_TILES_PER_TASK = 16
 
 
-def auto_tiles_per_task(n_tiles: int, threads: int) -> int:
-    """Tiles per Dask task when not set: about :data:`TASKS_PER_THREAD` tasks per worker thread,
-    at most :data:`MAX_TILES_PER_TASK` tiles each. Each task costs the scheduler ~9 ms here
-    (``benchmarks/bench_overhead.py``), so 256 small tiles as 256 tasks spent 9 % of a run on
-    scheduling; as 16 tasks of 16, a sixteenth of that.
+def batch_sizes(n_tiles: int, threads: int, per_task: int | None = None) -> list[int]:
+    """Tiles per Dask task, in submission order.
+
+    With ``per_task`` set, tasks of that many tiles (the last one shorter). Otherwise guided
+    self-scheduling (Polychronopoulos & Kuck, "Guided self-scheduling", IEEE Trans. Computers
+    C-36(12), 1987): each task takes ``ceil(remaining / (TASKS_PER_THREAD * threads))`` tiles,
+    clamped to ``1..MAX_TILES_PER_TASK``, so tasks shrink towards the end and the last ones are
+    single tiles: no thread idles for more than about one tile while another finishes a long
+    batch. Each task costs the scheduler ~9 ms here (``benchmarks/bench_overhead.py``): 256 small
+    tiles as 256 tasks spent 9 % of a run on scheduling; guided, they are 34 tasks.
+
+    Args:
+        n_tiles: tiles to run (>= 0).
+        threads: worker threads of the cluster (0 counts as 1).
+        per_task: fixed tiles per task (>= 1), or ``None`` for the guided sizes.
 
     Returns:
-        An integer >= 1.
+        Positive integers summing to ``n_tiles`` (empty for 0 tiles).
     """
-    return max(1, min(MAX_TILES_PER_TASK, -(-n_tiles // (TASKS_PER_THREAD * max(1, threads)))))
+    if per_task:
+        return [min(per_task, n_tiles - i) for i in range(0, n_tiles, per_task)]
+    sizes, left, divisor = [], n_tiles, TASKS_PER_THREAD * max(1, threads)
+    while left > 0:
+        sizes.append(max(1, min(MAX_TILES_PER_TASK, -(-left // divisor))))
+        left -= sizes[-1]
+    return sizes
 
 
 def _wald_window(scene: SceneInfo, scale: int, edge_px: int) -> PixelWindow:
@@ -589,7 +619,8 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         job = TileJob(input_store=run.staged.store_path, output_store=run.output_store,
                       model_ref=cfg.model, scale=cfg.scale, device=cfg.device,
                       torch_threads=torch_threads(client, cfg),
-                      normalization=run.normalization, nodata=scene.nodata, work=run.work)
+                      normalization=run.normalization, nodata=scene.nodata, work=run.work,
+                      precision=cfg.precision, compile=cfg.compile, tile_batch=cfg.tile_batch)
         tiles = list(run.grid)
         todo = []
         for t in tiles:  # one small marker file at a time (bounded memory)
@@ -599,17 +630,21 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
             else:
                 run.tiles.append(TileResult(**rec))
         reused = len(tiles) - len(todo)
-        per_task = cfg.tiles_per_task or auto_tiles_per_task(len(todo), threads)
-        batches = [todo[i:i + per_task] for i in range(0, len(todo), per_task)]
-        futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
-                   for b in batches}
-        watch_lost_workers(client, {f.key: f"{scene.name} tile ({b[0].row}, {b[0].col})"
-                                    for f, b in futures.items()})
+        batches, i = [], 0
+        for n in batch_sizes(len(todo), threads, cfg.tiles_per_task):
+            batches.append(todo[i:i + n])
+            i += n
+        # the Wald check first: Dask runs tasks in submission order, so it overlaps the big
+        # batches instead of running alone after the last tile
         drange = _data_range(run)
         window = _wald_window(scene, cfg.scale, cfg.wald_window_px)
         wald_future = client.submit(wald_window_task, job, window, drange,
                                     _wald_planes(scene), pure=False, resources=cfg.resources) \
             if min(window.height, window.width) >= 7 * cfg.scale else None
+        futures = {client.submit(run_tiles, job, b, pure=False, resources=cfg.resources): b
+                   for b in batches}
+        watch_lost_workers(client, {f.key: f"{scene.name} tile ({b[0].row}, {b[0].col})"
+                                    for f, b in futures.items()})
         done, out_px = reused, 0
         if on_progress:
             on_progress(done, len(tiles), 0)
@@ -648,12 +683,23 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         run.resume.update({"tiles": len(tiles), "tiles_run": len(todo), "tiles_reused": reused,
                            "tiles_all_nodata": sum(t.skipped for t in run.tiles)})
         run.dask = {"workers": n_workers, "threads": threads, "tasks": len(batches) + (wald_future is not None),
-                    "tiles_per_task": per_task, "scheduler": cfg.dask_address or "LocalCluster",
+                    "tiles_per_task_max": max(map(len, batches), default=0),
+                    "scheduler": cfg.dask_address or "LocalCluster",
                     "devices": sorted({t.device for t in run.tiles}),
+                    "precision": _precision(cfg.precision, {t.device for t in run.tiles}),
                     # compute inside the tasks, so scheduling overhead = infer wall - these / threads
                     "tile_compute_s": round(sum(t.seconds for t in run.tiles), 3),
                     "wald_compute_s": round(run.wald["seconds"], 3) if run.wald else 0.0}
     return run
+
+
+def _precision(asked: str, devices: set[str]) -> str:
+    """The precision the tiles ran in: ``asked``, or for ``"auto"`` bf16 on CUDA, fp32 on a
+    CPU (``"fp32+bf16"`` when both kinds of worker ran tiles)."""
+    if asked != "auto":
+        return asked
+    kinds = {"bf16" if d.startswith("cuda") else "fp32" for d in devices} or {"fp32"}
+    return "+".join(sorted(kinds, reverse=True))
 
 
 def stitch(run: Run) -> Run:
@@ -962,15 +1008,18 @@ def report(run: Run) -> Run:
 def cleanup(run: Run) -> None:
     """Remove the run's scratch directory and any temporary output not published; release the
     work lock, removing the work directory once the output is published (or was up to date) and
-    keeping it after a failure, so that a rerun resumes it."""
-    if run.temp_output:
-        storage.discard(run.temp_output)
-    for _, tmp, _ in run.staged_outputs:
-        storage.discard(tmp)
-    if not os.environ.get("SR_KEEP_SCRATCH"):
-        shutil.rmtree(run.scratch, ignore_errors=True)
-    if run.work:
-        journal.release(run.work, remove=run.manifest is not None or run.up_to_date is not None)
+    keeping it after a failure, so that a rerun resumes it. Its wall time is
+    ``run.timings["cleanup"]`` (removing a large scene's Zarr stores takes a while)."""
+    with timed(run, "cleanup"):
+        if run.temp_output:
+            storage.discard(run.temp_output)
+        for _, tmp, _ in run.staged_outputs:
+            storage.discard(tmp)
+        if not os.environ.get("SR_KEEP_SCRATCH"):
+            shutil.rmtree(run.scratch, ignore_errors=True)
+        if run.work:
+            journal.release(run.work,
+                            remove=run.manifest is not None or run.up_to_date is not None)
 
 
 def no_space(scratch: str) -> StorageError:

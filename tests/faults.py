@@ -212,16 +212,17 @@ def dask_setup(worker) -> None:
     shape, where, once = tuple(plan["shape"]), tuple(plan["tile"]), plan.get("once")
     import sr_core.infer as infer
 
-    original = infer.run_tile
+    original = infer.finish_tile
 
-    def run_tile(job, tile, model, src_image, *args):
-        result = original(job, tile, model, src_image, *args)
-        if tuple(src_image.shape[-2:]) == shape and (tile.row, tile.col) == where:
+    def finish_tile(job, tile, model, inp, y, dst_image, *args):
+        result = original(job, tile, model, inp, y, dst_image, *args)
+        lr_shape = tuple(n // job.scale for n in dst_image.shape[-2:])
+        if lr_shape == shape and (tile.row, tile.col) == where:
             if once is None or _claim(once):
                 os._exit(1)
         return result
 
-    infer.run_tile = run_tile
+    infer.finish_tile = finish_tile
 
 
 def _claim(path: str) -> bool:

@@ -65,11 +65,17 @@ def test_nonsense_tile_size_is_refused(bad):
         plan_tiles(100, 100, tile_size_px=bad, halo_px=2)
 
 
-def test_auto_tiles_per_task_batches_many_small_tiles():
-    from sr_core.pipeline import MAX_TILES_PER_TASK, auto_tiles_per_task
+def test_batch_sizes_shrink_to_single_tiles_at_the_end():
+    from sr_core.pipeline import MAX_TILES_PER_TASK, batch_sizes
 
-    assert auto_tiles_per_task(1, 2) == 1
-    assert auto_tiles_per_task(4, 1) == 1  # few tiles: one task each
-    assert auto_tiles_per_task(36, 2) == 5  # ~4 tasks per thread
-    assert auto_tiles_per_task(256, 2) == MAX_TILES_PER_TASK == 16  # capped
-    assert auto_tiles_per_task(10, 0) == 3  # a cluster reporting no threads counts as one
+    assert batch_sizes(0, 2) == []
+    assert batch_sizes(1, 2) == [1]
+    assert batch_sizes(4, 1) == [1, 1, 1, 1]  # few tiles: one task each
+    sizes = batch_sizes(256, 2)
+    assert sum(sizes) == 256
+    assert sizes[0] == MAX_TILES_PER_TASK == 16  # capped
+    assert sizes == sorted(sizes, reverse=True)  # guided: never grows
+    assert sizes[-8:] == [1] * 8  # a thread waits at most about one tile for the other
+    assert len(sizes) == 34  # not 256 tasks (~9 ms of scheduling each)
+    assert batch_sizes(10, 0) == batch_sizes(10, 1)  # a cluster reporting no threads counts as one
+    assert batch_sizes(10, 2, per_task=4) == [4, 4, 2]  # fixed size when asked

@@ -43,6 +43,11 @@ class SRModel:
         device: where the network runs.
         max_batch: at most this many images (bands or band groups) per forward pass; ``None`` =
             all at once. Bounds memory for many-band scenes.
+        precision: ``"fp32"``, or ``"bf16"``: the forward pass under ``torch.autocast`` with
+            bfloat16 (convolutions and matmuls in bf16, accumulation and output in fp32; the
+            output is returned as float32 either way). See :meth:`configure`.
+        channels_last: run the network in the NHWC memory format (faster convolutions on
+            tensor-core GPUs; same values up to float rounding).
     """
 
     module: nn.Module
@@ -50,6 +55,9 @@ class SRModel:
     card: dict = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     max_batch: int | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    compiled: bool = False
 
     @property
     def scale(self) -> int:
@@ -61,16 +69,53 @@ class SRModel:
         """Registry name, e.g. ``"edsr-x2"``."""
         return self.descriptor.name
 
+    def configure(self, *, precision: str = "fp32", channels_last: bool = False,
+                  compile: bool = False) -> SRModel:
+        """Choose how the network runs (on a worker, once, after loading).
+
+        Args:
+            precision: ``"fp32"`` or ``"bf16"`` (autocast; on CUDA it uses the tensor cores).
+            channels_last: convert the network's weights and each input to NHWC.
+            compile: wrap the network in ``torch.compile`` (PyTorch 2 inductor; the first tile
+                of each new shape pays the compilation, seconds to minutes).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            InputError: an unknown precision.
+        """
+        if precision not in ("fp32", "bf16"):
+            raise InputError(f"{self.name}: precision {precision!r}: must be fp32 or bf16")
+        self.precision, self.channels_last = precision, channels_last
+        if channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        if compile and not self.compiled:
+            self.module = torch.compile(self.module)
+            self.compiled = True
+        return self
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, C, h, w)`` -> ``(N, C, h*s, w*s)`` with size-multiple padding and batching."""
+        """``(N, C, h, w)`` (on any device) -> ``(N, C, h*s, w*s)`` float32 on ``self.device``,
+        with size-multiple padding, batching, the configured precision and memory format."""
         m, lo = self.descriptor.size_multiple, self.descriptor.min_size_px
         h, w = x.shape[-2:]
         pad_h, pad_w = (-max(h, lo)) % m + max(lo - h, 0), (-max(w, lo)) % m + max(lo - w, 0)
+        if x.device != self.device:
+            # from pinned host memory the copy is asynchronous: it queues behind the
+            # previous batch's kernels instead of waiting for them
+            pin = self.device.type == "cuda" and not x.is_pinned()
+            x = (x.pin_memory() if pin else x).to(self.device, non_blocking=True)
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         step = self.max_batch or x.shape[0]
-        y = torch.cat([self.module(x[i:i + step]) for i in range(0, x.shape[0], step)])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            y = torch.cat([self.module(x[i:i + step]).float()
+                           for i in range(0, x.shape[0], step)])
         s = self.scale
         return y[..., : h * s, : w * s]
 
@@ -88,25 +133,48 @@ class SRModel:
         Raises:
             InputError: ``x`` is not a non-empty 3-D float array.
         """
-        if not isinstance(x, np.ndarray) or x.ndim != 3 or 0 in x.shape:
-            raise InputError(
-                f"{self.name}: expected a non-empty (bands, h, w) array, got "
-                f"{getattr(x, 'shape', type(x).__name__)}"
-            )
-        if not np.issubdtype(x.dtype, np.floating):
-            raise InputError(f"{self.name}: expected a normalised float array, got {x.dtype}")
-        bands, h, w = x.shape
+        return self.upscale_many([x])[0]
+
+    def upscale_many(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """Super-resolve several images of the same shape in shared forward passes (tiles
+        batched on a GPU); each result equals :meth:`upscale` of that image (up to float
+        rounding, as any change of batch size).
+
+        Args:
+            xs: ``(bands, h, w)`` float arrays as for :meth:`upscale`, all of one shape.
+
+        Returns:
+            One ``(bands, h * scale, w * scale)`` float32 array per input, in order.
+
+        Raises:
+            InputError: an array is not a non-empty 3-D float array, or the shapes differ.
+        """
+        for x in xs:
+            if not isinstance(x, np.ndarray) or x.ndim != 3 or 0 in x.shape:
+                raise InputError(
+                    f"{self.name}: expected a non-empty (bands, h, w) array, got "
+                    f"{getattr(x, 'shape', type(x).__name__)}"
+                )
+            if not np.issubdtype(x.dtype, np.floating):
+                raise InputError(f"{self.name}: expected a normalised float array, got {x.dtype}")
+        if len({x.shape for x in xs}) > 1:
+            raise InputError(f"{self.name}: a batch of images must share one shape, got "
+                             f"{sorted({x.shape for x in xs})}")
+        bands, h, w = xs[0].shape
         if self.descriptor.colour == "y" and bands == 3:
-            return self._upscale_luma(x)
+            return [self._upscale_luma(x) for x in xs]
         c = self.descriptor.in_channels
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         groups = -(-bands // c)
-        if groups * c > bands:
-            t = torch.cat([t, t[-1:].expand(groups * c - bands, h, w)])
+        parts = []
+        for x in xs:
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            if groups * c > bands:
+                t = torch.cat([t, t[-1:].expand(groups * c - bands, h, w)])
+            parts.append(t.reshape(groups, c, h, w))
         with torch.inference_mode():
-            y = self._forward(t.reshape(groups, c, h, w).to(self.device))
-            y = y.reshape(groups * c, h * self.scale, w * self.scale)[:bands]
-            return y.to("cpu", torch.float32).contiguous().numpy()
+            y = self._forward(parts[0] if len(parts) == 1 else torch.cat(parts))
+            y = y.to("cpu").reshape(len(xs), groups * c, h * self.scale, w * self.scale)
+            return [yi[:bands].contiguous().numpy() for yi in y]
 
     def _upscale_luma(self, x: np.ndarray) -> np.ndarray:
         """RGB -> YCbCr; network on Y, bicubic on Cb/Cr; -> RGB (float32, not clipped)."""
@@ -115,7 +183,7 @@ class SRModel:
 
         ycc = rgb_to_ycbcr(x).astype(np.float32)
         with torch.inference_mode():
-            y = self._forward(torch.from_numpy(ycc[None, :1]).to(self.device))
+            y = self._forward(torch.from_numpy(ycc[None, :1]))
             cc = upsample_bicubic(torch.from_numpy(ycc[None, 1:]), self.scale)
-        out = np.concatenate([y.to("cpu", torch.float32).numpy()[0], cc.numpy()[0]])
+        out = np.concatenate([y.to("cpu").numpy()[0], cc.numpy()[0]])
         return ycbcr_to_rgb(out).astype(np.float32)
