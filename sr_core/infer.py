@@ -264,11 +264,12 @@ def _groups(tiles: list[Tile], batch: int) -> list[list[Tile]]:
 def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     """Dask task: super-resolve a batch of tiles (see module docstring).
 
-    The tiles run as a three-stage pipeline so the model (the GPU) is not kept waiting: a reader
-    thread reads and normalises the next group of tiles while the model runs on the current one,
-    and a writer thread finishes the previous group (LR consistency, conversion, chunk writes,
-    journal markers). Tiles of one read-window shape run ``job.tile_batch`` at a time in one
-    forward pass (:func:`auto_tile_batch`). At most three groups are in memory at once.
+    The tiles run as a pipeline so the model (the GPU) is not kept waiting: a reader thread reads
+    and normalises the next group of tiles while the model runs on the current one, and, on CUDA
+    or with groups of several tiles, a writer thread finishes the previous group (LR
+    consistency, conversion, chunk writes, journal markers); otherwise this thread does. Tiles of
+    one read-window shape run ``job.tile_batch`` at a time in one forward pass
+    (:func:`auto_tile_batch`). At most three groups are in memory at once.
 
     Args:
         job: the scene-wide :class:`TileJob`.
@@ -282,8 +283,6 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     Raises:
         ModelError: the model cannot be loaded on this worker.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from sr_core import journal
 
     model = job_model(job)
@@ -292,6 +291,9 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
         return []
     batch = job.tile_batch or auto_tile_batch(model, tiles[0].read.height * tiles[0].read.width)
     groups = _groups(tiles, batch)
+    # the writer thread keeps a GPU busy; on a CPU one tile at a time, writing in this thread
+    # holds one tile's output less (bench_memory) and the cores are the model's anyway
+    overlap_writes = batch > 1 or model.device.type == "cuda"
 
     def read(group):
         return [read_tile(job, t, src_image, src_valid) for t in group]
@@ -308,9 +310,10 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
         return done
 
     results: list[TileResult] = []
-    with ThreadPoolExecutor(1, "sr-read") as reader, ThreadPoolExecutor(1, "sr-write") as writer:
-        pending_read = reader.submit(read, groups[0])
-        pending_write = None
+    reader, writer = _io_threads()
+    pending_read = reader.submit(read, groups[0])
+    pending_write = None
+    try:
         for i, group in enumerate(groups):
             inputs = pending_read.result()
             if i + 1 < len(groups):
@@ -320,9 +323,56 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
             outputs = [next(ys) if inp.x is not None else None for inp in inputs]
             if pending_write is not None:
                 results.extend(pending_write.result())
-            pending_write = writer.submit(write, group, inputs, outputs)
-        results.extend(pending_write.result())
+                pending_write = None
+            if overlap_writes:
+                pending_write = writer.submit(write, group, inputs, outputs)
+            else:
+                results.extend(write(group, inputs, outputs))
+        if pending_write is not None:
+            results.extend(pending_write.result())
+    finally:  # after a failure, leave nothing running into the next task
+        for pending in (pending_read, pending_write):
+            if pending is not None:
+                pending.cancel() or pending.exception()
+        _trim_heap()
     return results
+
+
+def _trim_heap() -> None:
+    """Give the tiles' freed buffers back to the OS (glibc ``malloc_trim``; nothing elsewhere).
+    The task's threads allocate tile-sized arrays, each from its own malloc arena, and glibc
+    keeps freed blocks of up to 32 MB in them: without this the worker's peak memory grew with
+    the number of tasks (``benchmarks/bench_memory.py``: 1108 -> 1043 MB at 256 tiles)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
+
+
+_THREADS = threading.local()
+
+
+def _io_threads():
+    """The calling thread's reader and writer (one thread each), kept for the worker's life:
+    Dask runs tasks on long-lived threads, and new threads per task would each take a fresh
+    malloc arena, so the worker's memory would grow with the number of tasks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pools = getattr(_THREADS, "pools", None)
+    if pools is None:
+        pools = _THREADS.pools = (ThreadPoolExecutor(1, "sr-read"), ThreadPoolExecutor(1, "sr-write"))
+    return pools
 
 
 def chunk_files(arr, row: int, col: int) -> list[str]:

@@ -66,7 +66,7 @@ def watch_lost_workers(client: Any, describe: dict[str, str]) -> None:
         lost, allowed = msg["lost"], msg["allowed"]
         then = (f"Dask runs it again (retry {lost} of {allowed})" if lost <= allowed
                 else "giving up")
-        log.warning("Dask worker died while running %s (%d of at most %d workers); %s",
+        log.warning("Dask worker died with %s assigned (%d of at most %d workers); %s",
                     what, lost, allowed + 1, then)
 
     try:
