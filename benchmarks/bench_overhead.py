@@ -8,7 +8,7 @@ a local Dask cluster, against a temporary Prefect server started before the cloc
   waiting for the cluster to start, its teardown, removing the scratch folder): the flow and
   task engines (creating the flow run, state transitions, heartbeats), artifacts;
 * **Dask overhead**: the ``infer`` stage's wall time minus the time measured inside the tasks
-  (each tile from reading its window to its durable journal marker, and the Wald check)
+  (each tile task's wall time, its durable journal markers included, and the Wald check)
   divided by the worker threads: submitting, queueing, sending results back, idle threads;
 
 each as a share of the flow's wall time, with the count of Prefect task runs and Dask tasks.

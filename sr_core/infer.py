@@ -68,9 +68,10 @@ class TileResult:
     """What one tile reports back (small).
 
     Attributes:
-        row, col: tile index; seconds: wall time of the tile on the worker (reading its
-        window, the model, writing its chunks and, in a resumable run, its durable completion
-        marker); valid_px: LR pixel
+        row, col: tile index; seconds: the task's wall time from the previous tile's completion
+        (or the task's start) to this one's: reading, the model, writing its chunks and, in a
+        resumable run, its durable completion marker, overlapped as the task runs them (the
+        tiles of a task sum to its wall time); valid_px: LR pixel
         values of the core compared for LR consistency (valid and not within reach of nodata);
         lr_sse: sum of squared errors of the SR core
         downsampled back against the input core, over valid values, in scene units squared;
@@ -285,6 +286,7 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     """
     from sr_core import journal
 
+    task_t0 = time.perf_counter()
     model = job_model(job)
     src_image, src_valid, dst_image, dst_valid = open_stores(job.input_store, job.output_store)
     if not tiles:
@@ -305,11 +307,10 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
             if job.work is not None:
                 journal.mark_tile(job.work, result, chunk_files(dst_image, t.row, t.col)
                                   + chunk_files(dst_valid, t.row, t.col), job.output_store)
-                result = replace(result, seconds=time.perf_counter() - inp.t0)
-            done.append(result)
+            done.append((result, time.perf_counter()))
         return done
 
-    results: list[TileResult] = []
+    results: list[tuple[TileResult, float]] = []  # with the time each tile was done
     reader, writer = _io_threads()
     pending_read = reader.submit(read, groups[0])
     pending_write = None
@@ -335,7 +336,14 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
             if pending is not None:
                 pending.cancel() or pending.exception()
         _trim_heap()
-    return results
+    # reading, the model and writing overlap, so a tile's own wall time would count the waits;
+    # each tile gets the task time since the previous tile was done (they sum to the task's wall
+    # time, which is what the pipeline's scheduling-overhead figure subtracts)
+    timed_results, last = [], task_t0
+    for result, done_at in results:
+        timed_results.append(replace(result, seconds=done_at - last))
+        last = done_at
+    return timed_results
 
 
 def _trim_heap() -> None:
