@@ -1090,10 +1090,13 @@ def run_upscale(cfg: UpscaleConfig,
         publish(run, extra(run) if extra else None, manifest_extra)
         return run
     except OSError as exc:  # StorageError included
-        if getattr(exc, "no_space", False):
+        full = getattr(exc, "no_space", False) or exc.errno == errno.ENOSPC
+        if full:
+            # the workers first: a tile task still running would write its journal marker into
+            # the work directory while it is being removed, and keep it
+            cluster.close()
             _drop_work(run)
-        elif exc.errno == errno.ENOSPC:
-            _drop_work(run)
+        if full and not getattr(exc, "no_space", False):
             raise no_space(scratch) from None
         raise
     finally:
