@@ -146,8 +146,7 @@ def main() -> None:
         runs = os.path.join(tmp, "runs")
         os.mkdir(runs)
         for config in args.configs:
-            extra = ["--compile"] if config == "compile" else \
-                ["--precision", config if config != "auto" else "auto"]
+            extra = ["--compile"] if config == "compile" else ["--precision", config]
             r = run_once(src, weights, args.device, args.tile_size, extra, runs)
             mps_infer = r["output_values"] / r["infer_s"] / 1e6
             mps_wall = r["output_values"] / r["wall_s"] / 1e6

@@ -346,6 +346,9 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     return timed_results
 
 
+_LIBC = None  # libc once loaded (False: not glibc)
+
+
 def _trim_heap() -> None:
     """Give the tiles' freed buffers back to the OS (glibc ``malloc_trim``; nothing elsewhere).
     The task's threads allocate tile-sized arrays, each from its own malloc arena, and glibc
@@ -363,9 +366,6 @@ def _trim_heap() -> None:
             _LIBC = False
     if _LIBC:
         _LIBC.malloc_trim(0)
-
-
-_LIBC = None
 
 
 _THREADS = threading.local()

@@ -1090,14 +1090,14 @@ def run_upscale(cfg: UpscaleConfig,
         publish(run, extra(run) if extra else None, manifest_extra)
         return run
     except OSError as exc:  # StorageError included
-        full = getattr(exc, "no_space", False) or exc.errno == errno.ENOSPC
-        if full:
+        ours = getattr(exc, "no_space", False)  # already the one-line no_space() error
+        if ours or exc.errno == errno.ENOSPC:
             # the workers first: a tile task still running would write its journal marker into
             # the work directory while it is being removed, and keep it
             cluster.close()
             _drop_work(run)
-        if full and not getattr(exc, "no_space", False):
-            raise no_space(scratch) from None
+            if not ours:
+                raise no_space(scratch) from None
         raise
     finally:
         cluster.close()
