@@ -143,7 +143,10 @@ def auto_tile_batch(model, tile_px: int) -> int:
     :data:`TILE_BATCH_LR_PX` (1 to :data:`MAX_TILE_BATCH`), so small tiles fill the GPU.
 
     Args:
-        model: the loaded model; tile_px: LR pixels of one tile's read window.
+        model: the loaded model; tile_px: LR pixels of one tile's read window (>= 1).
+
+    Returns:
+        An integer from 1 to :data:`MAX_TILE_BATCH`.
     """
     if model.device.type != "cuda":
         return 1
@@ -191,7 +194,17 @@ class TileInput:
 
 
 def read_tile(job: TileJob, tile: Tile, src_image, src_valid) -> TileInput:
-    """Read a tile's window (core plus halo) from the input Zarr and normalise it."""
+    """Read a tile's window (core plus halo) from the input Zarr and normalise it.
+
+    Args:
+        src_image, src_valid: the staged input, ``(bands, H, W)`` in the scene's dtype and bool.
+
+    Returns:
+        A :class:`TileInput` (``x`` float32, normalised to [0, 1] nominally, 0 where invalid).
+
+    Raises:
+        OSError, zarr errors: the staged store cannot be read.
+    """
     t0 = time.perf_counter()
     rrows, rcols = tile.read.slices()
     data = src_image[:, rrows, rcols]
@@ -212,6 +225,13 @@ def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray |
     Args:
         y: the model's output for ``inp.x``, ``(bands, h*s, w*s)`` float32 normalised; ``None``
             when ``inp.x`` is.
+        dst_image, dst_valid: the output Zarr arrays, ``(bands, H*s, W*s)``.
+
+    Returns:
+        The tile's :class:`TileResult` (``seconds`` from the start of its read).
+
+    Raises:
+        OSError: the chunk cannot be written (ENOSPC on a full scratch disk).
     """
     import torch
 
