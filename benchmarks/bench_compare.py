@@ -25,8 +25,12 @@ Models are registry names (``edsr-x2``, ``bicubic``, ...) or ``edsr-baseline-x4`
 (Lim et al., CVPRW 2017: 16 residual blocks, 64 features, RGB, x4) with random weights (seed 0),
 written to a temporary safetensors file -- timing and seams do not depend on the weights.
 
+``--mosaic EDGE`` runs on an ``EDGE`` x ``EDGE`` px mosaic of the scene (mirrored copies,
+:func:`measure.build_mosaic`) instead: a larger real-content scene, where the pipeline's default
+1024 px tiles give several tiles (on the 718 x 791 px sample one 1024 px tile is the whole scene).
+
     .venv/bin/python benchmarks/bench_compare.py [--scene samples/landsat7_RGB.byte.tif]
-        [--models edsr-x2 edsr-baseline-x4] [--tile-size 512] [--device cpu]
+        [--models edsr-x2 edsr-baseline-x4] [--tile-size 512] [--device cpu] [--mosaic EDGE]
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from measure import REPO, run_measured
+from measure import REPO, build_mosaic, run_measured
 
 METHODS = ("alone", "pipeline", "monai_usual", "monai_matched", "realesrgan_loop")
 REALESRGAN_PAD_PX = 10
@@ -126,12 +130,21 @@ def monai_sliding(model, x: np.ndarray, roi_px: int, overlap: float, blend: str)
     groups = -(-bands // c)
     if groups * c > bands:
         t = torch.cat([t, t[-1:].expand(groups * c - bands, h, w)])
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        # the model as configured: its memory format and precision
+        window = window.to(model.device)
+        if model.channels_last:
+            window = window.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16,
+                            enabled=model.precision == "bf16"):
+            return model.module(window).float()
+
     with torch.inference_mode():
         y = sliding_window_inference(t.reshape(groups, c, h, w), roi_size=(roi_px, roi_px),
-                                     sw_batch_size=1, predictor=model.module, overlap=overlap,
+                                     sw_batch_size=1, predictor=predictor, overlap=overlap,
                                      mode=blend)
     s = model.scale
-    return y.reshape(groups * c, h * s, w * s)[:bands].numpy()
+    return y.reshape(groups * c, h * s, w * s)[:bands].cpu().numpy()
 
 
 def child(method: str, scene: str, model_ref: str, device: str, tile_px: int, out_npy: str,
@@ -139,11 +152,13 @@ def child(method: str, scene: str, model_ref: str, device: str, tile_px: int, ou
     """Run one in-process method; print a JSON line; save the output (DN) to ``out_npy``."""
     import torch
 
+    from sr_core.models.base import configure_for_device
     from sr_core.models.registry import load_model
 
     torch.set_num_threads(os.cpu_count() or 1)
     x, valid, norm, profile = prepared_input(scene)
-    model = load_model(model_ref, device=device)
+    # configured as the pipeline's workers run it (channels-last; bf16 on CUDA), for every method
+    model = configure_for_device(load_model(model_ref, device=device))
     halo = model.descriptor.receptive_field_px
     t0 = time.perf_counter()
     if method == "alone":
@@ -248,6 +263,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["edsr-x2", "edsr-baseline-x4"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tile-size", type=int, default=512)
+    ap.add_argument("--mosaic", type=int, default=None, metavar="EDGE",
+                    help="run on an EDGE x EDGE px mosaic of the scene")
     ap.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -260,6 +277,9 @@ def main() -> None:
     gflops = matmul_gflops()
     print(f"measured fp32 matmul rate: {gflops:.1f} GFLOP/s ({os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.mosaic:
+            build_mosaic(args.scene, args.mosaic, os.path.join(tmp, "mosaic.tif"))
+            args.scene = os.path.join(tmp, "mosaic.tif")
         for ref in args.models:
             if ref == "edsr-baseline-x4":
                 ref = make_edsr_baseline_x4(tmp)
@@ -268,7 +288,7 @@ def main() -> None:
             floors[ref] = {"flops_per_output_value": fpv,
                            "floor_out_mp_per_s": gflops * 1e3 / fpv if fpv else None}
             rows += compare_model(args.scene, ref, args.device, args.tile_size, tmp)
-    print(f"scene {args.scene}, device {args.device}, {os.cpu_count()} cores, tile {args.tile_size} px")
+    print(f"scene {args.scene} ({args.mosaic or 'not a'} px mosaic), device {args.device}, {os.cpu_count()} cores, tile {args.tile_size} px")
     print(f"{'model':20}{'method':18}{'seconds':>9}{'MP/s':>9}{'RSS MB':>8}{'max diff DN':>13}"
           f"{'vs alone':>10}")
     for r in rows:
@@ -290,7 +310,7 @@ def main() -> None:
                   f"{by['alone']['out_mp_per_s'] / fl['floor_out_mp_per_s']:.0%} of it, the "
                   f"pipeline {p / fl['floor_out_mp_per_s']:.0%}")
     print(json.dumps({"benchmark": "compare_tilers", "scene": args.scene, "device": args.device,
-                      "cores": os.cpu_count(), "tile_size_px": args.tile_size, "matmul_gflops": gflops, "floors": floors,
+                      "cores": os.cpu_count(), "tile_size_px": args.tile_size, "mosaic_px": args.mosaic, "matmul_gflops": gflops, "floors": floors,
                       "runs": rows}))
 
 

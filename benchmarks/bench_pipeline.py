@@ -42,6 +42,7 @@ def model_alone(scene: str, model_ref: str, device: str) -> None:
     import rasterio
     import torch
 
+    from sr_core.models.base import configure_for_device
     from sr_core.models.registry import load_model
     from sr_core.normalize import normalization_for
 
@@ -51,7 +52,8 @@ def model_alone(scene: str, model_ref: str, device: str) -> None:
     lo = [float(x[b][valid[b]].min()) for b in range(x.shape[0])]
     hi = [float(x[b][valid[b]].max()) for b in range(x.shape[0])]
     norm = normalization_for(x.dtype, lo, hi)
-    model = load_model(model_ref, device=device)
+    # configured as the pipeline's workers run it (channels-last; bf16 on CUDA)
+    model = configure_for_device(load_model(model_ref, device=device))
     xn = norm.to_model(x)
     xn[~valid] = 0
     t0 = time.perf_counter()

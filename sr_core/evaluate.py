@@ -50,6 +50,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sr_core.color import luma
 from sr_core.errors import InputError
+from sr_core.models.base import configure_for_device
 from sr_core.models.registry import load_model
 from sr_core.resample import downsample_bicubic
 
@@ -282,7 +283,9 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     if cfg.border_px < 0:
         raise InputError(f"crop border {cfg.border_px}: must be >= 0 pixels")
     refs = ["bicubic", *(m for m in cfg.models if m != "bicubic")]
-    models = {ref: load_model(ref, scale=cfg.scale, device=cfg.device) for ref in refs}
+    # channels-last as the workers run them (faster on a CPU too); fp32: the reference figures
+    models = {ref: configure_for_device(load_model(ref, scale=cfg.scale, device=cfg.device), "fp32")
+              for ref in refs}
     result = EvalResult(conventions={
         "images": f"PSNR/SSIM on {'BT.601 Y (16 + 65.481 R + 128.553 G + 24.966 B)' if cfg.channel == 'y' else 'RGB'}"
                   f", {cfg.border_px} px border cropped, data range 255, SR clipped and rounded "

@@ -90,10 +90,8 @@ class TileResult:
 
 def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
               precision: str = "auto", compile: bool = False):
-    """The model for this worker process, loaded once and cached.
-
-    On CUDA it runs channels-last, in bf16 autocast unless ``precision="fp32"``; on a CPU in
-    fp32 unless ``precision="bf16"`` (:meth:`sr_core.models.base.SRModel.configure`).
+    """The model for this worker process, loaded once, cached, and configured by
+    :func:`sr_core.models.base.configure_for_device` (channels-last; bf16 on CUDA).
 
     Returns:
         An :class:`sr_core.models.base.SRModel`.
@@ -111,17 +109,14 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
     key = (model_ref, scale, device, precision, compile)
     with _LOCK:
         if key not in _CACHE:
+            from sr_core.models.base import configure_for_device
             from sr_core.models.registry import load_model
 
             model = load_model(model_ref, scale=scale, device=device)
             if model.max_batch is None:
                 # a volume's planes are bands too: bound the images per forward pass
                 model.max_batch = MAX_BATCH
-            cuda = model.device.type == "cuda"
-            if precision == "auto":
-                precision = "bf16" if cuda else "fp32"
-            _CACHE[key] = model.configure(precision=precision, channels_last=cuda,
-                                          compile=compile)
+            _CACHE[key] = configure_for_device(model, precision, compile)
         return _CACHE[key]
 
 

@@ -47,7 +47,7 @@ class SRModel:
             bfloat16 (convolutions and matmuls in bf16, accumulation and output in fp32; the
             output is returned as float32 either way). See :meth:`configure`.
         channels_last: run the network in the NHWC memory format (faster convolutions on
-            tensor-core GPUs; same values up to float rounding).
+            tensor-core GPUs and with oneDNN on CPUs; same values up to float rounding).
     """
 
     module: nn.Module
@@ -194,3 +194,29 @@ class SRModel:
             cc = upsample_bicubic(torch.from_numpy(ycc[None, 1:]), self.scale)
         out = np.concatenate([y.to("cpu").numpy()[0], cc.numpy()[0]])
         return ycbcr_to_rgb(out).astype(np.float32)
+
+
+def configure_for_device(model: SRModel, precision: str = "auto", compile: bool = False):
+    """Configure a loaded model the way the workers run it (:meth:`SRModel.configure`).
+
+    Channels-last (NHWC) on every device: on CUDA it is the tensor-core layout; on a CPU
+    oneDNN's NHWC convolutions ran every architecture faster than NCHW on this project's 2-core
+    AVX2 machine (``benchmarks/bench_layout.py``: 1.06x IMDN to 2.9x SRCNN on 192 px inputs,
+    outputs equal within 5e-6; the shipped edsr-x2 on the whole 791 x 718 px Landsat sample
+    about 1.8x). ``precision="auto"`` is bf16 autocast on CUDA, fp32 elsewhere (a CPU without
+    bf16 units gains nothing from it).
+
+    Args:
+        model: an :class:`sr_core.models.base.SRModel`, as loaded.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``.
+        compile: wrap the network in ``torch.compile``.
+
+    Returns:
+        ``model``, configured.
+
+    Raises:
+        InputError: an unknown precision.
+    """
+    if precision == "auto":
+        precision = "bf16" if model.device.type == "cuda" else "fp32"
+    return model.configure(precision=precision, channels_last=True, compile=compile)
