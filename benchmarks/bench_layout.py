@@ -12,6 +12,7 @@ two outputs (values in [0, 1]) shows the layout changes rounding only.
 Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/bench_layout.py [--size 192] [--repeat 2] [--device cpu]
+        [--architectures edsr vdsr ...]
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=192, help="input edge, LR px")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES),
+                    choices=list(ARCHITECTURES), metavar="NAME")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     print(f"{'architecture':14}{'NCHW (s)':>10}{'NHWC (s)':>10}{'speed-up':>10}{'max diff':>11}")
-    for arch in ARCHITECTURES:
+    for arch in args.architectures:
         if arch == "bicubic":
             continue  # no convolutions
         torch.manual_seed(0)

@@ -3,13 +3,13 @@
 # a JSON line; the output of each is kept in out/bench/NAME.log. Takes about 20-30 minutes on a
 # 2-core CPU machine, most of it the 16384 px mosaic of bench_memory.py.
 #   bash scripts/bench.sh            # everything
-#   bash scripts/bench.sh pipeline   # only benchmarks/bench_pipeline.py (names: pipeline compare overhead scaling memory gpu layout)
+#   bash scripts/bench.sh pipeline   # only benchmarks/bench_pipeline.py (names: pipeline compare overhead scaling memory gpu layout tile_host)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mkdir -p out/bench
 names=("$@")
-[ ${#names[@]} -eq 0 ] && names=(pipeline compare overhead scaling memory gpu layout)
+[ ${#names[@]} -eq 0 ] && names=(pipeline compare overhead scaling memory gpu layout tile_host)
 for name in "${names[@]}"; do
     case $name in
         pipeline) args=(--repeat 3) ;;

@@ -201,10 +201,10 @@ def configure_for_device(model: SRModel, precision: str = "auto", compile: bool 
 
     Channels-last (NHWC) on every device: on CUDA it is the tensor-core layout; on a CPU
     oneDNN's NHWC convolutions ran every architecture faster than NCHW on this project's 2-core
-    AVX2 machine (``benchmarks/bench_layout.py``: 1.06x IMDN to 2.9x SRCNN on 192 px inputs,
-    outputs equal within 5e-6; the shipped edsr-x2 on the whole 791 x 718 px Landsat sample
-    about 1.8x). ``precision="auto"`` is bf16 autocast on CUDA, fp32 elsewhere (a CPU without
-    bf16 units gains nothing from it).
+    AVX2 machine (``benchmarks/bench_layout.py``: 1.06x IMDN to 2.9x SRCNN on 192 px inputs;
+    on 512 px inputs EDSR 1.34x, SRResNet 1.75x, VDSR 1.48x; outputs equal within 5e-6).
+    ``precision="auto"`` is bf16 autocast on CUDA, fp32 elsewhere (a CPU without bf16 units
+    gains nothing from it).
 
     Args:
         model: an :class:`sr_core.models.base.SRModel`, as loaded.
