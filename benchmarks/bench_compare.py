@@ -130,18 +130,10 @@ def monai_sliding(model, x: np.ndarray, roi_px: int, overlap: float, blend: str)
     groups = -(-bands // c)
     if groups * c > bands:
         t = torch.cat([t, t[-1:].expand(groups * c - bands, h, w)])
-    def predictor(window: torch.Tensor) -> torch.Tensor:
-        # the model as configured: its memory format and precision
-        window = window.to(model.device)
-        if model.channels_last:
-            window = window.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(model.device.type, dtype=torch.bfloat16,
-                            enabled=model.precision == "bf16"):
-            return model.module(window).float()
-
     with torch.inference_mode():
+        # SRModel._forward: the network as configured (memory format, precision), as a tile runs
         y = sliding_window_inference(t.reshape(groups, c, h, w), roi_size=(roi_px, roi_px),
-                                     sw_batch_size=1, predictor=predictor, overlap=overlap,
+                                     sw_batch_size=1, predictor=model._forward, overlap=overlap,
                                      mode=blend)
     s = model.scale
     return y.reshape(groups * c, h * s, w * s)[:bands].cpu().numpy()
@@ -288,7 +280,8 @@ def main() -> None:
             floors[ref] = {"flops_per_output_value": fpv,
                            "floor_out_mp_per_s": gflops * 1e3 / fpv if fpv else None}
             rows += compare_model(args.scene, ref, args.device, args.tile_size, tmp)
-    print(f"scene {args.scene} ({args.mosaic or 'not a'} px mosaic), device {args.device}, {os.cpu_count()} cores, tile {args.tile_size} px")
+    print(f"scene {args.scene} ({args.mosaic or 'not a'} px mosaic), device {args.device}, "
+          f"{os.cpu_count()} cores, tile {args.tile_size} px")
     print(f"{'model':20}{'method':18}{'seconds':>9}{'MP/s':>9}{'RSS MB':>8}{'max diff DN':>13}"
           f"{'vs alone':>10}")
     for r in rows:
@@ -310,7 +303,8 @@ def main() -> None:
                   f"{by['alone']['out_mp_per_s'] / fl['floor_out_mp_per_s']:.0%} of it, the "
                   f"pipeline {p / fl['floor_out_mp_per_s']:.0%}")
     print(json.dumps({"benchmark": "compare_tilers", "scene": args.scene, "device": args.device,
-                      "cores": os.cpu_count(), "tile_size_px": args.tile_size, "mosaic_px": args.mosaic, "matmul_gflops": gflops, "floors": floors,
+                      "cores": os.cpu_count(), "tile_size_px": args.tile_size,
+                      "mosaic_px": args.mosaic, "matmul_gflops": gflops, "floors": floors,
                       "runs": rows}))
 
 

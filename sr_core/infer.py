@@ -394,7 +394,8 @@ def _io_threads():
 
     pools = getattr(_THREADS, "pools", None)
     if pools is None:
-        pools = _THREADS.pools = (ThreadPoolExecutor(1, "sr-read"), ThreadPoolExecutor(1, "sr-write"))
+        pools = _THREADS.pools = (ThreadPoolExecutor(1, "sr-read"),
+                                  ThreadPoolExecutor(1, "sr-write"))
     return pools
 
 

@@ -64,19 +64,14 @@ class Normalization:
     span: tuple[float, ...]
     dtype: str
 
-    def _coeffs(self, bands: slice | list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    def _coeffs(self, bands: slice | list[int] | None, count: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Float64 offset and span for each of ``count`` bands (one pair serves every band)."""
         off = np.asarray(self.offset, dtype=np.float64)
         spn = np.asarray(self.span, dtype=np.float64)
         if bands is not None:
             off, spn = off[bands], spn[bands]
-        return off[:, None, None], spn[:, None, None]
-
-    def _per_band(self, bands: slice | list[int] | None, count: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Offset and span for each of ``count`` bands (one pair broadcasts to every band)."""
-        off, spn = self._coeffs(bands)
-        return (np.broadcast_to(off.reshape(-1), (count,)),
-                np.broadcast_to(spn.reshape(-1), (count,)))
+        return np.broadcast_to(off, (count,)), np.broadcast_to(spn, (count,))
 
     def to_model(self, x: np.ndarray, bands: slice | list[int] | None = None) -> np.ndarray:
         """Scene units -> model range.
@@ -91,7 +86,7 @@ class Normalization:
         Raises:
             ValueError: ``x`` is not 3-D, or its band count does not match the coefficients.
         """
-        off, spn = self._per_band(bands, x.shape[0])
+        off, spn = self._coeffs(bands, x.shape[0])
 
         def block(buf: np.ndarray, src: np.ndarray, b: int) -> None:
             buf[...] = src
@@ -114,7 +109,7 @@ class Normalization:
         Raises:
             ValueError: ``y`` is not 3-D, or its band count does not match the coefficients.
         """
-        off, spn = self._per_band(bands, y.shape[0])
+        off, spn = self._coeffs(bands, y.shape[0])
         dt = np.dtype(self.dtype)
         info = np.iinfo(dt) if np.issubdtype(dt, np.integer) else None
 

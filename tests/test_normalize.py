@@ -12,13 +12,18 @@ from sr_core import normalize
 from sr_core.normalize import normalization_for
 
 
+def _coeffs(norm, count):
+    off, spn = norm._coeffs(None, count)
+    return off[:, None, None], spn[:, None, None]
+
+
 def _formula_to(norm, x):
-    off, spn = norm._coeffs(None)
+    off, spn = _coeffs(norm, x.shape[0])
     return ((x.astype(np.float64) - off) / spn).astype(np.float32)
 
 
 def _formula_from(norm, y):
-    off, spn = norm._coeffs(None)
+    off, spn = _coeffs(norm, y.shape[0])
     x = y.astype(np.float64) * spn + off
     dt = np.dtype(norm.dtype)
     if np.issubdtype(dt, np.integer):
