@@ -12,6 +12,7 @@ import torch
 from conftest import crop_scene
 from safetensors.torch import load_file
 
+from sr_core.degradations import EVALUATION
 from sr_core.errors import InputError, ModelError
 from sr_core.models.registry import load_model
 from sr_core.train import TrainConfig, train_model
@@ -69,7 +70,7 @@ def test_resume_equals_uninterrupted_and_card(scenes, tmp_path):
     card = json.loads((tmp_path / "full.json").read_text())
     assert card["training"]["loss"] == "L1" and card["training"]["seed"] == 7
     assert card["training"]["validation_scenes"] == ["l7.tif"]
-    v = card["metrics"]["validation"]["l7.tif"]
+    v = card["metrics"]["validation"]["l7.tif"]["bicubic"]
     assert np.isfinite(v["model"]["psnr_db"]) and 0 < v["model"]["ssim"] <= 1
     assert load_model(str(tmp_path / "full.safetensors")).name == "tiny-x2"
 
@@ -100,37 +101,62 @@ def test_perceptual_and_adversarial_phases(scenes, tmp_path):
     assert load_model(card["weights"]).scale == 2
 
     mse = train_model(config(scenes, tmp_path / "mse.safetensors", loss="mse", epochs=1,
-                             degradation="area", blur_sigma_px=0.8, noise_sigma=0.01),
-                      progress=False)
+                             degradation="gaussian-0.3"), progress=False)
     assert mse["training"]["loss"] == "MSE"
-    assert mse["training"]["degradation"] == ("area (block mean), Gaussian blur sigma 0.8 HR px "
-                                              "first, Gaussian noise sigma 0.01")
+    assert mse["training"]["degradation"] == ("gaussian-0.3: Gaussian blur sigma 0.3 LR px, then "
+                                              "area integration (block mean)")
 
 
-def test_degradations(repo_data):
-    import rasterio
-    from rasterio.windows import Window
+@pytest.mark.parametrize("degradation", ["random", *EVALUATION])
+def test_one_step_with_each_degradation(scenes, tmp_path, degradation):
+    card = train_model(config(scenes, tmp_path / "one.safetensors", epochs=1, steps_per_epoch=1,
+                              degradation=degradation, val_degradations=("area",)),
+                       progress=False)
+    assert card["training"]["degradation_name"] == degradation
+    assert card["training"]["steps"] == 1
+    assert np.isfinite(card["training"]["history"][0]["train_loss"])
+    assert set(card["training"]["history"][0]["validation"]["l7.tif"]) == {"area"}
 
-    from sr_core.resample import downsample_bicubic
-    from sr_core.train import degrade
 
-    with rasterio.open(repo_data.path("landsat7_RGB.byte.tif")) as ds:
-        hr = ds.read(window=Window(300, 300, 32, 32)).astype(np.float32)[None] / 255.0
-    t = torch.from_numpy(hr)
-    area = degrade(t, 2, method="area")
-    np.testing.assert_allclose(area.numpy(), hr.reshape(1, 3, 16, 2, 16, 2).mean(axis=(3, 5)),
-                               atol=1e-6)
-    assert torch.equal(degrade(t, 2), downsample_bicubic(t, 2))
-    blurred = degrade(t, 2, method="area", blur_sigma_px=1.0)
-    assert (blurred - area).abs().max() > 0.01 and blurred.std() < area.std()
-    flat = torch.full((1, 1, 16, 16), 0.3)
-    assert torch.allclose(degrade(flat, 2, blur_sigma_px=2.0), torch.full((1, 1, 8, 8), 0.3))
-    n1 = degrade(t, 2, noise_sigma=0.05, generator=torch.Generator().manual_seed(1))
-    n2 = degrade(t, 2, noise_sigma=0.05, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(n1, n2)
-    assert 0.04 < float((n1 - degrade(t, 2)).std()) < 0.06
-    with pytest.raises(InputError, match="degradation 'nearest'"):
-        degrade(t, 2, method="nearest")
+def test_card_validation_table_from_the_run(scenes, tmp_path):
+    """The card's table holds, per held-out scene and evaluation degradation, figures that
+    recomputing the Wald check with the saved weights gives again (not typed in)."""
+    from sr_core.train import _stage_all, validate
+    from sr_core.train_card import validation_markdown
+
+    card = train_model(config(scenes, tmp_path / "t.safetensors", epochs=1), progress=False)
+    table = card["metrics"]["validation"]["l7.tif"]
+    assert list(table) == list(EVALUATION)
+    staged = _stage_all(scenes["val"], str(tmp_path), "v")
+    model = load_model(card["weights"])
+    again = validate(model, staged, 64, EVALUATION)["l7.tif"]
+    for d in EVALUATION:
+        assert table[d]["model"]["psnr_db"] == pytest.approx(again[d]["model"]["psnr_db"], abs=1e-6)
+        assert table[d]["bicubic"]["psnr_db"] == pytest.approx(again[d]["bicubic"]["psnr_db"],
+                                                              abs=1e-6)
+        assert table[d]["gain_db"] == pytest.approx(
+            table[d]["model"]["psnr_db"] - table[d]["bicubic"]["psnr_db"])
+    s = card["metrics"]["summary"]["area"]
+    assert s["scenes"] == 1 and s["mean_gain_db"] == pytest.approx(table["area"]["gain_db"])
+    assert card["metrics"]["data_range"]["l7.tif"] == "8-bit depth (255)"
+    assert validation_markdown(card).count("| l7.tif |") == len(EVALUATION)
+    # licences come from a PROVENANCE.md beside the scenes; these crops have none, and say so
+    assert {d["licence"] for d in card["training"]["data"]} == {"not recorded"}
+
+
+def test_initialise_from_weights_and_provenance(repo_data):
+    from sr_core.models.registry import build_module
+    from sr_core.train import initialise
+    from sr_core.train_card import provenance
+
+    init = Path(__file__).resolve().parent.parent / "training/init/edsr_x2_bicubic_pairs.safetensors"
+    module = build_module("edsr", **{**TINY, "n_resblocks": 8, "n_feats": 32, "scale": 4})
+    got = initialise(module, str(init))
+    # x4 has one more upsampler stage than x2: all but that conv's weight and bias are copied
+    assert got["of"] - got["tensors"] == 2
+    assert torch.equal(module.state_dict()["head.0.weight"], load_file(init)["head.0.weight"])
+    lic = provenance(str(repo_data.path("landsat7_RGB.byte.tif")))
+    assert "CC0-1.0" in lic["licence"] and "rasterio" in lic["source"]
 
 
 def test_bad_training_options(scenes, tmp_path):
@@ -152,3 +178,46 @@ def test_bad_training_options(scenes, tmp_path):
         train_model(config(scenes, tmp_path / "a", loss="perceptual", vgg_weights=str(evil)),
                     progress=False)
     assert not (tmp_path / "marker").exists()
+
+
+def _all_nodata(src: Path, dst: Path) -> Path:
+    """A real scene's crop with every pixel set to its nodata value (0)."""
+    import rasterio
+
+    crop_scene(src, dst, row=100, col=100, height=64, width=64)
+    with rasterio.open(dst, "r+") as ds:
+        ds.nodata = 0
+        ds.write(np.zeros((ds.count, ds.height, ds.width), dtype=ds.dtypes[0]))
+    return dst
+
+
+def test_bad_training_input_from_the_cli(scenes, repo_data, tmp_path):
+    """One line naming the file and the problem, exit 2, nothing written at --out."""
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).parent / "sr-pipeline")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no scenes here")
+    tiny = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "tiny.tif",
+                      row=300, col=300, height=12, width=12)
+    blank = _all_nodata(repo_data.path("naip_m_4709963_se_14_1_20200831_5m.tif"),
+                        tmp_path / "blank.tif")
+    val = ["--val-scene", scenes["val"][0]]
+    cases = {
+        "no GeoTIFF": ["--scene", str(empty)],
+        "at least 96 x 96 px": ["--scene", str(tiny)],
+        "every pixel is nodata": ["--scene", str(blank)],
+        "unknown degradation 'blurry'": ["--scene", scenes["train"][0], "--degradation", "blurry"],
+    }
+    for want, args in cases.items():
+        out = tmp_path / "out" / "m.safetensors"
+        res = subprocess.run([cli, "train", "--arch", "espcn", "--out", str(out), "--epochs", "1",
+                              "--steps", "1", "--device", "cpu", *args, *val],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2, (want, res.stderr)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("sr-pipeline: error: ") and want in lines[0], \
+            (want, res.stderr)
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
