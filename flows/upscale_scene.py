@@ -206,8 +206,10 @@ def main(argv: list[str]) -> int:
     print(f"report: {html}{out['report_json']} and {out['report_md']}")
     wald = out.get("wald")
     if isinstance(wald, dict):
-        print(f"Wald check: model {wald['model']['psnr_db']:.2f} dB / SSIM {wald['model']['ssim']:.4f}; "
-              f"bicubic {wald['bicubic']['psnr_db']:.2f} dB / SSIM {wald['bicubic']['ssim']:.4f}")
+        for d, r in (wald.get("by_degradation") or {"bicubic": wald}).items():
+            print(f"Wald check ({d} degradation): model {r['model']['psnr_db']:.2f} dB / SSIM "
+                  f"{r['model']['ssim']:.4f}; bicubic {r['bicubic']['psnr_db']:.2f} dB / SSIM "
+                  f"{r['bicubic']['ssim']:.4f}")
     return 0
 
 

@@ -49,6 +49,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sr_core.color import luma
+from sr_core.degradations import EVALUATION, parse
 from sr_core.errors import InputError
 from sr_core.models.base import configure_for_device
 from sr_core.models.registry import load_model
@@ -73,6 +74,8 @@ class EvalConfig:
         crop_border_px: border removed before measuring; None = ``scale``.
         window_px: edge of the centred Wald window of each scene.
         device: where the models run.
+        degradations: how each scene is degraded for the Wald check (names of
+            :data:`sr_core.degradations.NAMED`); every scene is scored under each.
     """
 
     models: tuple[str, ...]
@@ -84,6 +87,7 @@ class EvalConfig:
     crop_border_px: int | None = None
     window_px: int = 512
     device: str = "cpu"
+    degradations: tuple[str, ...] = EVALUATION
 
     @property
     def border_px(self) -> int:
@@ -248,18 +252,32 @@ def _evaluate_images(cfg: EvalConfig, models: dict, result: EvalResult) -> None:
 
 
 def _evaluate_scenes(cfg: EvalConfig, models: dict, result: EvalResult) -> None:
+    """Wald rows per scene, degradation and model; bicubic's rows once per scene and
+    degradation (each model's check recomputes bicubic on the same LR: the same figures)."""
     import shutil
     import tempfile
 
-    from sr_core.train import _stage_all, validate
+    from sr_core.train import _stage_all, expand_scenes, validate
 
     scratch = tempfile.mkdtemp(prefix="sr-evaluate-")
     try:
-        staged = _stage_all(tuple(cfg.scenes), scratch, "eval")
+        staged = _stage_all(expand_scenes(cfg.scenes, "evaluation"), scratch, "eval")
+        seen_bicubic = set()
         for ref, model in models.items():
-            for scene, v in validate(model, staged, cfg.window_px).items():
-                result.rows.append({"dataset": "scenes (Wald)", "image": scene, "model": ref,
-                                    "psnr_db": v["model"]["psnr_db"], "ssim": v["model"]["ssim"]})
+            if ref == "bicubic" and len(models) > 1:
+                continue
+            for scene, by_deg in validate(model, staged, cfg.window_px, cfg.degradations).items():
+                for d, v in by_deg.items():
+                    dataset = f"scenes (Wald, {d})"
+                    rows = [(ref, v["model"])]
+                    if (scene, d) not in seen_bicubic:
+                        seen_bicubic.add((scene, d))
+                        rows.append(("bicubic", v["bicubic"]))
+                    for name, m in rows:
+                        result.rows.append({
+                            "dataset": dataset, "image": scene, "model": name, "degradation": d,
+                            "psnr_db": m["psnr_db"], "ssim": m["ssim"],
+                            "gain_db": m["psnr_db"] - v["bicubic"]["psnr_db"]})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -282,6 +300,8 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         raise InputError(f"channel {cfg.channel!r}: expected 'y' or 'rgb'")
     if cfg.border_px < 0:
         raise InputError(f"crop border {cfg.border_px}: must be >= 0 pixels")
+    for d in cfg.degradations:
+        parse(d)
     refs = ["bicubic", *(m for m in cfg.models if m != "bicubic")]
     # channels-last as the workers run them (faster on a CPU too); fp32: the reference figures
     models = {ref: configure_for_device(load_model(ref, scale=cfg.scale, device=cfg.device), "fp32")
@@ -291,8 +311,10 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
                   f", {cfg.border_px} px border cropped, data range 255, SR clipped and rounded "
                   "to 8 bits; SSIM: Gaussian sigma 1.5 (Wang et al. 2004, scikit-image); "
                   "LR when not provided: bicubic (MATLAB imresize, antialiased), rounded to 8 bits",
-        "scenes": "Wald protocol on a centred window, scene units, data range = dtype range "
-                  "(integers) or valid range (floats), SSIM 7x7 uniform window (scikit-image)",
+        "scenes": "Wald protocol on a centred window degraded by each of "
+                  f"{', '.join(cfg.degradations)} (sr_core.degradations), scene units, data "
+                  "range 255 for 8-bit scenes else the scene's valid value range, SSIM 7x7 "
+                  "uniform window (scikit-image)",
         "scale": cfg.scale,
     })
     if cfg.hr_dir:
@@ -304,31 +326,54 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         groups.setdefault((r["dataset"], r["model"]), []).append(r)
     result.summary = [{"dataset": d, "model": m, "images": len(rs),
                        "psnr_db": float(np.mean([r["psnr_db"] for r in rs])),
-                       "ssim": float(np.mean([r["ssim"] for r in rs]))}
+                       "ssim": float(np.mean([r["ssim"] for r in rs])),
+                       **({"mean_gain_db": float(np.mean([r["gain_db"] for r in rs])),
+                           "min_gain_db": float(np.min([r["gain_db"] for r in rs])),
+                           "beats_bicubic": int(sum(r["gain_db"] > 0 for r in rs))}
+                          if "gain_db" in rs[0] else {})}
                       for (d, m), rs in groups.items()]
     result.seconds = time.perf_counter() - t0
     return result
 
 
 def to_markdown(result: EvalResult) -> str:
-    """The summary table (mean PSNR / SSIM per dataset and model) and the conventions."""
-    lines = ["| dataset | model | images | PSNR (dB) | SSIM |", "|---|---|---|---|---|"]
+    """The summary table (mean PSNR / SSIM per dataset and model; for scenes also the gain over
+    bicubic), the per-scene Wald table (scene x degradation x model) and the conventions."""
+    lines = ["| dataset | model | images | PSNR (dB) | SSIM | gain over bicubic (dB): mean / "
+             "min / images beating it |", "|---|---|---|---|---|---|"]
     for r in result.summary:
+        gain = (f"{r['mean_gain_db']:+.2f} / {r['min_gain_db']:+.2f} / {r['beats_bicubic']} of "
+                f"{r['images']}" if "mean_gain_db" in r else "")
         lines.append(f"| {r['dataset']} | {r['model']} | {r['images']} | {r['psnr_db']:.2f} | "
-                     f"{r['ssim']:.4f} |")
+                     f"{r['ssim']:.4f} | {gain} |")
+    scene_rows = [r for r in result.rows if "degradation" in r and r["model"] != "bicubic"]
+    if scene_rows:
+        bic = {(r["image"], r["degradation"]): r for r in result.rows
+               if "degradation" in r and r["model"] == "bicubic"}
+        lines += ["", "| scene | degradation | model | model PSNR / SSIM | bicubic PSNR / SSIM | "
+                  "gain (dB) |", "|---|---|---|---|---|---|"]
+        for r in scene_rows:
+            b = bic[(r["image"], r["degradation"])]
+            lines.append(f"| {r['image']} | {r['degradation']} | {r['model']} | "
+                         f"{r['psnr_db']:.2f} / {r['ssim']:.4f} | {b['psnr_db']:.2f} / "
+                         f"{b['ssim']:.4f} | {r['gain_db']:+.2f} |")
     lines += ["", f"x{result.conventions['scale']}. Images: {result.conventions['images']}.",
               f"Scenes: {result.conventions['scenes']}."]
     return "\n".join(lines) + "\n"
 
 
 def to_csv(result: EvalResult) -> str:
-    """One CSV row per (dataset, image, model)."""
+    """One CSV row per (dataset, image, model); scenes add degradation and gain over bicubic."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["dataset", "image", "model", "psnr_db", "ssim"],
+    writer = csv.DictWriter(buf, fieldnames=["dataset", "image", "model", "degradation",
+                                             "psnr_db", "ssim", "gain_db"],
                             lineterminator="\n")
     writer.writeheader()
     for r in result.rows:
-        writer.writerow({**r, "psnr_db": f"{r['psnr_db']:.4f}", "ssim": f"{r['ssim']:.6f}"})
+        row = {**r, "psnr_db": f"{r['psnr_db']:.4f}", "ssim": f"{r['ssim']:.6f}"}
+        if "gain_db" in r:
+            row["gain_db"] = f"{r['gain_db']:.4f}"
+        writer.writerow(row)
     return buf.getvalue()
 
 

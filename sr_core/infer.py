@@ -439,7 +439,9 @@ def wald_window_task(job: TileJob, window, data_range: float,
                      planes: list[int] | None = None) -> dict:
     """Dask task: the Wald-protocol check (:func:`sr_core.metrics.wald_check`) on one window of
     the staged input, run on a worker beside the tiles; on the given bands / planes only (all by
-    default)."""
+    default). Checked under each degradation of :data:`sr_core.degradations.REPORT`: the result
+    is the first's (bicubic, with ``"degradation"``) plus ``"by_degradation"``: ``{name:
+    {"model", "bicubic", "gain_db"}}``."""
     from sr_core.metrics import wald_check
 
     model = job_model(job)
@@ -454,8 +456,13 @@ def wald_window_task(job: TileJob, window, data_range: float,
         valid = np.stack([valid_arr[p, rows, cols] for p in planes])
         norm = replace(norm, offset=tuple(norm.offset[p] for p in planes),
                        span=tuple(norm.span[p] for p in planes))
+    from sr_core.degradations import REPORT
+
     t0 = time.perf_counter()
-    result = wald_check(model, hr, valid, norm, data_range)
+    by = {d: wald_check(model, hr, valid, norm, data_range, d) for d in REPORT}
+    result = dict(by[REPORT[0]])
+    result["by_degradation"] = {d: {k: r[k] for k in ("model", "bicubic", "gain_db")}
+                                for d, r in by.items()}
     if planes is not None:
         result["planes"] = list(planes)
     result["seconds"] = time.perf_counter() - t0

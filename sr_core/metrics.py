@@ -8,8 +8,8 @@ Conventions (stated in every report):
   structural similarity", IEEE TIP 2004), computed by :func:`skimage.metrics.structural_similarity`
   per band (7x7 uniform window, the scikit-image default), its map averaged over valid pixels and
   then over bands.
-* ``data_range``: the dtype's range for integer scenes (255 for uint8, 65535 for uint16, 65535 for
-  int16); for float scenes the valid value range measured over the scene.
+* ``data_range``: 255 for 8-bit scenes (their declared bit depth); for every other dtype the
+  scene's valid value range (:func:`data_range_for`), so figures are comparable across sensors.
 * Wald protocol (Wald, Ranchin & Mangolini, "Fusion of satellite images of different spatial
   resolutions: assessing the quality of resulting images", PE&RS 1997): degrade the scene by the
   scale, super-resolve the degraded image, compare with the scene itself.
@@ -23,30 +23,45 @@ import numpy as np
 
 from sr_core.normalize import Normalization
 
-#: degradation used by the Wald protocol and by training: bicubic (Keys a = -0.5), antialiased.
-DEGRADATION = "bicubic, Keys a=-0.5 (MATLAB imresize / PIL convention), antialiased"
 
 
 def data_range_for(dtype: str | np.dtype, band_min: list[float] | tuple[float, ...],
                    band_max: list[float] | tuple[float, ...]) -> float:
-    """PSNR/SSIM data range for a scene, in scene units.
+    """PSNR/SSIM data range for a scene, in scene units (:func:`data_range_rule` says which).
+
+    8-bit data is scored over its declared bit depth (255), the image-quality convention; every
+    other dtype over the scene's **valid value range** (``max(band_max) - min(band_min)`` over
+    valid pixels), so a uint16 scene whose values reach 1,848 is not scored over 65,535 (which
+    would make PSNR tens of dB too high and SSIM about 1 for any output).
 
     Args:
         dtype: the scene's dtype.
-        band_min, band_max: per-band valid minimum and maximum (used for floats only).
+        band_min, band_max: per-band valid minimum and maximum, scene units.
 
     Returns:
-        ``iinfo.max - iinfo.min`` for integers; ``max(band_max) - min(band_min)`` for floats
-        (1.0 if that is not positive or not finite).
+        255.0 for uint8 / int8; the valid range for other dtypes (the dtype's range for an
+        integer scene without a positive finite valid range, else 1.0).
     """
     dt = np.dtype(dtype)
-    if np.issubdtype(dt, np.integer):
-        info = np.iinfo(dt)
-        return float(info.max) - float(info.min)
+    if dt.itemsize == 1 and np.issubdtype(dt, np.integer):
+        return 255.0
     lo = np.nanmin(np.asarray(band_min, dtype=float)) if len(band_min) else np.nan
     hi = np.nanmax(np.asarray(band_max, dtype=float)) if len(band_max) else np.nan
     span = hi - lo
-    return float(span) if np.isfinite(span) and span > 0 else 1.0
+    if np.isfinite(span) and span > 0:
+        return float(span)
+    if np.issubdtype(dt, np.integer):
+        info = np.iinfo(dt)
+        return float(info.max) - float(info.min)
+    return 1.0
+
+
+def data_range_rule(dtype: str | np.dtype) -> str:
+    """The words reports use for :func:`data_range_for`'s choice for ``dtype``."""
+    dt = np.dtype(dtype)
+    if dt.itemsize == 1 and np.issubdtype(dt, np.integer):
+        return "8-bit depth (255)"
+    return "the scene's valid value range (max - min over valid pixels, all bands)"
 
 
 def psnr(reference: np.ndarray, test: np.ndarray, valid: np.ndarray, data_range: float) -> float:
@@ -123,11 +138,12 @@ def erode_valid(valid: np.ndarray, reach_px: int) -> np.ndarray:
 
 
 def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normalization,
-               data_range: float) -> dict:
+               data_range: float, degradation: str = "bicubic") -> dict:
     """Wald-protocol quality of a model and of bicubic on one window of a scene.
 
-    The window is degraded by the model's scale (:data:`DEGRADATION`), super-resolved back by the
-    model and by bicubic interpolation, quantised to the scene's dtype and compared with the window.
+    The window is degraded by the model's scale with ``degradation`` (a name of
+    :data:`sr_core.degradations.NAMED`), super-resolved back by the model and by bicubic
+    interpolation, quantised to the scene's dtype and compared with the window.
 
     Args:
         model: an :class:`sr_core.models.base.SRModel`.
@@ -136,30 +152,39 @@ def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normaliz
         valid: ``(bands, H, W)`` bool validity of ``hr``.
         normalization: the scene's normalisation.
         data_range: see :func:`data_range_for`.
+        degradation: how the window is degraded (default ``"bicubic"``, the SR literature's
+            convention; ``"area"``, ``"gaussian-0.3"``, ``"gaussian-0.6"`` model real sensors).
 
     Pixels are compared only where everything they were computed from is valid: the mask is
     eroded by ``(receptive_field_px + 2) * scale + 2 * scale`` HR px (degradation kernel, model,
-    and bicubic reach).
+    and bicubic reach) plus the blur kernel's radius.
 
     Returns:
-        ``{"model": {"psnr_db", "ssim"}, "bicubic": {"psnr_db", "ssim"}, "gain_db",
-        "window_px": [H, W], "compared_px"}``.
+        ``{"degradation", "model": {"psnr_db", "ssim"}, "bicubic": {"psnr_db", "ssim"},
+        "gain_db", "window_px": [H, W], "compared_px"}``.
+
+    Raises:
+        InputError: an unknown degradation name.
     """
     import torch
 
-    from sr_core.resample import downsample_bicubic, upsample_bicubic
+    from sr_core.degradations import degrade, kernel_radius_px, parse
+    from sr_core.resample import upsample_bicubic
 
+    deg = parse(degradation)
     s = model.descriptor.scale
     h, w = (hr.shape[1] // s) * s, (hr.shape[2] // s) * s
     hr, valid = hr[:, :h, :w], valid[:, :h, :w]
     x = normalization.to_model(hr)
     x[~valid] = 0.0
-    lr = downsample_bicubic(torch.from_numpy(x)[None], s)[0].numpy()
+    lr = degrade(torch.from_numpy(x)[None], s, deg)[0].numpy()
     sr = normalization.from_model(model.upscale(lr))
     bic = normalization.from_model(upsample_bicubic(torch.from_numpy(lr)[None], s)[0].numpy())
     reach = (max(model.descriptor.receptive_field_px, 2) + 2) * s
+    reach += kernel_radius_px(deg, s) if deg.blurs else 0
     valid = erode_valid(valid, reach)
     out = {
+        "degradation": degradation,
         "model": {"psnr_db": psnr(hr, sr, valid, data_range), "ssim": ssim(hr, sr, valid, data_range)},
         "bicubic": {"psnr_db": psnr(hr, bic, valid, data_range),
                     "ssim": ssim(hr, bic, valid, data_range)},

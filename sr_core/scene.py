@@ -116,8 +116,12 @@ def check_tiff_extent(path: str, name: str, file_bytes: int) -> None:
     """Refuse a TIFF whose strips or tiles point past the end of the file (truncated download)."""
     import tifffile
 
+    from sr_core.formats import quiet_tifffile
+
     try:
-        with tifffile.TiffFile(path) as tif:
+        # tifffile logs tags it cannot parse (a float32 GDAL_NODATA of -3.4028230607370965e+38);
+        # rasterio reads them fine, so a user need not see that
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             for page in tif.pages:
                 offsets, counts = page.dataoffsets, page.databytecounts
                 if not offsets:

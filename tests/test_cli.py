@@ -94,5 +94,25 @@ def test_flat_scene_reports_infinite_psnr_without_crashing(repo_data, dask_addre
     code, out, err = run_main(["upscale", str(src), str(tmp_path / "sea_x2.tif"), "--model",
                                "bicubic", "--dask-address", dask_address, "--no-progress"], capsys)
     assert code == 0, err
-    assert "Wald check: model inf dB" in out and "bicubic inf dB" in out
+    assert "Wald check (bicubic degradation): model inf dB" in out and "bicubic inf dB" in out
+    assert "Wald check (area degradation): model inf dB" in out
     assert (tmp_path / "sea_x2.tif").is_file()
+
+
+def test_scale_4_without_model_runs_the_x4_default(repo_data, dask_address, tmp_path, capsys):
+    """``--scale 4`` alone picks the shipped EDSR x4 (the default model's x4 weights); the
+    report names it and the output is 4 times the input on each axis."""
+    import json
+
+    from conftest import crop_scene, run_main
+
+    src = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "l7.tif",
+                     row=300, col=300, height=48, width=40)
+    code, out, err = run_main(["upscale", str(src), str(tmp_path / "l7_x4.tif"), "--scale", "4",
+                               "--dask-address", dask_address, "--no-progress"], capsys)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "l7_x4.report.json").read_text())
+    assert rep["model"]["ref"] == "edsr-x4" and rep["scale"] == 4
+    with rasterio.open(tmp_path / "l7_x4.tif") as ds:
+        assert (ds.width, ds.height) == (160, 192)
+    assert "Wald check (area degradation)" in out

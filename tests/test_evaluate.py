@@ -16,7 +16,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sr_core.cli import main
 from sr_core.errors import InputError
-from sr_core.evaluate import EvalConfig, evaluate
+from sr_core.evaluate import EvalConfig, evaluate, to_markdown
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +90,29 @@ def test_provided_lr_images_are_used(real_rgb, tmp_path):
 
 
 def test_models_and_scenes(real_rgb, repo_data, tmp_path):
-    """A shipped model and bicubic on an image folder and on a scene (Wald protocol); the
-    shipped EDSR beats bicubic on both."""
+    """A shipped model and bicubic on an image folder and on a scene (Wald protocol under each
+    evaluation degradation, with the gain over bicubic); the shipped EDSR beats bicubic on the
+    images and under every degradation of the scene."""
+    from sr_core.degradations import EVALUATION
+
     Image.fromarray(real_rgb).save(tmp_path / "a_HR.png")
     scene = repo_data.path("S2A_29RKH_20200219_L2A_B04.tif")
     result = evaluate(EvalConfig(models=("edsr-x2",), scale=2, hr_dir=str(tmp_path),
                                  scenes=(str(scene),), window_px=256))
     summary = {(r["dataset"], r["model"]): r for r in result.summary}
-    assert len(result.rows) == 4 and len(summary) == 4
-    for dataset in (tmp_path.name, "scenes (Wald)"):
+    datasets = [tmp_path.name, *(f"scenes (Wald, {d})" for d in EVALUATION)]
+    assert len(result.rows) == 2 * len(datasets) and len(summary) == 2 * len(datasets)
+    for dataset in datasets:
         assert summary[(dataset, "edsr-x2")]["psnr_db"] > summary[(dataset, "bicubic")]["psnr_db"]
+    for d in EVALUATION:
+        row = summary[(f"scenes (Wald, {d})", "edsr-x2")]
+        bic = summary[(f"scenes (Wald, {d})", "bicubic")]
+        assert row["mean_gain_db"] == pytest.approx(row["psnr_db"] - bic["psnr_db"])
+        assert row["beats_bicubic"] == 1
+    md = to_markdown(result)
+    assert md.count(f"| {scene.name} |") == len(EVALUATION)
+    with pytest.raises(InputError, match="unknown degradation 'jpeg'"):
+        evaluate(EvalConfig(models=(), scale=2, scenes=(str(scene),), degradations=("jpeg",)))
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
