@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from sr_core.train import TrainConfig, train_model
+from sr_core.train_card import validation_markdown
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -26,18 +27,14 @@ def train_task(cfg: TrainConfig) -> dict:
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_task(card: dict) -> str:
     rows = [{"epoch": h["epoch"], "phase": h["phase"], "train_loss": round(h["train_loss"], 5),
-             **{f"{scene} PSNR (dB)": round(v["model_psnr_db"], 3)
-                for scene, v in h["validation"].items()}}
+             **{f"{scene} {d} gain (dB)": round(v["model_psnr_db"] - v["bicubic_psnr_db"], 3)
+                for scene, by_deg in h["validation"].items() for d, v in by_deg.items()}}
             for h in card["training"]["history"]]
     create_table_artifact(table=rows, key="training-validation",
-                          description=f"{card['name']}: validation PSNR per epoch")
-    final = card["metrics"]["validation"]
+                          description=f"{card['name']}: validation gain over bicubic per epoch")
     lines = [f"# {card['name']}", "", f"weights: `{card['weights']}`", "",
-             "| scene | model PSNR / SSIM | bicubic PSNR / SSIM |", "|---|---|---|"]
-    lines += [f"| {s} | {m['model']['psnr_db']:.2f} dB / {m['model']['ssim']:.4f} | "
-              f"{m['bicubic']['psnr_db']:.2f} dB / {m['bicubic']['ssim']:.4f} |"
-              for s, m in final.items()]
-    lines += ["", "```json", json.dumps(card["arguments"]), "```"]
+             f"degradation: {card['training']['degradation']}", "",
+             validation_markdown(card), "```json", json.dumps(card["arguments"]), "```"]
     create_markdown_artifact(markdown="\n".join(lines) + "\n", key="training-card")
     return card["weights"]
 
@@ -49,14 +46,16 @@ def train_model_flow(architecture: str, arguments: dict, name: str, out: str,
                      pool_size: int = 2048, learning_rate: float = 1e-3,
                      val_window_px: int = 1024, seed: int = 0, device: str = "auto",
                      resume: bool = False, loss: str = "l1", vgg_weights: str | None = None,
-                     gan_epochs: int = 0) -> dict:
+                     gan_epochs: int = 0, degradation: str = "random",
+                     init_weights: str | None = None) -> dict:
     """Train and publish; returns the model card (with ``weights``, the file written)."""
     cfg = TrainConfig(architecture=architecture, arguments=arguments, name=name, out=out,
                       scenes=tuple(scenes), val_scenes=tuple(val_scenes), epochs=epochs,
                       steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px,
                       pool_size=pool_size, learning_rate=learning_rate,
                       val_window_px=val_window_px, seed=seed, device=device, resume=resume,
-                      loss=loss, vgg_weights=vgg_weights, gan_epochs=gan_epochs)
+                      loss=loss, vgg_weights=vgg_weights, gan_epochs=gan_epochs,
+                      degradation=degradation, init_weights=init_weights)
     card = train_task(cfg)
     publish_task(card)
     return card

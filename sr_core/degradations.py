@@ -13,7 +13,8 @@ overstates its gain. This module therefore offers
   MATLAB ``imresize`` / Pillow; ``"area"``: the mean of each ``scale x scale`` block, an ideal
   detector's integration), an optional Gaussian optical blur before it (width in **LR pixels**,
   optionally anisotropic), an optional sub-pixel shift of the sampling grid (LR pixels) and optional
-  additive Gaussian noise (normalised units: a fraction of the scene's value range);
+  additive Gaussian noise in the data's units, its sigma a fraction of the HR image's own standard
+  deviation (``noise_sigma = 0.02``: a signal-to-noise ratio of 50, 34 dB);
 * :data:`NAMED`: the fixed degradations that evaluation and reports use (``bicubic``, ``area``,
   ``gaussian-0.3``, ``gaussian-0.6``: Gaussian blur of sigma 0.3 / 0.6 LR px, then area
   integration; with the box their modulation transfer at Nyquist is about 0.41 and 0.11, the range
@@ -65,8 +66,10 @@ class Degradation:
         angle_deg: direction of the major axis, degrees anticlockwise from the column axis.
         shift_lr_px: ``(rows, cols)`` sub-pixel shift of the sampling grid, LR pixels, each in
             [-0.5, 0.5].
-        noise_sigma: standard deviation of additive Gaussian noise on the LR image, in normalised
-            units (fraction of the scene's value range), >= 0.
+        noise_sigma: standard deviation of additive Gaussian noise on the LR image as a fraction
+            of the HR image's standard deviation (over its bands and pixels), >= 0: noise in the
+            data's units that keeps a signal-to-noise ratio of ``1 / noise_sigma`` whatever the
+            data's range (a DEM's metres or a photo's DN).
     """
 
     kernel: str = "bicubic"
@@ -103,7 +106,7 @@ class Degradation:
         parts.append("antialiased bicubic (Keys a=-0.5)" if self.kernel == "bicubic"
                      else "area integration (block mean)")
         if self.noise_sigma > 0:
-            parts.append(f"Gaussian noise sigma {self.noise_sigma:g} of the range")
+            parts.append(f"Gaussian noise sigma {self.noise_sigma:g} x the image's std")
         return ", then ".join(parts)
 
     def to_dict(self) -> dict:
@@ -152,18 +155,18 @@ class RandomDegradations:
             its minor/major ratio (angle uniform in [0, 180) degrees).
         p_shift, shift_lr_px: probability of a sub-pixel shift and its largest magnitude per axis
             (uniform in [-max, max]), LR px.
-        p_noise, noise_sigma: probability of noise and the uniform range of its sigma (normalised
-            units).
+        p_noise, noise_sigma: probability of noise and the uniform range of its sigma (fraction of
+            the HR image's standard deviation).
     """
 
-    p_kernel: tuple[float, float, float] = (0.3, 0.2, 0.5)
+    p_kernel: tuple[float, float, float] = (0.25, 0.25, 0.5)
     sigma_lr_px: tuple[float, float] = (0.15, 0.75)
     p_anisotropic: float = 0.4
     anisotropy: tuple[float, float] = (0.7, 1.0)
-    p_shift: float = 0.2
+    p_shift: float = 0.1
     shift_lr_px: float = 0.1
     p_noise: float = 0.3
-    noise_sigma: tuple[float, float] = (0.0, 0.004)
+    noise_sigma: tuple[float, float] = (0.0, 0.05)
 
     def describe(self) -> str:
         pb, pa, pg = self.p_kernel
@@ -171,7 +174,7 @@ class RandomDegradations:
                 f"{pb:.0%}, area {pa:.0%}, Gaussian blur sigma U{list(self.sigma_lr_px)} LR px "
                 f"then area {pg:.0%} (anisotropic with p {self.p_anisotropic:g}, minor/major "
                 f"U{list(self.anisotropy)}); sub-pixel shift U(+-{self.shift_lr_px:g}) LR px with "
-                f"p {self.p_shift:g}; Gaussian noise sigma U{list(self.noise_sigma)} of the range "
+                f"p {self.p_shift:g}; Gaussian noise sigma U{list(self.noise_sigma)} x the image's std "
                 f"with p {self.p_noise:g}")
 
 
@@ -267,7 +270,7 @@ def degrade(hr: torch.Tensor, scale: int, degradations: Degradation | list[Degra
         scale: integer factor >= 2.
         degradations: one per image, or one for all.
         generator: CPU generator for the noise (deterministic training); ``None``: torch's
-            global one.
+            global one. Noise sigma is ``noise_sigma`` times the HR image's standard deviation.
 
     Returns:
         ``(N, C, H // scale, W // scale)`` tensor of ``hr``'s dtype and device. Images with a blur
@@ -309,7 +312,8 @@ def degrade(hr: torch.Tensor, scale: int, degradations: Degradation | list[Degra
     sigmas = torch.tensor([d.noise_sigma for d in degs], dtype=hr.dtype)
     if bool((sigmas > 0).any()):
         noise = torch.randn(lr.shape, generator=generator, dtype=lr.dtype)
-        lr = lr + (sigmas.view(-1, 1, 1, 1) * noise).to(lr.device)
+        spread = hr.reshape(n, -1).std(dim=1).cpu()
+        lr = lr + ((sigmas * spread).view(-1, 1, 1, 1) * noise).to(lr.device)
     return lr
 
 

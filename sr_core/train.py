@@ -12,8 +12,10 @@ taken from a scene, degraded by the scale to make the LR input, and the model le
   inference (:func:`sr_core.normalize.normalization_for`), so training sees what inference sees.
   A folder given as a scene means every GeoTIFF in it.
 * A fixed pool of HR patches (one band each) is sampled once from the staged scenes, chosen at
-  random positions; patches with any nodata pixel, or with no texture (std below 1e-4 of the
-  normalised range, e.g. open sea in a DEM), are skipped. Memory is bounded by the pool size, not
+  random positions; patches with any nodata pixel, or with no texture (std below
+  :data:`MIN_PATCH_STD` of the normalised range, e.g. open sea in a DEM), are skipped. For an
+  intensity-equivariant network each patch is then standardised (:func:`standardise`), so
+  smooth and textured patches weigh alike. Memory is bounded by the pool size, not
   by the scenes. Each step draws a batch from the pool with a random flip / 90-degree rotation.
 * L1 loss (as EDSR) or MSE; optionally a VGG-19 perceptual term (user-supplied weights) and an
   SRGAN adversarial phase after pixel pre-training (:mod:`sr_core.losses`); Adam (Kingma & Ba,
@@ -54,6 +56,9 @@ from sr_core.staging import stage_scene
 from sr_core.tiling import PixelWindow
 
 STAGE_TILE_PX = 512
+#: patches whose normalised standard deviation is below this are skipped as textureless (open
+#: sea in a DEM; flat water in 8-bit imagery, whose quantisation alone would be the texture)
+MIN_PATCH_STD = 2e-3
 LOSSES = ("l1", "mse", "perceptual")
 SCENE_SUFFIXES = (".tif", ".tiff")
 
@@ -218,7 +223,7 @@ def sample_patches(scenes: list[_Staged], *, count: int, hr_px: int,
             continue
         x = s.normalization.to_model(arrays[k]["image"][b:b + 1, r:r + hr_px, c:c + hr_px],
                                      bands=[b])
-        if float(x.std()) < 1e-4:
+        if float(x.std()) < MIN_PATCH_STD:
             continue
         patches[got] = x
         got += 1
@@ -231,6 +236,27 @@ def _augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     if rng.integers(2):
         batch = torch.flip(batch, dims=(-1,))
     return batch
+
+
+#: contrast of a standardised training patch (its standard deviation), around 0.5
+STANDARD_SPREAD = 0.1
+
+
+def standardise(hr: torch.Tensor) -> torch.Tensor:
+    """Each patch of ``(N, C, H, W)`` mapped affinely to mean 0.5 and standard deviation
+    :data:`STANDARD_SPREAD` (over its bands and pixels).
+
+    For a network equivariant to intensity scale and offset (``f(a x + b) = a f(x) + b``, e.g.
+    :class:`sr_core.models.edsr.EDSR` with ``equivariant=True``), and with degradations that are
+    linear (noise relative to the patch's own spread), this changes nothing the network computes
+    but weighs every patch equally in the loss: without it a smooth DEM patch, whose relief is a
+    thousandth of the scene's range, contributes a thousandth of a textured photo's loss and the
+    network never learns to leave such relief alone.
+    """
+    flat = hr.reshape(hr.shape[0], -1)
+    mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+    std = flat.std(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (hr - mean) / std * STANDARD_SPREAD + 0.5
 
 
 def validate(model: SRModel, scenes: list[_Staged], window_px: int,
@@ -316,6 +342,8 @@ class _Run:
     disc: torch.nn.Module | None = None
     disc_opt: torch.optim.Optimizer | None = None
     init: dict | None = None
+    #: intensity-equivariant network: train on standardised patches (:func:`standardise`)
+    standardise: bool = False
 
 
 def _build(cfg: TrainConfig, training_degradation: TrainingDegradation) -> _Run:
@@ -323,7 +351,8 @@ def _build(cfg: TrainConfig, training_degradation: TrainingDegradation) -> _Run:
     torch.manual_seed(cfg.seed)
     module = build_module(cfg.architecture, **cfg.arguments).to(device)
     descriptor = describe(cfg.architecture, cfg.name, **cfg.arguments)
-    run = _Run(cfg, device, module, descriptor, training_degradation)
+    run = _Run(cfg, device, module, descriptor, training_degradation,
+               standardise=bool(getattr(module, "equivariant", False)))
     if cfg.init_weights:
         run.init = initialise(module, cfg.init_weights)
     if cfg.vgg_weights:
@@ -366,6 +395,8 @@ def _epoch(run: _Run, epoch: int, pool: torch.Tensor, opt, sched, bar) -> dict:
     for _ in range(cfg.steps_per_epoch):
         idx = torch.from_numpy(rng.choice(len(pool), cfg.batch_size, replace=False))
         hr = _augment(pool[idx], rng).contiguous().to(run.device)
+        if run.standardise:
+            hr = standardise(hr)
         lr = degrade(hr, s, run.degradation.batch(cfg.batch_size, rng), generator=noise_gen)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=amp):
             sr = module(lr)

@@ -132,6 +132,9 @@ def model_card(cfg: TrainConfig, run, history: list, final: dict, val_scenes: li
             "degradation": run.degradation.describe(),
             "degradation_name": run.degradation.name,
             "initialised_from": run.init,
+            "patches": ("standardised (mean 0.5, std 0.1 each) for the intensity-equivariant "
+                        "network: every patch weighs alike in the loss" if run.standardise
+                        else "normalised per scene, as at inference"),
             "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
             "steps": (cfg.epochs + cfg.gan_epochs) * cfg.steps_per_epoch,
             "batch_size": cfg.batch_size, "patch_px_lr": cfg.patch_px,

@@ -146,5 +146,6 @@ def test_train_model_flow(prefect_harness, repo_data, tmp_path):
     names, by_key = _tasks_and_artifacts(state)
     assert names == ["publish", "train"]
     assert by_key["training-validation"].type == "table"
-    assert "l7.tif PSNR (dB)" in str(by_key["training-validation"].data)
+    assert "l7.tif area gain (dB)" in str(by_key["training-validation"].data)
+    assert "| l7.tif | gaussian-0.6 |" in by_key["training-card"].data
     assert "espcn-tiny-x2" in by_key["training-card"].data

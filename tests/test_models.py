@@ -197,7 +197,7 @@ def test_receptive_fields_of_paper_defaults() -> None:
     assert describe("edsr", "t", n_resblocks=32, n_feats=256, res_scale=0.1,
                     scale=4).receptive_field_px == 68  # EDSR
     assert describe("espcn", "t", scale=4).receptive_field_px == 4
-    assert describe("edsr", "t", **SHIPPED_ARGUMENTS["edsr-x2"]).receptive_field_px == 20
+    assert describe("edsr", "t", **SHIPPED_ARGUMENTS["edsr-x2"]).receptive_field_px == 21
 
 
 def test_edsr_reference_parameter_names() -> None:
@@ -215,6 +215,24 @@ def test_untrained_bicubic_residual_edsr_is_bicubic() -> None:
     x = torch.rand(1, 1, 9, 12)
     with torch.inference_mode():
         assert torch.allclose(module(x), upsample_bicubic(x, 2), atol=1e-6)
+
+
+def test_equivariant_edsr_follows_intensity_scale_and_offset() -> None:
+    """The shipped EDSR variant: f(a x + b) = a f(x) + b for a > 0 (random weights, so the
+    property comes from the architecture, not training), and a constant image stays constant."""
+    module = randomized(build_module("edsr", **SHIPPED_ARGUMENTS["edsr-x2"])).eval()
+    assert all(m.bias is None for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.rand(2, 1, 23, 17, dtype=torch.float64)
+    module = module.double()
+    with torch.inference_mode():
+        for a, b in ((3.7, 0.2), (1e-3, 0.7), (250.0, -40.0)):
+            torch.testing.assert_close(module(a * x + b), a * module(x) + b, rtol=1e-9,
+                                       atol=1e-9 * max(a, 1))
+        flat = torch.full((1, 1, 12, 12), 0.42, dtype=torch.float64)
+        torch.testing.assert_close(module(flat), torch.full((1, 1, 24, 24), 0.42,
+                                                            dtype=torch.float64))
+    with pytest.raises(ModelError, match="needs bicubic_residual"):
+        build_module("edsr", scale=2, in_channels=1, equivariant=True)
 
 
 # --- weights files ------------------------------------------------------------------------------
@@ -368,7 +386,7 @@ def test_registry_names_scales_and_missing_files(tmp_path: Path,
     assert load_model("bicubic", scale=4).descriptor.receptive_field_px == 2
     with pytest.raises(ModelError, match="edsr-x2: shipped weights file .* is missing"):
         load_model("edsr")
-    with pytest.raises(ModelError, match=r"edsr: no shipped weights for x3 \(shipped: x2\)"):
+    with pytest.raises(ModelError, match=r"edsr: no shipped weights for x3 \(shipped: x2, x4\)"):
         load_model("edsr", scale=3)
     with pytest.raises(ModelError, match="unknown model 'srgan'"):
         load_model("srgan")
@@ -379,7 +397,7 @@ def test_registry_names_scales_and_missing_files(tmp_path: Path,
 
     rows = {r["name"]: r for r in list_models()}
     assert rows["bicubic"]["weights"] == "none"
-    assert rows["edsr-x2"]["receptive_field_px"] == 20
+    assert rows["edsr-x2"]["receptive_field_px"] == 21
     assert rows["edsr-x2"]["weights"].endswith("(missing)")
 
     # once the shipped file exists, "edsr" at scale 2 loads it
@@ -387,7 +405,7 @@ def test_registry_names_scales_and_missing_files(tmp_path: Path,
     save_model(module, card_for("edsr-x2", "edsr", SHIPPED_ARGUMENTS["edsr-x2"]),
                tmp_path / "edsr_x2.safetensors")
     model = load_model(registry.DEFAULT_MODEL)
-    assert model.name == "edsr-x2" and model.descriptor.receptive_field_px == 20
+    assert model.name == "edsr-x2" and model.descriptor.receptive_field_px == 21
     assert {r["name"]: r for r in list_models()}["edsr-x2"]["weights"] == "edsr_x2.safetensors"
     with pytest.raises(ModelError, match="x2, but scale 4"):
         load_model("edsr-x2", scale=4)

@@ -18,7 +18,7 @@ from sr_core.models.registry import load_model
 from sr_core.normalize import normalization_for
 from sr_core.pipeline import UpscaleConfig, run_upscale
 
-MODELS = ["bicubic", "espcn-x2", "edsr-x2"]
+MODELS = ["bicubic", "espcn-x2", "edsr-x2", "edsr-x4"]
 # (file, crop row, col, height, width): windows of real scenes of three dtypes
 CROPS = {
     "landsat-uint8": ("landsat7_RGB.byte.tif", 150, 60, 170, 190),   # nodata corner inside

@@ -23,17 +23,20 @@ from sr_core.models.descriptor import ModelDescriptor
 #: Registry name -> weights file stem in :data:`WEIGHTS_DIR`. Names are ``<architecture>-x<scale>``.
 SHIPPED: dict[str, str] = {
     "edsr-x2": "edsr_x2",
+    "edsr-x4": "edsr_x4",
     "espcn-x2": "espcn_x2",
-    "espcn-x4": "espcn_x4",
 }
 
-#: Constructor arguments of the shipped models (the default model is small enough to train on a
-#: CPU and starts at bicubic quality thanks to the bicubic residual).
+#: Constructor arguments of the shipped models. The defaults (EDSR x2 and x4, 8 blocks of 32
+#: features) are small enough to train and run on a CPU, start at bicubic quality thanks to the
+#: bicubic residual and are intensity-equivariant (bias-free, offset-free: the same behaviour for a
+#: DEM's metres and a photo's DN); ESPCN x2 is the small fast one (no residual).
+_EDSR_SMALL = {"in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
+               "rgb_range": 1.0, "bicubic_residual": True, "equivariant": True}
 SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
-    "edsr-x2": {"scale": 2, "in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
-                "rgb_range": 1.0, "bicubic_residual": True},
+    "edsr-x2": {"scale": 2, **_EDSR_SMALL},
+    "edsr-x4": {"scale": 4, **_EDSR_SMALL},
     "espcn-x2": {"scale": 2, "in_channels": 1},
-    "espcn-x4": {"scale": 4, "in_channels": 1},
 }
 
 DEFAULT_MODEL = "edsr"
