@@ -50,12 +50,12 @@ ONLY=${ONLY:-edsr2 edsr4 espcn2}
 if [[ " $ONLY " == *" edsr2 "* ]]; then
 .venv/bin/sr-pipeline train --arch edsr --scale 2 --name edsr-x2 --out $W/edsr_x2.safetensors \
     --checkpoint training/edsr_x2.ckpt --init $INIT --lr 5e-4 --patch 48 --pool 4096 \
-    --epochs ${EPOCHS:-14} --steps ${STEPS:-400} "${common[@]}" "${args[@]}"
+    --epochs ${EPOCHS:-13} --steps ${STEPS:-400} "${common[@]}" "${args[@]}"
 fi
 if [[ " $ONLY " == *" edsr4 "* ]]; then
 .venv/bin/sr-pipeline train --arch edsr --scale 4 --name edsr-x4 --out $W/edsr_x4.safetensors \
     --checkpoint training/edsr_x4.ckpt --init $INIT --lr 1e-3 --patch 32 --pool 4096 \
-    --epochs ${EPOCHS:-14} --steps ${STEPS:-400} "${common[@]}" "${args[@]}"
+    --epochs ${EPOCHS:-13} --steps ${STEPS:-400} "${common[@]}" "${args[@]}"
 fi
 if [[ " $ONLY " == *" espcn2 "* ]]; then
 .venv/bin/sr-pipeline train --arch espcn --scale 2 --name espcn-x2 --out $W/espcn_x2.safetensors \
