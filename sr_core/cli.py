@@ -39,7 +39,8 @@ def cli() -> None:
 @click.argument("dst")
 @click.option("--model", "model", default=None, metavar="NAME_OR_WEIGHTS",
               help="Registry name (see `sr-pipeline models`) or a .safetensors path. "
-                   "Default: the shipped EDSR x2.")
+                   "Default: the shipped EDSR for --scale (x2 without --scale, x4 with "
+                   "--scale 4).")
 @click.option("--scale", type=int, default=None, help="Upscaling factor (default: the model's).")
 @click.option("--tile-size", "tile_size", type=int, default=1024, show_default=True,
               help="Tile core edge in input pixels.")

@@ -142,6 +142,18 @@ def test_report_json_has_seam_and_band_stats(landsat_run, repo_data):
     assert "report_html" in rep["timings_s"] and "report_measure" in rep["timings_s"]
     md = out.with_name("landsat_x2.report.md").read_text()
     assert "[landsat_x2.report.html](landsat_x2.report.html)" in md and "Seam ratio" in md
+    # the Wald check under bicubic (headline) and area, each recomputable from the model
+    wald = rep["quality"]["wald"]
+    assert wald["degradation"] == "bicubic" and set(wald["by_degradation"]) == {"bicubic", "area"}
+    assert wald["by_degradation"]["bicubic"]["gain_db"] == wald["gain_db"]
+    area = wald["by_degradation"]["area"]
+    assert area["gain_db"] == pytest.approx(area["model"]["psnr_db"] - area["bicubic"]["psnr_db"])
+    assert area["bicubic"]["psnr_db"] != wald["bicubic"]["psnr_db"]
+    assert "Wald PSNR, area degradation (dB)" in md
+    assert "area integration" in rep["quality"]["conventions"]["wald"]
+    assert rep["quality"]["conventions"]["data_range"] == "8-bit depth (255)"
+    html = out.with_name("landsat_x2.report.html").read_text()
+    assert "Wald PSNR gain over bicubic (area degradation)" in html
 
 
 @pytest.mark.parametrize("name,window,statement", [
