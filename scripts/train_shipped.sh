@@ -62,3 +62,12 @@ if [[ " $ONLY " == *" espcn2 "* ]]; then
     --checkpoint training/espcn_x2.ckpt --lr 1e-3 --patch 48 --pool 4096 \
     --epochs ${EPOCHS:-8} --steps ${STEPS:-250} "${common[@]}" "${args[@]}"
 fi
+# attribution of every scene the shipped models saw, from their cards
+.venv/bin/python - <<'PY'
+import json
+from sr_core.models.catalog import SHIPPED, WEIGHTS_DIR
+from sr_core.train_card import data_markdown
+cards = [json.loads((WEIGHTS_DIR / f"{stem}.json").read_text()) for stem in SHIPPED.values()
+         if (WEIGHTS_DIR / f"{stem}.json").is_file()]
+(WEIGHTS_DIR / "TRAINING-DATA.md").write_text(data_markdown(cards), encoding="utf-8")
+PY

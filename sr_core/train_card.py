@@ -182,3 +182,25 @@ def validation_markdown(card: dict) -> str:
                      f"{m['min_gain_db']:+.2f}, {m['scenes_beating_bicubic']}/{m['scenes']} "
                      "beat bicubic) |")
     return "\n".join(lines) + "\n"
+
+
+def data_markdown(cards: list[dict]) -> str:
+    """Attribution of the scenes shipped models were trained and validated on, from their cards:
+    one row per file with its source, licence and the models that used it (training or
+    validation)."""
+    rows: dict[str, dict] = {}
+    for card in cards:
+        t = card["training"]
+        held_out = set(t["validation_scenes"])
+        for d in t.get("data", []):
+            row = rows.setdefault(d["file"], {**d, "uses": []})
+            row["uses"].append(f"{card['name']} ({'validation' if d['file'] in held_out else 'training'})")
+    lines = ["# Data the shipped models were trained and validated on", "",
+             "Generated from the model cards (`sr_core/models/weights/*.json`, key "
+             "`training.data`) by `sr_core.train_card.data_markdown`; source and licence as "
+             "the `PROVENANCE.md` beside each file gives them (`../shared/data/`).", "",
+             "| file | source | licence | used by |", "|---|---|---|---|"]
+    for f in sorted(rows):
+        r = rows[f]
+        lines.append(f"| `{f}` | {r['source']} | {r['licence']} | {', '.join(r['uses'])} |")
+    return "\n".join(lines) + "\n"
