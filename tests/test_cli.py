@@ -73,7 +73,7 @@ def test_models_lists_every_architecture(capsys):
     assert code == 0
     for name in ("bicubic", "espcn-x2", "edsr-x2"):
         assert name in out
-    assert "receptive field" in out and "21" in out  # the default EDSR's radius
+    assert "receptive field" in out and "24" in out  # the default EDSR's radius
     from sr_core.models.registry import ARCHITECTURES
 
     assert all(f"  {a} " in out for a in ARCHITECTURES if a != "bicubic")

@@ -197,7 +197,7 @@ def test_receptive_fields_of_paper_defaults() -> None:
     assert describe("edsr", "t", n_resblocks=32, n_feats=256, res_scale=0.1,
                     scale=4).receptive_field_px == 68  # EDSR
     assert describe("espcn", "t", scale=4).receptive_field_px == 4
-    assert describe("edsr", "t", **SHIPPED_ARGUMENTS["edsr-x2"]).receptive_field_px == 21
+    assert describe("edsr", "t", **SHIPPED_ARGUMENTS["edsr-x2"]).receptive_field_px == 24
 
 
 def test_edsr_reference_parameter_names() -> None:
@@ -233,6 +233,28 @@ def test_equivariant_edsr_follows_intensity_scale_and_offset() -> None:
                                                             dtype=torch.float64))
     with pytest.raises(ModelError, match="needs bicubic_residual"):
         build_module("edsr", scale=2, in_channels=1, equivariant=True)
+
+
+def test_detail_only_leaves_the_low_frequencies_to_bicubic() -> None:
+    """``detail_only`` high-passes the learned residual: on a smooth real-world-like input the
+    shipped variant's output, degraded back by bicubic, stays much closer to bicubic's than the
+    same weights without it (random weights: the property is the architecture's)."""
+    from sr_core.resample import downsample_bicubic
+
+    args = dict(SHIPPED_ARGUMENTS["edsr-x2"])
+    assert args["detail_only"]
+    with_hp = randomized(build_module("edsr", **args)).eval()
+    without = build_module("edsr", **{**args, "detail_only": False}).eval()
+    without.load_state_dict(with_hp.state_dict())
+    g = torch.Generator().manual_seed(3)
+    x = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 96, 96, generator=g), 4, 1, 2)[..., :64, :64]
+    with torch.inference_mode():
+        base = downsample_bicubic(upsample_bicubic(x, 2), 2)
+        low_hp = (downsample_bicubic(with_hp(x), 2) - base)[..., 8:-8, 8:-8].abs().mean()
+        low = (downsample_bicubic(without(x), 2) - base)[..., 8:-8, 8:-8].abs().mean()
+    assert low > 0 and low_hp < 0.3 * low, (float(low_hp), float(low))
+    with pytest.raises(ModelError, match="detail_only=True needs bicubic_residual"):
+        build_module("edsr", scale=2, in_channels=1, detail_only=True)
 
 
 # --- weights files ------------------------------------------------------------------------------
@@ -397,7 +419,7 @@ def test_registry_names_scales_and_missing_files(tmp_path: Path,
 
     rows = {r["name"]: r for r in list_models()}
     assert rows["bicubic"]["weights"] == "none"
-    assert rows["edsr-x2"]["receptive_field_px"] == 21
+    assert rows["edsr-x2"]["receptive_field_px"] == 24
     assert rows["edsr-x2"]["weights"].endswith("(missing)")
 
     # once the shipped file exists, "edsr" at scale 2 loads it
@@ -405,7 +427,7 @@ def test_registry_names_scales_and_missing_files(tmp_path: Path,
     save_model(module, card_for("edsr-x2", "edsr", SHIPPED_ARGUMENTS["edsr-x2"]),
                tmp_path / "edsr_x2.safetensors")
     model = load_model(registry.DEFAULT_MODEL)
-    assert model.name == "edsr-x2" and model.descriptor.receptive_field_px == 21
+    assert model.name == "edsr-x2" and model.descriptor.receptive_field_px == 24
     assert {r["name"]: r for r in list_models()}["edsr-x2"]["weights"] == "edsr_x2.safetensors"
     with pytest.raises(ModelError, match="x2, but scale 4"):
         load_model("edsr-x2", scale=4)

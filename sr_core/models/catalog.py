@@ -29,10 +29,12 @@ SHIPPED: dict[str, str] = {
 
 #: Constructor arguments of the shipped models. The defaults (EDSR x2 and x4, 8 blocks of 32
 #: features) are small enough to train and run on a CPU, start at bicubic quality thanks to the
-#: bicubic residual and are intensity-equivariant (bias-free, offset-free: the same behaviour for a
-#: DEM's metres and a photo's DN); ESPCN x2 is the small fast one (no residual).
+#: bicubic residual, are intensity-equivariant (bias-free, offset-free: the same behaviour for a
+#: DEM's metres and a photo's DN) and add only detail the LR image lacks (``detail_only``); ESPCN
+#: x2 is the small fast one (no residual).
 _EDSR_SMALL = {"in_channels": 1, "n_resblocks": 8, "n_feats": 32, "res_scale": 1.0,
-               "rgb_range": 1.0, "bicubic_residual": True, "equivariant": True}
+               "rgb_range": 1.0, "bicubic_residual": True, "equivariant": True,
+               "detail_only": True}
 SHIPPED_ARGUMENTS: dict[str, dict[str, Any]] = {
     "edsr-x2": {"scale": 2, **_EDSR_SMALL},
     "edsr-x4": {"scale": 4, **_EDSR_SMALL},

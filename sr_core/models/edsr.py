@@ -10,7 +10,7 @@ from torch import nn
 from sr_core.errors import ModelError
 from sr_core.models.bicubic import BICUBIC_RECEPTIVE_FIELD_PX
 from sr_core.models.descriptor import ModelDescriptor
-from sr_core.resample import upsample_bicubic
+from sr_core.resample import downsample_bicubic, upsample_bicubic
 
 #: Mean of DIV2K's RGB channels on [0, 1], used by the reference code's ``MeanShift``.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -115,6 +115,14 @@ class EDSR(nn.Module):
           ICLR 2020). A smooth DEM spanning 1,400 m and a textured uint8 photo then look alike
           to the network, where a biased one adds a residual whose absolute error floor exceeds
           a DEM's sub-metre detail. Adds 1 LR px to the receptive field.
+        * ``detail_only=True`` (default False; needs ``bicubic_residual``) removes from the
+          learned residual ``r`` what the LR image already shows: ``r - U(D(r))`` with ``D`` /
+          ``U`` the antialiased bicubic down- / upsampling by the scale, a high-pass that leaves
+          the low frequencies to bicubic interpolation (in the spirit of back-projection, Irani
+          & Peleg 1991, and SEN2SR's low-frequency constraint, Aybar et al., RSE 2026). A blind
+          model otherwise shifts a smooth DEM's low frequencies by more than bicubic's whole
+          error (0.5 m on a 1,400 m range). Adds 3 (x2, x3) or 4 (x4, x8) LR px to the receptive
+          field.
 
     Args:
         scale: upscaling factor: 2, 3, 4 or 8 (the reference's power-of-two or x3 upsamplers).
@@ -125,6 +133,7 @@ class EDSR(nn.Module):
         rgb_range: the range the network works in internally (see above), > 0.
         bicubic_residual: add the bicubic upsampled input to the output (see above).
         equivariant: intensity scale- and offset-equivariant variant (see above).
+        detail_only: high-pass the learned residual (see above).
 
     Raises:
         ModelError: an argument is out of range or the scale has no upsampler.
@@ -132,8 +141,11 @@ class EDSR(nn.Module):
 
     def __init__(self, *, scale: int = 2, in_channels: int = 3, n_resblocks: int = 16,
                  n_feats: int = 64, res_scale: float = 1.0, rgb_range: float = 255.0,
-                 bicubic_residual: bool = False, equivariant: bool = False) -> None:
+                 bicubic_residual: bool = False, equivariant: bool = False,
+                 detail_only: bool = False) -> None:
         super().__init__()
+        if detail_only and not bicubic_residual:
+            raise ModelError("edsr: detail_only=True needs bicubic_residual=True")
         if equivariant and not bicubic_residual:
             raise ModelError("edsr: equivariant=True needs bicubic_residual=True (the bicubic "
                              "path carries the intensity offset)")
@@ -149,6 +161,7 @@ class EDSR(nn.Module):
         self.rgb_range = float(rgb_range)
         self.bicubic_residual = bool(bicubic_residual)
         self.equivariant = bool(equivariant)
+        self.detail_only = bool(detail_only)
         bias = not self.equivariant
         self.mean_shift = in_channels == 3 and not self.equivariant
         if self.mean_shift:
@@ -181,10 +194,18 @@ class EDSR(nn.Module):
         h = self.head(h)
         h = self.tail(self.body(h) + h)
         if self.bicubic_residual:
-            return h / self.rgb_range + upsample_bicubic(x, self.scale)
+            r = h / self.rgb_range
+            if self.detail_only:
+                r = r - upsample_bicubic(downsample_bicubic(r, self.scale), self.scale)
+            return r + upsample_bicubic(x, self.scale)
         if self.mean_shift:
             h = self.add_mean(h)
         return h / self.rgb_range
+
+
+#: extra reach (LR px) of ``r - U(D(r))`` by scale (antialiased bicubic down, then up), measured
+#: by perturbing single pixels (:func:`sr_core.models.probe.probe_receptive_field`; tests hold it)
+DETAIL_ONLY_REACH_PX = {2: 3, 3: 3, 4: 4, 8: 4}
 
 
 def _upsampler_tail_reach_px(scale: int) -> int:
@@ -206,20 +227,23 @@ def _upsampler_tail_reach_px(scale: int) -> int:
 
 
 def edsr_receptive_field_px(*, scale: int, n_resblocks: int, bicubic_residual: bool,
-                            equivariant: bool = False) -> int:
+                            equivariant: bool = False, detail_only: bool = False) -> int:
     """Receptive-field radius of :class:`EDSR` on the LR grid, in LR pixels.
 
     ``1`` (head) ``+ 2 * n_resblocks`` (two 3x3 convs per block) ``+ 1`` (body-end conv)
     ``+`` the upsampler and tail (2 for x2, x3, x4 and x8), ``+ 1`` for the equivariant variant's
-    local mean, at least 2 with the bicubic residual.
+    local mean, ``+`` :data:`DETAIL_ONLY_REACH_PX` for the high-passed residual, at least 2 with
+    the bicubic residual.
     """
-    r = 1 + 2 * n_resblocks + 1 + _upsampler_tail_reach_px(scale) + int(equivariant)
+    r = 1 + 2 * n_resblocks + 1 + _upsampler_tail_reach_px(scale) + int(equivariant) \
+        + (DETAIL_ONLY_REACH_PX[scale] if detail_only else 0)
     return max(r, BICUBIC_RECEPTIVE_FIELD_PX) if bicubic_residual else r
 
 
 def describe_edsr(name: str, *, scale: int = 2, in_channels: int = 3, n_resblocks: int = 16,
                   n_feats: int = 64, res_scale: float = 1.0, rgb_range: float = 255.0,
-                  bicubic_residual: bool = False, equivariant: bool = False) -> ModelDescriptor:
+                  bicubic_residual: bool = False, equivariant: bool = False,
+                  detail_only: bool = False) -> ModelDescriptor:
     """Descriptor of :class:`EDSR` built with these arguments.
 
     Returns:
@@ -231,5 +255,5 @@ def describe_edsr(name: str, *, scale: int = 2, in_channels: int = 3, n_resblock
         out_channels=in_channels,
         receptive_field_px=edsr_receptive_field_px(
             scale=scale, n_resblocks=n_resblocks, bicubic_residual=bicubic_residual,
-            equivariant=equivariant),
+            equivariant=equivariant, detail_only=detail_only),
     )
