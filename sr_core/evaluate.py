@@ -343,7 +343,7 @@ def to_markdown(result: EvalResult) -> str:
              "min / images beating it |", "|---|---|---|---|---|---|"]
     for r in result.summary:
         gain = (f"{r['mean_gain_db']:+.2f} / {r['min_gain_db']:+.2f} / {r['beats_bicubic']} of "
-                f"{r['images']}" if "mean_gain_db" in r else "")
+                f"{r['images']}" if "mean_gain_db" in r and r["model"] != "bicubic" else "")
         lines.append(f"| {r['dataset']} | {r['model']} | {r['images']} | {r['psnr_db']:.2f} | "
                      f"{r['ssim']:.4f} | {gain} |")
     scene_rows = [r for r in result.rows if "degradation" in r and r["model"] != "bicubic"]
