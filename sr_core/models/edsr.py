@@ -196,6 +196,9 @@ class EDSR(nn.Module):
         if self.bicubic_residual:
             r = h / self.rgb_range
             if self.detail_only:
+                # in the input's precision: under bf16 autocast the convolutions give bf16, for
+                # which antialiased interpolation has no CPU kernel (and fp32 is exact enough)
+                r = r.to(x.dtype)
                 r = r - upsample_bicubic(downsample_bicubic(r, self.scale), self.scale)
             return r + upsample_bicubic(x, self.scale)
         if self.mean_shift:
