@@ -112,7 +112,9 @@ def test_scale_4_without_model_runs_the_x4_default(repo_data, dask_address, tmp_
                                "--dask-address", dask_address, "--no-progress"], capsys)
     assert code == 0, err
     rep = json.loads((tmp_path / "l7_x4.report.json").read_text())
-    assert rep["model"]["ref"] == "edsr-x4" and rep["scale"] == 4
+    # the default reference "edsr" resolved at scale 4 to the shipped x4 weights
+    assert rep["model"]["ref"] == "edsr" and rep["model"]["descriptor"]["name"] == "edsr-x4"
+    assert rep["scale"] == 4 and rep["model"]["descriptor"]["scale"] == 4
     with rasterio.open(tmp_path / "l7_x4.tif") as ds:
         assert (ds.width, ds.height) == (160, 192)
     assert "Wald check (area degradation)" in out
