@@ -606,6 +606,7 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
         SRError: a tile failed on a worker (the message names the tile and the reason).
     """
     from distributed import KilledWorker, as_completed
+    from distributed.comm.core import CommClosedError
 
     from sr_core.lost_workers import watch_lost_workers
 
@@ -665,7 +666,9 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                               f"({t.row}, {t.col}) ({exc.allowed_failures + 1} died with it "
                               "assigned); gave up") from None
             except Exception as exc:  # noqa: BLE001 - a worker-side failure, reported by tile
-                if "scheduler-connection-lost" in str(exc):
+                # the scheduler's death reaches the client either as distributed's own
+                # "scheduler-connection-lost" or as its comm closing under it (connection reset)
+                if "scheduler-connection-lost" in str(exc) or isinstance(exc, CommClosedError):
                     raise SRError(f"{scene.name}: lost the connection to the Dask scheduler "
                                   f"({len(run.tiles)} of {len(tiles)} tiles done and recorded); "
                                   "run again to resume") from None
