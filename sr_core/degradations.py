@@ -203,8 +203,7 @@ def draw(count: int, rng: np.random.Generator,
     out = []
     for _ in range(count):
         kind = int(rng.choice(3, p=np.asarray(dist.p_kernel, dtype=float)))
-        sigma = anis = angle = 0.0
-        anis = 1.0
+        sigma, anis, angle = 0.0, 1.0, 0.0
         if kind == 2:
             sigma = float(rng.uniform(*dist.sigma_lr_px))
             if rng.random() < dist.p_anisotropic:

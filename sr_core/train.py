@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -407,8 +407,6 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
 
 def replace_scenes(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with folders among its scenes expanded (:func:`expand_scenes`)."""
-    from dataclasses import replace
-
     return replace(cfg, scenes=expand_scenes(cfg.scenes, "training"),
                    val_scenes=expand_scenes(cfg.val_scenes, "validation"))
 

@@ -25,7 +25,14 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool 
 
 def local_detail(x: torch.Tensor) -> torch.Tensor:
     """``x`` minus its 3 x 3 local mean (replicate padding): zero for a constant image and
-    unchanged by adding one, so a network fed it ignores the intensity offset. Reaches 1 px."""
+    unchanged by adding one, so a network fed it ignores the intensity offset. Reaches 1 px.
+
+    Args:
+        x: ``(N, C, H, W)`` float tensor, any units and device.
+
+    Returns:
+        A tensor of ``x``'s shape, dtype and units.
+    """
     mean = nn.functional.avg_pool2d(nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3,
                                     stride=1)
     return x - mean
