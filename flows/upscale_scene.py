@@ -115,7 +115,8 @@ def report(run: Run) -> Run:
 def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | None = None,
                   tile_size: int = 1024, device: str = "auto", dask_address: str | None = None,
                   workers: int | None = None, report_path: str | None = None,
-                  precision: str = "auto") -> dict:
+                  precision: str = "auto", self_ensemble: bool = False,
+                  consistency: str | None = None) -> dict:
     """Super-resolve one scene (local path or s3:// URL) into a COG, or a medical image into its
     own format (DICOM series, NIfTI, pyramidal TIFF), with a quality report.
 
@@ -130,6 +131,9 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         workers: Worker processes of the LocalCluster; empty: 1.
         report_path: Report JSON location; empty puts DST_STEM.report.json beside the COG.
         precision: auto (bf16 autocast on CUDA workers, fp32 on CPU), fp32 or bf16.
+        self_ensemble: Average over the 8 flips/rotations; write an uncertainty COG (8x time).
+        consistency: Degradation (bicubic, area, gaussian-0.3, gaussian-0.6) whose application
+            to the output must reproduce the input (back-projection); empty: none.
 
     Returns:
         ``{"output": DST, "format": ..., "cog": DST (GeoTIFF input only), "report_json": ...,
@@ -140,7 +144,8 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
     """
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers,
-                        report=report_path, progress=False, precision=precision)
+                        report=report_path, progress=False, precision=precision,
+                        self_ensemble=self_ensemble, consistency=consistency)
     # as sr_core.pipeline.run_upscale: the cluster starts first, so spawning workers and loading
     # the model on them overlap loading it here, ingest and staging
     scratch = pipeline.make_scratch(cfg)

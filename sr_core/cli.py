@@ -57,8 +57,14 @@ def cli() -> None:
 @click.option("--scratch-dir", default=None, help="Where Zarr tiles are staged (default: $SR_SCRATCH "
               "or the system temp directory).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option("--self-ensemble", "self_ensemble", is_flag=True, default=False,
+              help="Average over the 8 flips/rotations of each tile; write their per-pixel "
+                   "standard deviation as an uncertainty COG beside DST (8x the model's time).")
+@click.option("--consistency", default=None, metavar="DEGRADATION",
+              help="Correct the output so that degrading it (bicubic, area, gaussian-0.3, "
+                   "gaussian-0.6) reproduces the input: iterative back-projection.")
 def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask_address, workers,
-            report, scratch_dir, progress) -> None:
+            report, scratch_dir, progress, self_ensemble, consistency) -> None:
     """Super-resolve SRC into DST (local paths or s3:// URLs).
 
     SRC: GeoTIFF/COG, DICOM file or series folder, NIfTI (.nii/.nii.gz), Aperio SVS or
@@ -81,7 +87,7 @@ def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers, report=report,
                         scratch_dir=scratch_dir, progress=progress, precision=precision,
-                        compile=compile_)
+                        compile=compile_, self_ensemble=self_ensemble, consistency=consistency)
     bar = None
     t0 = time.perf_counter()
 

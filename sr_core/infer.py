@@ -47,6 +47,8 @@ class TileJob:
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on a CPU), ``"fp32"`` or ``"bf16"``.
         compile: run the network through ``torch.compile``.
         tile_batch: tiles of one shape per forward pass; ``None``: :func:`auto_tile_batch`.
+        self_ensemble: run the eight-transform self-ensemble and write the uncertainty layer.
+        consistency: degradation name for the LR-consistency back-projection, or ``None``.
     """
 
     input_store: str
@@ -61,6 +63,8 @@ class TileJob:
     precision: str = "auto"
     compile: bool = False
     tile_batch: int | None = None
+    self_ensemble: bool = False
+    consistency: str | None = None
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,12 @@ class UpscaleConfig:
         compile: run the network through ``torch.compile`` on the workers.
         tile_batch: tiles per forward pass on a worker; ``None``: 1 on a CPU, up to 4 MP of
             tiles on CUDA (:func:`sr_core.infer.auto_tile_batch`).
+        self_ensemble: average the model's output over the eight dihedral transforms of each
+            tile and write the per-pixel standard deviation as an uncertainty layer
+            (``--self-ensemble``).
+        consistency: name of a degradation (:data:`sr_core.degradations.NAMED`) under which the
+            output is corrected to reproduce the input by iterative back-projection
+            (``--consistency``); ``None``: no correction.
     """
 
     src: str
@@ -106,6 +112,8 @@ class UpscaleConfig:
     precision: str = "auto"
     compile: bool = False
     tile_batch: int | None = None
+    self_ensemble: bool = False
+    consistency: str | None = None
 
     def report_paths(self) -> tuple[str, str]:
         """(JSON, markdown) locations of the report."""
@@ -621,7 +629,8 @@ def infer(run: Run, client, on_progress: Callable[[int, int, int], None] | None 
                       model_ref=cfg.model, scale=cfg.scale, device=cfg.device,
                       torch_threads=torch_threads(client, cfg),
                       normalization=run.normalization, nodata=scene.nodata, work=run.work,
-                      precision=cfg.precision, compile=cfg.compile, tile_batch=cfg.tile_batch)
+                      precision=cfg.precision, compile=cfg.compile, tile_batch=cfg.tile_batch,
+                      self_ensemble=cfg.self_ensemble, consistency=cfg.consistency)
         tiles = list(run.grid)
         todo = []
         for t in tiles:  # one small marker file at a time (bounded memory)
