@@ -75,12 +75,19 @@ class TileGrid:
         height_px, width_px: scene size in LR pixels.
         tile_size_px: core edge length in LR pixels (edge tiles may be smaller).
         halo_px: context read around each core, in LR pixels (>= the model's receptive-field radius).
+        min_read_px: a read window shorter than this along an axis (an edge tile) is grown
+            inward, away from the scene's border, to this length (or the scene's), so a model
+            with a minimum input size is never padded inside the scene (padding there would be
+            false context within the model's reach).
+        multiple: grown windows start on a multiple of this (the model's size multiple).
     """
 
     height_px: int
     width_px: int
     tile_size_px: int
     halo_px: int
+    min_read_px: int = 0
+    multiple: int = 1
 
     @property
     def rows(self) -> int:
@@ -101,10 +108,18 @@ class TileGrid:
         r0, c0 = row * t, col * t
         r1, c1 = min(r0 + t, self.height_px), min(c0 + t, self.width_px)
         core = PixelWindow(r0, c0, r1 - r0, c1 - c0)
-        rr0, cc0 = max(r0 - h, 0), max(c0 - h, 0)
-        rr1, cc1 = min(r1 + h, self.height_px), min(c1 + h, self.width_px)
+        rr0, rr1 = self._grow(max(r0 - h, 0), min(r1 + h, self.height_px), self.height_px)
+        cc0, cc1 = self._grow(max(c0 - h, 0), min(c1 + h, self.width_px), self.width_px)
         read = PixelWindow(rr0, cc0, rr1 - rr0, cc1 - cc0)
         return Tile(row, col, core, read)
+
+    def _grow(self, lo: int, hi: int, size: int) -> tuple[int, int]:
+        """``[lo, hi)`` grown to ``min_read_px`` (start aligned down to ``multiple``)."""
+        if hi - lo >= self.min_read_px:
+            return lo, hi
+        m = max(1, self.multiple)
+        lo = max(0, (hi - self.min_read_px) // m * m)
+        return lo, min(size, max(hi, lo + self.min_read_px))
 
     def __iter__(self) -> Iterator[Tile]:
         for row in range(self.rows):
@@ -117,13 +132,15 @@ class TileGrid:
         return sum(t.read.size_px for t in self)
 
 
-def plan_tiles(height_px: int, width_px: int, *, tile_size_px: int, halo_px: int) -> TileGrid:
+def plan_tiles(height_px: int, width_px: int, *, tile_size_px: int, halo_px: int,
+               min_read_px: int = 0, multiple: int = 1) -> TileGrid:
     """Cut a ``height_px x width_px`` scene into tiles.
 
     Args:
         height_px, width_px: scene size in LR pixels, >= 1.
         tile_size_px: core edge in LR pixels, >= 1.
         halo_px: context around each core in LR pixels, >= 0.
+        min_read_px, multiple: see :class:`TileGrid`.
 
     Raises:
         InputError: a size is not a positive integer, or the halo is negative.
@@ -134,4 +151,5 @@ def plan_tiles(height_px: int, width_px: int, *, tile_size_px: int, halo_px: int
             raise InputError(f"{label} must be a positive whole number of pixels, got {value!r}")
     if halo_px < 0:
         raise InputError(f"halo must be >= 0 pixels, got {halo_px}")
-    return TileGrid(int(height_px), int(width_px), int(tile_size_px), int(halo_px))
+    return TileGrid(int(height_px), int(width_px), int(tile_size_px), int(halo_px),
+                    int(min_read_px), max(1, int(multiple)))
