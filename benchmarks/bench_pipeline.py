@@ -38,7 +38,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def model_alone(scene: str, model_ref: str, device: str) -> None:
     """Child process: time one whole-image forward pass; print JSON."""
-    import numpy as np
     import rasterio
     import torch
 

@@ -8,12 +8,16 @@ PSNR / SSIM of the model and of bicubic and the gain. The per-scene table is wri
 ``out/bench/quality.md``; the summary (mean and smallest gain per model and degradation) is
 printed.
 
+Self-ensemble (``--self-ensemble``): each model is also scored averaged over the 8 flips and
+90-degree rotations of its input (``NAME+``, Lim et al. 2017), and the mean PSNR gain over the
+plain model and the ratio of their model seconds (the cost) are printed per degradation.
+
 Speed: each model alone (``SRModel.upscale``, channels-last fp32 as the workers run it) on a
 ``--size`` px single-band input, best of ``--repeat`` after a warm-up: output megapixels per
 second.
 
     .venv/bin/python benchmarks/bench_quality.py [--models edsr-x2 edsr-x4 espcn-x2]
-        [--window 768] [--size 512] [--repeat 3]
+        [--window 768] [--size 512] [--repeat 3] [--self-ensemble] [--scenes N]
 
 Prints a table and one JSON line.
 """
@@ -24,7 +28,6 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -67,15 +70,22 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=768, help="Wald window edge, HR px")
     ap.add_argument("--size", type=int, default=512, help="speed test input edge, LR px")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--self-ensemble", action="store_true",
+                    help="also score NAME+ (8 flips / rotations) and print its gain and cost")
+    ap.add_argument("--scenes", type=int, default=None,
+                    help="only the first N validation scenes of each model's card")
     args = ap.parse_args()
     out_dir = REPO / "out" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, tables = [], []
+    rows, tables, ensemble = [], [], []
     for name in args.models:
         scale = int(name.rsplit("-x", 1)[1])
         t0 = time.perf_counter()
-        result = evaluate(EvalConfig(models=(name,), scale=scale, scenes=tuple(scenes_of(name)),
-                                     window_px=args.window))
+        result = evaluate(EvalConfig(models=(name,), scale=scale,
+                                     scenes=tuple(scenes_of(name)[:args.scenes]),
+                                     window_px=args.window, self_ensemble=args.self_ensemble))
+        ensemble += [{**e, "evaluate_s": round(time.perf_counter() - t0, 1)}
+                     for e in result.self_ensemble]
         seconds = time.perf_counter() - t0
         tables.append(f"## {name}\n\n{to_markdown(result)}")
         speed = output_mp_per_s(name, args.size, args.repeat)
@@ -98,9 +108,14 @@ def main() -> None:
     for name in args.models:
         gains = [r["mean_gain_db"] for r in rows if r["model"] == name]
         print(f"{name}: mean gain over all scenes and degradations {np.mean(gains):+.2f} dB")
+    for e in ensemble:
+        print(f"{e['model']}+ vs {e['model']} ({e['dataset']}, {e['images']} scenes): PSNR "
+              f"{e['psnr_gain_db']:+.3f} dB mean, {e['min_gain_db']:+.3f} dB min; SSIM "
+              f"{e['ssim_gain']:+.4f}; model time x{e['time_ratio']:.2f}")
     print(f"per-scene tables: {out_dir / 'quality.md'}; torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} cores")
-    print(json.dumps({"bench": "quality", "window_px": args.window, "rows": rows}))
+    print(json.dumps({"bench": "quality", "window_px": args.window, "rows": rows,
+                      **({"self_ensemble": ensemble} if args.self_ensemble else {})}))
 
 
 if __name__ == "__main__":

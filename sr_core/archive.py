@@ -476,7 +476,8 @@ def output_paths(output_prefix: str, scene_id: str, model: ModelInfo) -> OutputP
 def output_parameters(cfg: UpscaleConfig, model: ModelInfo) -> dict:
     """The parameters that change a scene's output (what a manifest must match)."""
     return manifest.output_parameters(model.descriptor.name, model.descriptor.scale,
-                                      cfg.wald_window_px)
+                                      cfg.wald_window_px, self_ensemble=cfg.self_ensemble,
+                                      consistency=cfg.consistency)
 
 
 def weights_sha256(model: ModelInfo) -> str:
@@ -603,7 +604,8 @@ def stac_item(run: Run, scene: SceneRef, paths: OutputPaths) -> dict:
             f"Super-resolved x{s} from {scene.uri} with {run.model.descriptor.name} "
             f"({run.model.descriptor.architecture}; weights SHA-256 "
             f"{weights_sha256(run.model)}), tiles of {run.cfg.tile_size_px} px with a halo of "
-            f"{run.halo_px} px (the model's receptive field), per-scene normalisation."),
+            f"{run.halo_px} px ({run.halo.rule if run.halo else 'analytic'} receptive field), "
+            f"per-scene normalisation."),
         "sr:source": scene.uri, "sr:model": run.model.descriptor.name,
         "sr:weights_sha256": weights_sha256(run.model), "sr:scale": s,
         "sr:wald_gain_db": ((rep.get("quality") or {}).get("wald") or {}).get("gain_db"),

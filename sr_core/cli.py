@@ -82,6 +82,9 @@ def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask
     logging.getLogger("distributed").setLevel(logging.ERROR)
     # a scene without a geotransform: the report and a warning line below say so instead
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+    # third-party networks warn about their own code while spandrel builds them (torch.meshgrid's
+    # indexing argument): nothing a user can act on, and a refused model stays a one-line error
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch.functional")
     # a lost scheduler is reported in one line by run_upscale; not as the client's traceback
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
@@ -124,13 +127,17 @@ def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask
     click.echo(f"report: {html}{run.published['report_json']} and {run.published['report_md']}")
     wald = rep["quality"].get("wald")
     if isinstance(wald, dict):
-        def db(v) -> str:  # PSNR is "inf" (JSON has no infinity) when a window is reproduced exactly
-            return f"{v:.2f}" if isinstance(v, (int, float)) else str(v)
+        def db(v, nd: int = 2) -> str:  # "inf" / "nan" (JSON has neither): exact / no pixel
+            return f"{v:.{nd}f}" if isinstance(v, (int, float)) else str(v)
 
         for d, r in (wald.get("by_degradation") or {"bicubic": wald}).items():
             click.echo(f"Wald check ({d} degradation): model {db(r['model']['psnr_db'])} dB / "
-                       f"SSIM {r['model']['ssim']:.4f}; bicubic {db(r['bicubic']['psnr_db'])} dB "
-                       f"/ SSIM {r['bicubic']['ssim']:.4f}")
+                       f"SSIM {db(r['model']['ssim'], 4)}; bicubic "
+                       f"{db(r['bicubic']['psnr_db'])} dB / SSIM {db(r['bicubic']['ssim'], 4)}")
+    if isinstance(rep["quality"].get("consistency"), dict):
+        from sr_core.consistency import summary_line
+
+        click.echo(summary_line(rep["quality"]["consistency"]))
     r = rep["resume"]
     click.echo(f"tiles:  {r['tiles']} ({r['tiles_run']} run, {r['tiles_reused']} reused from an "
                f"interrupted run, {r['tiles_all_nodata']} all nodata)")
@@ -160,8 +167,9 @@ def models_cmd() -> None:
         sc = arch.scales
         scales = ("any" if not sc else f"{sc[0]}-{sc[-1]}" if len(sc) > 3
                   and list(sc) == list(range(sc[0], sc[-1] + 1)) else ", ".join(map(str, sc)))
-        click.echo(f"  {key:<10} {arch.paper:<36} scales {scales:<14} "
-                   f"{'tileable' if d.tileable else 'whole image'}")
+        halo = ("global context" if d.global_context else "analytic halo" if d.tileable
+                else "measured halo")
+        click.echo(f"  {key:<10} {arch.paper:<36} scales {scales:<14} {halo}")
 
 
 @cli.command("report-archive")
@@ -280,12 +288,16 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
                    "bicubic, area, gaussian-0.3, gaussian-0.6).")
 @click.option("--window", "window_px", type=int, default=512, show_default=True,
               help="Edge (HR px) of the centred Wald window of each scene.")
+@click.option("--self-ensemble", "self_ensemble", is_flag=True, default=False,
+              help="Also score each model averaged over the 8 flips/rotations (as NAME+), "
+                   "with its PSNR gain and time ratio over the plain model.")
 def evaluate(models, scale, hr_dir, lr_dir, scenes, channel, crop_border, out_dir, device,
-             degradations, window_px) -> None:
+             degradations, window_px, self_ensemble) -> None:
     """PSNR / SSIM of models and bicubic on benchmark images or georeferenced scenes.
 
     --scene takes GeoTIFFs or folders of them; each scene is scored by the Wald protocol under
-    every degradation, model beside bicubic with the gain.
+    every degradation, model beside bicubic with the gain. --self-ensemble adds each model's
+    self-ensemble (NAME+) beside it.
     """
     from sr_core import evaluate as ev
     from sr_core.degradations import EVALUATION
@@ -293,7 +305,7 @@ def evaluate(models, scale, hr_dir, lr_dir, scenes, channel, crop_border, out_di
     cfg = ev.EvalConfig(models=tuple(models), scale=scale, hr_dir=hr_dir, lr_dir=lr_dir,
                         scenes=tuple(scenes), channel=channel, crop_border_px=crop_border,
                         device=device, degradations=tuple(degradations) or EVALUATION,
-                        window_px=window_px)
+                        window_px=window_px, self_ensemble=self_ensemble)
     result = ev.evaluate(cfg)
     paths = ev.write_outputs(result, out_dir)
     click.echo(ev.to_markdown(result), nl=False)

@@ -66,27 +66,30 @@ def upscaled_transform(transform: tuple[float, ...] | Affine, scale: int) -> Aff
     return Affine(*tuple(transform)[:6]) @ Affine.scale(1.0 / scale)
 
 
-def _open_output(store_path: str, scene: SceneInfo, scale: int) -> tuple[Any, Any]:
-    """Open the output Zarr's ``image`` and ``valid`` arrays and check them against the contract."""
+def _open_output(store_path: str, scene: SceneInfo, scale: int, array: str = "image"
+                 ) -> tuple[Any, Any]:
+    """Open the output Zarr's ``array`` (``image``, or the self-ensemble's ``uncertainty``) and
+    ``valid`` arrays and check them against the contract."""
     import zarr
 
     try:
         group = zarr.open_group(store_path, mode="r")
-        image, valid = group["image"], group["valid"]
+        image, valid = group[array], group["valid"]
     except (FileNotFoundError, KeyError) as exc:
-        raise InputError(f"{store_path}: not an output Zarr with arrays 'image' and 'valid' "
+        raise InputError(f"{store_path}: not an output Zarr with arrays '{array}' and 'valid' "
                          f"({_first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - zarr raises many types for unreadable stores
         raise StorageError(f"{store_path}: cannot open output Zarr ({_first_line(exc)})") from None
     expected = (scene.count, scene.height * scale, scene.width * scale)
     if tuple(image.shape) != expected:
-        raise InputError(f"{store_path}: 'image' has shape {tuple(image.shape)}, expected "
+        raise InputError(f"{store_path}: '{array}' has shape {tuple(image.shape)}, expected "
                          f"{expected} (bands, height x {scale}, width x {scale})")
     if tuple(valid.shape) != expected:
         raise InputError(f"{store_path}: 'valid' has shape {tuple(valid.shape)}, "
                          f"expected {expected}")
     if np.dtype(image.dtype) != np.dtype(scene.dtype):
-        raise InputError(f"{store_path}: 'image' has dtype {image.dtype}, expected {scene.dtype}")
+        raise InputError(f"{store_path}: '{array}' has dtype {image.dtype}, expected "
+                         f"{scene.dtype}")
     if np.dtype(valid.dtype) != np.dtype(bool):
         raise InputError(f"{store_path}: 'valid' has dtype {valid.dtype}, expected bool")
     return image, valid
@@ -187,7 +190,7 @@ def _cog_options(scene: SceneInfo, compress: str, blocksize: int, overview_resam
 def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
               dst_path: str | os.PathLike, *, compress: str = "DEFLATE", blocksize: int = 512,
               overview_resampling: str = "average", extra_tags: dict | None = None,
-              cache_mb: int = 64) -> dict:
+              cache_mb: int = 64, array: str = "image") -> dict:
     """Write the output Zarr as a Cloud-Optimized GeoTIFF, streaming (bounded memory).
 
     Args:
@@ -209,6 +212,9 @@ def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
             256 MiB it grew by ~45 MiB and ran faster, but still by 256 MiB more for a 32768 px
             output than for a 4096 px one. 64 MiB holds two rows of 512 px blocks of a 32768 px
             wide uint16 output, which is all a streamed write needs.
+        array: the Zarr array written: ``"image"``, or ``"uncertainty"`` (the self-ensemble's
+            standard deviation, float32; :mod:`sr_core.uncertainty` passes a ``scene`` whose
+            dtype, nodata and band metadata describe it).
 
     Returns:
         ``{"path", "width", "height", "count", "dtype", "crs", "transform" (6 floats), "nodata",
@@ -226,7 +232,7 @@ def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
         raise InputError(f"scale must be an integer >= 1, got {scale!r}")
     if blocksize < 128 or blocksize % 16:
         raise InputError(f"blocksize must be a multiple of 16 and >= 128, got {blocksize}")
-    image, valid = _open_output(store_path, scene, scale)
+    image, valid = _open_output(store_path, scene, scale, array)
     height, width = scene.height * scale, scene.width * scale
     chunk_h, chunk_w = int(image.chunks[1]), int(image.chunks[2])
     tile_h, tile_w, windows = _stage_windows(height, width, chunk_h, chunk_w, blocksize)

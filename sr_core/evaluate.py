@@ -40,7 +40,7 @@ import io
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +76,10 @@ class EvalConfig:
         device: where the models run.
         degradations: how each scene is degraded for the Wald check (names of
             :data:`sr_core.degradations.NAMED`); every scene is scored under each.
+        self_ensemble: also score each model (bicubic excepted) with the geometric
+            self-ensemble (:meth:`sr_core.models.base.SRModel.upscale_many_with_std`), as model
+            ``NAME+`` (the EDSR+ naming of Lim et al., 2017), and compare the two
+            (:attr:`EvalResult.self_ensemble`).
     """
 
     models: tuple[str, ...]
@@ -88,6 +92,7 @@ class EvalConfig:
     window_px: int = 512
     device: str = "cpu"
     degradations: tuple[str, ...] = EVALUATION
+    self_ensemble: bool = False
 
     @property
     def border_px(self) -> int:
@@ -96,12 +101,21 @@ class EvalConfig:
 
 @dataclass
 class EvalResult:
-    """Rows per image and model, means per dataset and model, and the conventions used."""
+    """Rows per image and model, means per dataset and model, and the conventions used.
+
+    ``model_seconds``: per model, wall seconds inside its ``upscale`` calls (the same images for
+    every model). ``self_ensemble``: with :attr:`EvalConfig.self_ensemble`, per dataset and
+    model ``{"dataset", "model", "images", "psnr_gain_db"`` (mean of ensemble minus plain PSNR
+    over the images), ``"min_gain_db", "ssim_gain", "time_ratio"`` (ensemble over plain model
+    seconds over the whole evaluation, every dataset together)``}``.
+    """
 
     rows: list[dict] = field(default_factory=list)
     summary: list[dict] = field(default_factory=list)
     conventions: dict = field(default_factory=dict)
     seconds: float = 0.0
+    model_seconds: dict = field(default_factory=dict)
+    self_ensemble: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -304,8 +318,12 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
         parse(d)
     refs = ["bicubic", *(m for m in cfg.models if m != "bicubic")]
     # channels-last as the workers run them (faster on a CPU too); fp32: the reference figures
-    models = {ref: configure_for_device(load_model(ref, scale=cfg.scale, device=cfg.device), "fp32")
+    models = {ref: _Timed(configure_for_device(load_model(ref, scale=cfg.scale, device=cfg.device),
+                                               "fp32"), warm=cfg.self_ensemble)
               for ref in refs}
+    if cfg.self_ensemble:  # the same network, run on the 8 flips / rotations (NAME+)
+        for ref in refs[1:]:
+            models[ref + "+"] = _Timed(replace(models[ref].model, self_ensemble=True), warm=True)
     result = EvalResult(conventions={
         "images": f"PSNR/SSIM on {'BT.601 Y (16 + 65.481 R + 128.553 G + 24.966 B)' if cfg.channel == 'y' else 'RGB'}"
                   f", {cfg.border_px} px border cropped, data range 255, SR clipped and rounded "
@@ -332,8 +350,65 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
                            "beats_bicubic": int(sum(r["gain_db"] > 0 for r in rs))}
                           if "gain_db" in rs[0] else {})}
                       for (d, m), rs in groups.items()]
+    result.model_seconds = {ref: round(m.seconds, 3) for ref, m in models.items()}
+    if cfg.self_ensemble:
+        result.self_ensemble = compare_ensemble(result)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _Timed:
+    """A model whose ``upscale`` / ``upscale_many`` calls are timed: wall seconds summed in
+    ``seconds``; every other attribute is the model's.
+
+    With ``warm``, the first call on each input shape is run once more, untimed, before the
+    timed call: the first pass of a shape builds oneDNN / cuDNN kernels (it made the plain model,
+    which runs first, look slower than its 8-pass self-ensemble on small windows)."""
+
+    def __init__(self, model, warm: bool = False) -> None:
+        self.model, self.seconds, self.warm, self.shapes = model, 0.0, warm, set()
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def upscale(self, x: np.ndarray) -> np.ndarray:
+        return self.upscale_many([x])[0]
+
+    def upscale_many(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        key = (len(xs), *xs[0].shape) if xs else ()
+        if self.warm and key not in self.shapes:
+            self.shapes.add(key)
+            self.model.upscale_many(xs)
+        t0 = time.perf_counter()
+        try:
+            return self.model.upscale_many(xs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def compare_ensemble(result: EvalResult) -> list[dict]:
+    """Each model with the self-ensemble (``NAME+``) against itself without, per dataset: the
+    PSNR and SSIM gains on the same images and the ratio of model seconds (the cost: about 8x).
+
+    Returns:
+        See :attr:`EvalResult.self_ensemble`.
+    """
+    plain = {(r["dataset"], r["image"], r["model"]): r for r in result.rows}
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for r in result.rows:
+        base = r["model"][:-1]
+        if r["model"].endswith("+") and (r["dataset"], r["image"], base) in plain:
+            groups.setdefault((r["dataset"], base), []).append(
+                (plain[(r["dataset"], r["image"], base)], r))
+    secs = result.model_seconds
+    out = []
+    for (dataset, base), pairs in groups.items():
+        gains = [e["psnr_db"] - p["psnr_db"] for p, e in pairs]
+        out.append({"dataset": dataset, "model": base, "images": len(pairs),
+                    "psnr_gain_db": float(np.mean(gains)), "min_gain_db": float(np.min(gains)),
+                    "ssim_gain": float(np.mean([e["ssim"] - p["ssim"] for p, e in pairs])),
+                    "time_ratio": secs[base + "+"] / secs[base] if secs.get(base) else None})
+    return out
 
 
 def to_markdown(result: EvalResult) -> str:
@@ -357,9 +432,26 @@ def to_markdown(result: EvalResult) -> str:
             lines.append(f"| {r['image']} | {r['degradation']} | {r['model']} | "
                          f"{r['psnr_db']:.2f} / {r['ssim']:.4f} | {b['psnr_db']:.2f} / "
                          f"{b['ssim']:.4f} | {r['gain_db']:+.2f} |")
+    lines += ensemble_markdown(result)
     lines += ["", f"x{result.conventions['scale']}. Images: {result.conventions['images']}.",
               f"Scenes: {result.conventions['scenes']}."]
     return "\n".join(lines) + "\n"
+
+
+def ensemble_markdown(result: EvalResult) -> list[str]:
+    """The self-ensemble comparison as markdown lines (none without one)."""
+    if not result.self_ensemble:
+        return []
+    lines = ["", "Self-ensemble (NAME+: mean over the 8 flips / rotations) against the same "
+             "model without it, on the same images:", "",
+             "| dataset | model | images | PSNR gain (dB): mean / min | SSIM gain | "
+             "model time ratio |", "|---|---|---|---|---|---|"]
+    for r in result.self_ensemble:
+        ratio = f"{r['time_ratio']:.2f}x" if r["time_ratio"] is not None else "n/a"
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['images']} | "
+                     f"{r['psnr_gain_db']:+.3f} / {r['min_gain_db']:+.3f} | "
+                     f"{r['ssim_gain']:+.4f} | {ratio} |")
+    return lines
 
 
 def to_csv(result: EvalResult) -> str:

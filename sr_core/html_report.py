@@ -597,7 +597,7 @@ def _picture_figures(src, out, norm: Normalization, display: Display, in_thumbs:
 
 
 def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int = 0,
-                     crop_px: int = CROP_LR_PX) -> str:
+                     crop_px: int = CROP_LR_PX, uncertainty_path: str | None = None) -> str:
     """The per-scene HTML report: one self-contained page (figures embedded as PNG data URIs).
 
     Args:
@@ -607,6 +607,8 @@ def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int 
         output_path: local path of the output COG.
         seed: seed of the random crop region.
         crop_px: crop edge in input pixels (clipped to the scene).
+        uncertainty_path: local path of the self-ensemble's uncertainty COG, shown as a map
+            (:func:`sr_core.html_uncertainty.uncertainty_map`); ``None``: no map.
 
     Returns:
         The HTML text (UTF-8; no external resources).
@@ -641,6 +643,10 @@ def build_scene_html(rep: dict, input_path: str, output_path: str, *, seed: int 
                   _bands_figure(small_thumb, small_valid, display, band_names)):
         if extra is not None:
             figures.append(extra)
+    if uncertainty_path:
+        from sr_core.html_uncertainty import uncertainty_map
+
+        figures.append(uncertainty_map(uncertainty_path, units))
 
     sx, sy, units_gsd = _spacing(rep["input"]["transform"], rep["input"].get("crs"))
     context = {
@@ -1004,6 +1010,36 @@ def quality_numbers(rep: dict) -> list[dict]:
                  "unit": "", "meaning": "share of input pixel values that are nodata, masked or "
                                         "not finite (they stay nodata in the output)",
                  "better": "informative (lower = more of the scene compared)"})
+    from sr_core.html_uncertainty import uncertainty_numbers
+
+    return rows + consistency_numbers(rep) + uncertainty_numbers(rep)
+
+
+def consistency_numbers(rep: dict) -> list[dict]:
+    """``--consistency``'s figures as :func:`quality_numbers` rows (none when it was off): per
+    report degradation, the LR-consistency PSNR and the Wald gain after the correction, the
+    figure without it in the meaning."""
+    c = (rep.get("quality") or {}).get("consistency")
+    if not isinstance(c, dict):
+        return []
+
+    def db(v) -> str:
+        return f"{v:.2f} dB" if isinstance(v, int | float) else str(v)
+
+    rows = []
+    for d, lr in c["lr_psnr_db"].items():
+        rows.append({"name": f"LR consistency PSNR, {d}, after --consistency {c['degradation']}",
+                     "model": lr["after"], "bicubic": None, "unit": "dB",
+                     "meaning": f"the output as written, degraded by {d}, vs the input; without "
+                                f"the correction {db(lr['before'])}; "
+                                f"{db(lr.get('after_unclipped'))} where no output pixel was "
+                                "clipped to the dtype's range", "better": "higher"})
+        g = c["wald_gain_db"].get(d)
+        if g:
+            rows.append({"name": f"PSNR gain over bicubic, {d} degradation, after --consistency",
+                         "model": g["after"], "bicubic": None, "unit": "dB",
+                         "meaning": f"Wald gain with the back-projected output; without "
+                                    f"{db(g['before'])}", "better": "higher"})
     return rows
 
 

@@ -12,16 +12,16 @@ downsampled back by the scale versus the input core) so the report needs no seco
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
-import zarr
 
+from sr_core import uncertainty
 from sr_core.normalize import Normalization
 from sr_core.tiling import Tile
+from sr_core.worker_io import chunk_files, io_threads, open_stores, trim_heap
 
 _CACHE: dict[tuple, object] = {}
 #: Images (bands, planes) per forward pass on a worker: bounds memory for volumes with hundreds
@@ -81,6 +81,13 @@ class TileResult:
         downsampled back against the input core, over valid values, in scene units squared;
         skipped: True when the tile had no valid pixel and the model was not run; device: where
         the model ran.
+        consistency_sse: with ``--consistency`` only (else ``None``, also in journal records
+        written before it existed): for each degradation of
+        :data:`sr_core.degradations.REPORT`, ``{"before", "after", "after_unclipped",
+        "unclipped_px"}``: the SSE of the core as written, degraded back, against the input core
+        over the same ``valid_px`` values, scene units squared, without and with the
+        back-projection, and with it over the ``unclipped_px`` values whose footprint holds no
+        clipped output pixel (:func:`sr_core.consistency.lr_sse`).
     """
 
     row: int
@@ -90,12 +97,15 @@ class TileResult:
     lr_sse: float
     skipped: bool
     device: str
+    consistency_sse: dict[str, dict[str, float]] | None = None
 
 
 def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
-              precision: str = "auto", compile: bool = False):
+              precision: str = "auto", compile: bool = False, self_ensemble: bool = False):
     """The model for this worker process, loaded once, cached, and configured by
-    :func:`sr_core.models.base.configure_for_device` (channels-last; bf16 on CUDA).
+    :func:`sr_core.models.base.configure_for_device` (channels-last; bf16 on CUDA). With
+    ``self_ensemble`` a copy with :attr:`~sr_core.models.base.SRModel.self_ensemble` on, sharing
+    the loaded network, is cached under its own key.
 
     Returns:
         An :class:`sr_core.models.base.SRModel`.
@@ -111,6 +121,10 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
     if torch_threads > 0 and torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
     key = (model_ref, scale, device, precision, compile)
+    if self_ensemble:
+        plain = get_model(model_ref, scale, device, torch_threads, precision, compile)
+        with _LOCK:
+            return _CACHE.setdefault(key + (True,), replace(plain, self_ensemble=True))
     with _LOCK:
         if key not in _CACHE:
             from sr_core.models.base import configure_for_device
@@ -127,7 +141,7 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
 def job_model(job: TileJob):
     """:func:`get_model` for a :class:`TileJob`."""
     return get_model(job.model_ref, job.scale, job.device, job.torch_threads, job.precision,
-                     job.compile)
+                     job.compile, job.self_ensemble)
 
 
 #: A CUDA worker batches tiles up to this many LR pixels per forward pass (at most
@@ -217,7 +231,8 @@ def read_tile(job: TileJob, tile: Tile, src_image, src_valid) -> TileInput:
 
 
 def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray | None,
-                dst_image, dst_valid) -> TileResult:
+                dst_image, dst_valid, std: np.ndarray | None = None,
+                dst_unc=None) -> TileResult:
     """Crop the SR core, measure LR consistency, convert to the scene's units and write the core
     to its one output chunk (all-nodata tiles: nodata, without the model).
 
@@ -225,6 +240,11 @@ def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray |
         y: the model's output for ``inp.x``, ``(bands, h*s, w*s)`` float32 normalised; ``None``
             when ``inp.x`` is.
         dst_image, dst_valid: the output Zarr arrays, ``(bands, H*s, W*s)``.
+        std: the self-ensemble's standard deviation for ``inp.x``, shaped as ``y``, normalised
+            units; dst_unc: the output Zarr's ``uncertainty`` array (float32, shaped as
+            ``dst_image``), or ``None`` (no self-ensemble): the core's std is written there in
+            scene units (:func:`sr_core.uncertainty.scene_units`), NaN where the output is
+            invalid.
 
     Returns:
         The tile's :class:`TileResult` (``seconds`` from the start of its read).
@@ -249,8 +269,13 @@ def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray |
         _keep_off_nodata(fill, valid_up, job.nodata)
         dst_image[:, out_rows, out_cols] = fill
         dst_valid[:, out_rows, out_cols] = valid_up
+        if dst_unc is not None:
+            dst_unc[:, out_rows, out_cols] = np.full(valid_up.shape, np.nan, dtype=np.float32)
         return TileResult(tile.row, tile.col, time.perf_counter() - inp.t0, 0, 0.0, True,
                           str(model.device))
+    consistency_sse = None
+    if job.consistency is not None:  # --consistency: correct y on the whole read window
+        y, consistency_sse = _project(job, tile, model, inp, y)
     # LR consistency on the whole read window (the halo keeps the core free of edge effects).
     back = downsample_bicubic(torch.from_numpy(np.ascontiguousarray(y))[None], s)[0].numpy()
     back = job.normalization.from_model(back[:, crows, ccols]).astype(np.float64)
@@ -264,8 +289,53 @@ def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray |
     _keep_off_nodata(out, valid_up, job.nodata)
     dst_image[:, out_rows, out_cols] = out
     dst_valid[:, out_rows, out_cols] = valid_up
+    if dst_unc is not None and std is not None:
+        dst_unc[:, out_rows, out_cols] = uncertainty.scene_units(
+            std[:, hr_core[0], hr_core[1]], job.normalization, valid_up)
     return TileResult(tile.row, tile.col, time.perf_counter() - inp.t0, int(eval_valid.sum()),
-                      lr_sse, False, str(model.device))
+                      lr_sse, False, str(model.device), consistency_sse)
+
+
+def _project(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray
+             ) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """``--consistency``: :func:`sr_core.consistency.back_project` of the model output ``y``
+    (``(bands, h*s, w*s)`` float32, normalised) onto the read window's input ``inp.x`` under
+    ``job.consistency``, on the model's device; the halo includes
+    :func:`sr_core.consistency.consistency_halo_px`, so the core equals the whole image's.
+
+    Returns:
+        ``(corrected y, {degradation: {"before", "after", "after_unclipped", "unclipped_px"}})``
+        (see :class:`TileResult`).
+    """
+    from sr_core.consistency import back_project, lr_sse
+    from sr_core.metrics import erode_valid
+
+    crows, ccols = tile.core_in_read.slices()
+    eval_valid = erode_valid(inp.valid, job_reach(job, model))[:, crows, ccols]
+    device = model.device if model.device.type == "cuda" else "cpu"
+    projected = back_project(y, inp.x, inp.valid, job.consistency, job.scale, device=device)
+    ref = inp.data[:, crows, ccols]
+    args = (ref, job.normalization, tile.core_in_read, eval_valid, job.scale, job.nodata)
+    before, after = lr_sse(y, *args), lr_sse(projected, *args)
+    return projected, {d: {"before": before[d][0], "after": after[d][0],
+                           "after_unclipped": after[d][1], "unclipped_px": after[d][2]}
+                       for d in before}
+
+
+def run_model(model, inputs: list[TileInput], self_ensemble: bool
+              ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+    """The model on a group of tiles in one batch: per tile ``(y, std)``, ``y`` the output
+    (the self-ensemble's mean with ``self_ensemble``), ``std`` the self-ensemble's standard
+    deviation or ``None``; ``(None, None)`` for a tile without model input (``inp.x is None``).
+    Arrays as :meth:`sr_core.models.base.SRModel.upscale_many_with_std` returns them."""
+    xs = [inp.x for inp in inputs if inp.x is not None]
+    if not xs:
+        pairs = iter([])
+    elif self_ensemble:
+        pairs = iter(model.upscale_many_with_std(xs))
+    else:
+        pairs = ((y, None) for y in model.upscale_many(xs))
+    return [next(pairs) if inp.x is not None else (None, None) for inp in inputs]
 
 
 def _groups(tiles: list[Tile], batch: int) -> list[list[Tile]]:
@@ -319,18 +389,21 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     def read(group):
         return [read_tile(job, t, src_image, src_valid) for t in group]
 
+    dst_unc = uncertainty.open_array(job.output_store) if job.self_ensemble else None
+
     def write(group, inputs, outputs):
         done = []
-        for t, inp, y in zip(group, inputs, outputs, strict=True):
-            result = finish_tile(job, t, model, inp, y, dst_image, dst_valid)
+        for t, inp, (y, std) in zip(group, inputs, outputs, strict=True):
+            result = finish_tile(job, t, model, inp, y, dst_image, dst_valid, std, dst_unc)
             if job.work is not None:
-                journal.mark_tile(job.work, result, chunk_files(dst_image, t.row, t.col)
-                                  + chunk_files(dst_valid, t.row, t.col), job.output_store)
+                files = [f for arr in (dst_image, dst_valid, dst_unc) if arr is not None
+                         for f in chunk_files(arr, t.row, t.col)]
+                journal.mark_tile(job.work, result, files, job.output_store)
             done.append((result, time.perf_counter()))
         return done
 
     results: list[tuple[TileResult, float]] = []  # with the time each tile was done
-    reader, writer = _io_threads()
+    reader, writer = io_threads()
     pending_read = reader.submit(read, groups[0])
     pending_write = None
     try:
@@ -338,9 +411,7 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
             inputs = pending_read.result()
             if i + 1 < len(groups):
                 pending_read = reader.submit(read, groups[i + 1])
-            xs = [inp.x for inp in inputs if inp.x is not None]
-            ys = iter(model.upscale_many(xs) if xs else [])
-            outputs = [next(ys) if inp.x is not None else None for inp in inputs]
+            outputs = run_model(model, inputs, job.self_ensemble)
             if pending_write is not None:
                 results.extend(pending_write.result())
                 pending_write = None
@@ -354,7 +425,7 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
         for pending in (pending_read, pending_write):
             if pending is not None:
                 pending.cancel() or pending.exception()
-        _trim_heap()
+        trim_heap()
     # reading, the model and writing overlap, so a tile's own wall time would count the waits;
     # each tile gets the task time since the previous tile was done (they sum to the task's wall
     # time, which is what the pipeline's scheduling-overhead figure subtracts)
@@ -363,112 +434,3 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
         timed_results.append(replace(result, seconds=done_at - last))
         last = done_at
     return timed_results
-
-
-_LIBC = None  # libc once loaded (False: not glibc)
-
-
-def _trim_heap() -> None:
-    """Give the tiles' freed buffers back to the OS (glibc ``malloc_trim``; nothing elsewhere).
-    The task's threads allocate tile-sized arrays, each from its own malloc arena, and glibc
-    keeps freed blocks of up to 32 MB in them: without this the worker's peak memory grew with
-    the number of tasks (``benchmarks/bench_memory.py``: 1108 -> 1043 MB at 256 tiles)."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_THREADS = threading.local()
-
-
-def _io_threads():
-    """The calling thread's reader and writer (one thread each), kept for the worker's life:
-    Dask runs tasks on long-lived threads, and new threads per task would each take a fresh
-    malloc arena, so the worker's memory would grow with the number of tasks."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pools = getattr(_THREADS, "pools", None)
-    if pools is None:
-        pools = _THREADS.pools = (ThreadPoolExecutor(1, "sr-read"),
-                                  ThreadPoolExecutor(1, "sr-write"))
-    return pools
-
-
-def chunk_files(arr, row: int, col: int) -> list[str]:
-    """The files of output tile ``(row, col)``'s chunks in a local Zarr array (one per chunk
-    along the plane axis; each tile's core is one chunk of the row and column axes)."""
-    root = os.path.join(str(arr.store_path.store.root), arr.path)
-    encode = arr.metadata.chunk_key_encoding.encode_chunk_key
-    return [os.path.join(root, *encode((b, row, col)).split("/"))
-            for b in range(arr.cdata_shape[0])]
-
-
-_STORES: dict[tuple[str, str], tuple] = {}
-_STORES_KEPT = 4
-
-
-def open_stores(input_store: str, output_store: str) -> tuple:
-    """The Zarr arrays of one run, opened once per worker process and cached (opening reads the
-    group and array metadata: a measurable cost per task when tiles are small). The last
-    ``_STORES_KEPT`` runs are kept.
-
-    Returns:
-        ``(image, valid, out_image, out_valid)``: input ``(bands, H, W)`` in the scene's dtype and
-        bool validity, output ``(bands, H*scale, W*scale)`` likewise (``zarr.Array`` objects).
-
-    Raises:
-        FileNotFoundError, zarr errors: a store is missing (the run's scratch was removed).
-    """
-    key = (input_store, output_store)
-    with _LOCK:
-        if key not in _STORES:
-            src = zarr.open_group(input_store, mode="r")
-            dst = zarr.open_group(output_store, mode="r+")
-            while len(_STORES) >= _STORES_KEPT:
-                _STORES.pop(next(iter(_STORES)))
-            _STORES[key] = (src["image"], src["valid"], dst["image"], dst["valid"])
-        return _STORES[key]
-
-
-def wald_window_task(job: TileJob, window, data_range: float,
-                     planes: list[int] | None = None) -> dict:
-    """Dask task: the Wald-protocol check (:func:`sr_core.metrics.wald_check`) on one window of
-    the staged input, run on a worker beside the tiles; on the given bands / planes only (all by
-    default). Checked under each degradation of :data:`sr_core.degradations.REPORT`: the result
-    is the first's (bicubic, with ``"degradation"``) plus ``"by_degradation"``: ``{name:
-    {"model", "bicubic", "gain_db"}}``."""
-    from sr_core.metrics import wald_check
-
-    model = job_model(job)
-    image, valid_arr, _, _ = open_stores(job.input_store, job.output_store)
-    rows, cols = window.slices()
-    norm = job.normalization
-    if planes is None:
-        hr = image[:, rows, cols]
-        valid = valid_arr[:, rows, cols]
-    else:
-        hr = np.stack([image[p, rows, cols] for p in planes])
-        valid = np.stack([valid_arr[p, rows, cols] for p in planes])
-        norm = replace(norm, offset=tuple(norm.offset[p] for p in planes),
-                       span=tuple(norm.span[p] for p in planes))
-    from sr_core.degradations import REPORT
-
-    t0 = time.perf_counter()
-    by = {d: wald_check(model, hr, valid, norm, data_range, d) for d in REPORT}
-    result = dict(by[REPORT[0]])
-    result["by_degradation"] = {d: {k: r[k] for k in ("model", "bicubic", "gain_db")}
-                                for d, r in by.items()}
-    if planes is not None:
-        result["planes"] = list(planes)
-    result["seconds"] = time.perf_counter() - t0
-    result["worker_pid"] = os.getpid()
-    return result

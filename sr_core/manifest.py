@@ -112,9 +112,14 @@ def weights_sha256(card: dict, name: str) -> str:
     return card.get("sha256") or f"none:{name}"
 
 
-def output_parameters(model_name: str, scale: int, wald_window_px: int) -> dict:
-    """The parameters that change a published output (what a manifest must match)."""
-    return {"model": model_name, "scale": scale, "wald_window_px": wald_window_px}
+def output_parameters(model_name: str, scale: int, wald_window_px: int, *,
+                      self_ensemble: bool = False, consistency: str | None = None) -> dict:
+    """The parameters that change a published output (what a manifest must match);
+    ``self_ensemble`` and ``consistency`` (``--consistency``'s degradation) are listed only when
+    on, so earlier manifests still match."""
+    return {"model": model_name, "scale": scale, "wald_window_px": wald_window_px,
+            **({"self_ensemble": True} if self_ensemble else {}),
+            **({"consistency": consistency} if consistency is not None else {})}
 
 
 def fingerprint(uri: str) -> dict:
@@ -354,6 +359,34 @@ def preserve(muri: str, dst: str, existing: Existing, scratch: str) -> Existing:
         for (_, src), (_, dst_file) in zip(_files(entry), _files(kept[name]), strict=True):
             storage.copy(src, dst_file)
     return commit(muri, {**existing.doc, "outputs": kept, "replacing": True}, existing, scratch)
+
+
+def unlisted_outputs(previous: dict, outputs: dict, dst: str) -> list[dict]:
+    """The entries of a previous publication at ``dst`` that the new one does not list again
+    (e.g. the self-ensemble's uncertainty layer after a run without it): files that would stay
+    beside DST, listed by no manifest. Side copies (:func:`previous_uri`) are not among them."""
+    keep = {e.get("uri") for e in outputs.values()}
+    side = previous_uri(dst) + "/"
+    return [e for e in (previous.get("outputs") or {}).values()
+            if e.get("uri") and e["uri"] not in keep and not e["uri"].startswith(side)]
+
+
+def drop_unlisted(entries: list[dict]) -> None:
+    """Delete the files of :func:`unlisted_outputs` once the new manifest is committed; a
+    failure is logged (one WARNING line) and ignored: the files are no longer listed."""
+    for entry in entries:
+        uri = entry["uri"]
+        try:
+            if entry.get("files") is not None:
+                storage.remove_tree(uri)
+            elif storage.is_s3(uri):
+                bucket, key = storage.parse_s3(uri)
+                storage.s3_client().delete_object(Bucket=bucket, Key=key)
+            else:
+                storage.discard(uri)
+        except Exception as exc:  # noqa: BLE001 - S3 or OS errors alike: logged, not fatal
+            log.warning("%s: a replaced publication's file stays there, listed by no manifest "
+                        "(%s)", uri, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 def drop_previous(dst: str) -> None:

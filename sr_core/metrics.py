@@ -138,7 +138,8 @@ def erode_valid(valid: np.ndarray, reach_px: int) -> np.ndarray:
 
 
 def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normalization,
-               data_range: float, degradation: str = "bicubic") -> dict:
+               data_range: float, degradation: str = "bicubic", *,
+               consistency: str | None = None) -> dict:
     """Wald-protocol quality of a model and of bicubic on one window of a scene.
 
     The window is degraded by the model's scale with ``degradation`` (a name of
@@ -154,6 +155,13 @@ def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normaliz
         data_range: see :func:`data_range_for`.
         degradation: how the window is degraded (default ``"bicubic"``, the SR literature's
             convention; ``"area"``, ``"gaussian-0.3"``, ``"gaussian-0.6"`` model real sensors).
+        consistency: ``--consistency``'s degradation, or ``None``: the model's output is also
+            back-projected onto the degraded window under it
+            (:func:`sr_core.consistency.back_project`; LR pixels whose footprint under
+            ``degradation`` touches invalid HR pixels are left out of the residual) and scored as
+            ``"consistent"``; the compared pixels then also keep
+            :func:`~sr_core.consistency.consistency_halo_px` x scale HR px from nodata, for every
+            figure, so with and without are compared on the same pixels.
 
     Pixels are compared only where everything they were computed from is valid: the mask is
     eroded by ``(receptive_field_px + 2) * scale + 2 * scale`` HR px (degradation kernel, model,
@@ -161,7 +169,8 @@ def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normaliz
 
     Returns:
         ``{"degradation", "model": {"psnr_db", "ssim"}, "bicubic": {"psnr_db", "ssim"},
-        "gain_db", "window_px": [H, W], "compared_px"}``.
+        "gain_db", "window_px": [H, W], "compared_px"}``; with ``consistency`` also
+        ``"consistent": {"psnr_db", "ssim"}`` and ``"gain_consistent_db"`` (over bicubic).
 
     Raises:
         InputError: an unknown degradation name.
@@ -178,10 +187,15 @@ def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normaliz
     x = normalization.to_model(hr)
     x[~valid] = 0.0
     lr = degrade(torch.from_numpy(x)[None], s, deg)[0].numpy()
-    sr = normalization.from_model(model.upscale(lr))
+    y = model.upscale(lr)
+    sr = normalization.from_model(y)
     bic = normalization.from_model(upsample_bicubic(torch.from_numpy(lr)[None], s)[0].numpy())
     reach = (max(model.descriptor.receptive_field_px, 2) + 2) * s
     reach += kernel_radius_px(deg, s) if deg.blurs else 0
+    consistent = None
+    if consistency is not None:
+        consistent, extra = _wald_consistent(y, lr, valid, normalization, deg, consistency, s)
+        reach += extra
     valid = erode_valid(valid, reach)
     out = {
         "degradation": degradation,
@@ -192,7 +206,27 @@ def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normaliz
         "compared_px": int(valid.sum()),
     }
     out["gain_db"] = out["model"]["psnr_db"] - out["bicubic"]["psnr_db"]
+    if consistent is not None:
+        out["consistent"] = {"psnr_db": psnr(hr, consistent, valid, data_range),
+                             "ssim": ssim(hr, consistent, valid, data_range)}
+        out["gain_consistent_db"] = out["consistent"]["psnr_db"] - out["bicubic"]["psnr_db"]
     return out
+
+
+def _wald_consistent(y: np.ndarray, lr: np.ndarray, valid: np.ndarray,
+                     normalization: Normalization, deg, consistency: str, s: int
+                     ) -> tuple[np.ndarray, int]:
+    """:func:`wald_check`'s back-projected output in scene units and dtype, and the HR px
+    the compared pixels must keep from nodata for it. The LR window is valid where the
+    ``deg`` footprint of each pixel (:func:`sr_core.consistency.degradation_reach_px`) saw only
+    valid HR pixels."""
+    from sr_core.consistency import back_project, consistency_halo_px, degradation_reach_px
+
+    b, h, w = lr.shape
+    hr_ok = erode_valid(valid, degradation_reach_px(deg, s) * s)
+    lr_valid = hr_ok.reshape(b, h, s, w, s).all(axis=(2, 4))
+    projected = back_project(y, lr, lr_valid, consistency, s)
+    return normalization.from_model(projected), consistency_halo_px(consistency, s) * s
 
 
 #: reference pairs on each side of a tile boundary for the seam metric (in steps of the scale)

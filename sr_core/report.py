@@ -75,7 +75,12 @@ def build_report(run, quality: dict, measures: dict | None = None) -> dict:
         "normalisation": run.normalization.to_dict(),
         "tiling": {
             "tile_size_px": grid.tile_size_px, "halo_px": grid.halo_px,
-            "halo_rule": "halo = model receptive-field radius (LR px), so tiled = whole-image",
+            "halo_rule": (run.halo.rule if run.halo is not None else "analytic"),
+            "halo_reason": run.halo.reason if run.halo is not None else None,
+            "halo_choice": run.halo.to_dict() if run.halo is not None else None,
+            "effective_receptive_field": (
+                {**run.model.reach.to_dict(), "cached": run.model.reach.cached}
+                if run.model.reach is not None else None),
             "grid": [grid.rows, grid.cols], "tiles": len(grid),
             "tiles_skipped_all_nodata": len(run.tiles) - len(tiles_run),
             "read_px": grid.read_px, "halo_overhead": grid.read_px / in_px if in_px else None,
@@ -108,6 +113,8 @@ def build_report(run, quality: dict, measures: dict | None = None) -> dict:
                         "output streamed; about 1.0 = no seams",
             },
         },
+        # --self-ensemble: sr_core.uncertainty.stage's summary of the uncertainty layer
+        "self_ensemble": getattr(run, "uncertainty", None) or {"enabled": False},
         **(measures or {}),
     }
     return _clean(rep)
@@ -154,6 +161,49 @@ def quality_rows(rep: dict) -> list[dict]:
     return rows
 
 
+def self_ensemble_lines(rep: dict) -> list[str]:
+    """The markdown line of the self-ensemble (none when it was off): the layer's file and, per
+    band, the mean / p95 / max standard deviation in scene units."""
+    se = rep.get("self_ensemble") or {}
+    if not se.get("enabled"):
+        return []
+    where = f"uncertainty layer `{se['uncertainty_uri']}`" if se.get("uncertainty_uri") \
+        else "no layer file for this format"
+    bands = "; ".join(f"band {b['band']} {_fmt(b['mean'], 4)} / {_fmt(b['p95'], 4)} / "
+                      f"{_fmt(b['max'], 4)}" for b in se.get("bands", []))
+    return [f"- Self-ensemble: mean of {se['transforms']} flips/rotations; {where}; std mean / "
+            f"p95 / max ({se.get('units', 'scene units')}): {bands}"]
+
+
+def consistency_lines(rep: dict) -> list[str]:
+    """The markdown section of ``--consistency`` (none when it was off): degradation, method,
+    halo, and a table of LR-consistency PSNR and Wald gain before / after, per report
+    degradation (:func:`sr_core.consistency.summarise`)."""
+    c = rep["quality"].get("consistency")
+    if not isinstance(c, dict):
+        return []
+    lines = ["", "## LR consistency (--consistency)", "",
+             f"Output corrected so that degrading it by **{c['degradation']}** "
+             f"({c['description']}) reproduces the input: {c['method']}, {c['iterations']} "
+             f"steps, {c['halo_px']} px of extra halo; every frequency of the residual shrinks "
+             f"at least {_fmt(c['reduction_bound'], 0)}x.", "",
+             "| report degradation | LR PSNR before (dB) | after (dB) | after, unclipped pixels "
+             "(dB; share) | Wald gain before (dB) | after (dB) |", "|---|---|---|---|---|---|"]
+    for d, lr in c["lr_psnr_db"].items():
+        g = c["wald_gain_db"].get(d, {})
+        share = lr.get("unclipped_fraction")
+        lines.append(f"| {d} | {_fmt(lr['before'])} | {_fmt(lr['after'])} | "
+                     f"{_fmt(lr.get('after_unclipped'))}; "
+                     f"{f'{share:.1%}' if isinstance(share, float) else 'n/a'} | "
+                     f"{_fmt(g.get('before'))} | {_fmt(g.get('after'))} |")
+    lines += ["", f"LR PSNR: the output as written, degraded by the report degradation, vs the "
+              f"input; unclipped pixels: those whose footprint holds no output value clipped to "
+              f"the dtype's range (the correction cannot undo clipping), where the RMS error "
+              f"stays within {_fmt(c['tolerance_rms_dn'], 1)} DN under the --consistency "
+              f"degradation."]
+    return lines
+
+
 def to_markdown(rep: dict, html_uri: str | None = None) -> str:
     """The report for people: a short markdown page.
 
@@ -178,12 +228,14 @@ def to_markdown(rep: dict, html_uri: str | None = None) -> str:
         f"{d['receptive_field_px']} px) - {m['card'].get('summary') or m['card'].get('note', '')}",
         f"- Normalisation: {rep['normalisation']['method']}",
         f"- Tiles: {t['tiles']} ({t['grid'][0]} x {t['grid'][1]}) of {t['tile_size_px']} px, "
-        f"halo {t['halo_px']} px; {t['tiles_skipped_all_nodata']} all-nodata tiles skipped",
+        f"halo {t['halo_px']} px ({t['halo_rule']}: {t.get('halo_reason') or 'analytic'}); "
+        f"{t['tiles_skipped_all_nodata']} all-nodata tiles skipped",
         f"- Nodata fraction: {_fmt(rep['nodata_fraction'], 4)}",
         *[f"- **Warning**: {w}" for w in rep.get("warnings", [])],
         f"- Throughput: {_fmt(rep['throughput']['output_mp_per_s'])} output MP/s "
         f"({_fmt(rep['throughput']['input_mp_per_s'])} input MP/s) over "
         f"{_fmt(rep['timings_s']['total'])} s",
+        *self_ensemble_lines(rep),
         "",
         "## Quality",
         "",
@@ -193,7 +245,9 @@ def to_markdown(rep: dict, html_uri: str | None = None) -> str:
     for r in quality_rows(rep):
         lines.append(f"| {r['metric']} | {_fmt(r['model'], 4)} | {_fmt(r['bicubic'], 4)} | {r['note']} |")
     lines += ["", f"Data range: {_fmt(rep['quality']['data_range'])}. "
-              + rep["quality"]["conventions"]["wald"] + ".", "", "## Timings (s)", "",
+              + rep["quality"]["conventions"]["wald"] + "."]
+    lines += consistency_lines(rep)
+    lines += ["", "## Timings (s)", "",
               "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rep["timings_s"].items()]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ Layout (zarr-python 3, Zarr format 3), one group per scene:
 * output group: ``image`` ``(bands, H*s, W*s)`` and ``valid`` likewise, chunked
   ``(P, T*s, T*s)``: the core of tile ``(r, c)`` is exactly output chunk ``(0, r, c)`` (GeoTIFF)
   or chunks ``(p, r, c)`` for every plane p (medical), so no two tasks ever write the same chunk.
+  With the self-ensemble, ``uncertainty`` ``(bands, H*s, W*s)`` float32, chunked likewise.
 
 Staging streams the source block by block (:func:`sr_core.formats.iter_blocks`: a chunk-sized
 window for GeoTIFFs and whole-slide images, one plane for DICOM and NIfTI), so memory stays bounded
@@ -91,7 +92,8 @@ def stage_scene(scene: SceneInfo, store_path: str, *, tile_size_px: int) -> Stag
                        tuple(int(c) for c in count))
 
 
-def create_output(store_path: str, scene: SceneInfo, *, scale: int, tile_size_px: int) -> None:
+def create_output(store_path: str, scene: SceneInfo, *, scale: int, tile_size_px: int,
+                  self_ensemble: bool = False) -> None:
     """Create the empty output Zarr group for a scene upscaled by ``scale``.
 
     Args:
@@ -99,6 +101,9 @@ def create_output(store_path: str, scene: SceneInfo, *, scale: int, tile_size_px
         scene: the input scene; the output keeps its band count and dtype.
         scale: integer upscaling factor.
         tile_size_px: tile core edge in LR pixels; output chunks are ``tile_size_px * scale``.
+        self_ensemble: also create ``uncertainty``, float32 (the self-ensemble's standard
+            deviation in scene units, NaN where invalid; :mod:`sr_core.uncertainty`), shaped and
+            chunked as ``image``, so each tile writes exactly one chunk of it too.
     """
     group = zarr.open_group(store_path, mode="w")
     shape = (scene.count, scene.height * scale, scene.width * scale)
@@ -106,3 +111,6 @@ def create_output(store_path: str, scene: SceneInfo, *, scale: int, tile_size_px
     fill = scene.nodata if scene.nodata is not None else 0
     group.create_array("image", shape=shape, chunks=chunks, dtype=scene.dtype, fill_value=fill)
     group.create_array("valid", shape=shape, chunks=chunks, dtype="bool", fill_value=False)
+    if self_ensemble:
+        group.create_array("uncertainty", shape=shape, chunks=chunks, dtype="float32",
+                           fill_value=float("nan"))

@@ -77,7 +77,7 @@ def test_models_lists_every_architecture(capsys):
     from sr_core.models.registry import ARCHITECTURES
 
     assert all(f"  {a} " in out for a in ARCHITECTURES if a != "bicubic")
-    assert "imdn" in out and "whole image" in out
+    assert "imdn" in out and "global context" in out
 
 
 def test_flat_scene_reports_infinite_psnr_without_crashing(repo_data, dask_address, tmp_path,

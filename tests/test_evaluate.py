@@ -5,7 +5,6 @@ images, scenes by the Wald protocol, and the CLI's outputs and errors."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest

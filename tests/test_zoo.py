@@ -19,8 +19,15 @@ from test_models import rand01, randomized
 from torch import nn
 
 from sr_core.errors import InputError, ModelError
+from sr_core.models.effective import FLOOR
 from sr_core.models.probe import probe_receptive_field
-from sr_core.models.registry import ARCHITECTURES, build_module, describe, load_model
+from sr_core.models.registry import (
+    ARCHITECTURES,
+    build_module,
+    describe,
+    load_model,
+    model_reach,
+)
 from sr_core.models.srresnet import SRGANDiscriminator
 from sr_core.models.weights import save_model
 from sr_core.pipeline import UpscaleConfig, run_upscale
@@ -233,15 +240,21 @@ def test_spandrel_architectures(tmp_path: Path) -> None:
             "Compact", "SPAN", "SwinIR")
         x = rand01(d.in_channels, 20, 24, seed=3)
         net.eval()
+        # spandrel states no receptive field: no analytic bound, the halo is measured
+        assert not d.tileable and d.receptive_field_px == 0
+        reach = model_reach(model)
         if key == "swinir":
-            # DISCOURAGED tiling in spandrel: whole image; windows of 4 and a 16 px minimum
-            assert not d.tileable and d.size_multiple == 4 and d.min_size_px == 16
+            # windows of 4 and a 16 px minimum: measured halos are multiples of 4
+            assert d.size_multiple == 4 and d.min_size_px == 16
+            assert all(h % 4 == 0 for h, _ in reach.curve)
             small = rand01(1, 10, 6, seed=4)
             assert model.upscale(small).shape == (1, 20, 12)  # padded up to 16 and cropped
         else:
-            assert d.tileable and d.size_multiple == 1
+            assert d.size_multiple == 1
+            # convolutional: the influence ends exactly at the probed radius
             measured = probe_receptive_field(net, 2, in_channels=d.in_channels)
-            assert d.receptive_field_px == measured > 0
+            assert 0 < reach.halo_for(FLOOR) <= measured
+            assert reach.deviation_at(measured - 1) > 0
         np.testing.assert_allclose(model.upscale(x), run_module(net, x), atol=1e-6)
 
 
@@ -302,7 +315,7 @@ def test_tiled_equals_whole_image(name, dem_crop, dask_address, tmp_path):
         runs[label] = run_upscale(cfg)
     d = runs["whole"].model.descriptor
     assert len(runs["whole"].grid) == 1
-    assert len(runs["tiled"].grid) == (30 if d.tileable else 1)
+    assert len(runs["tiled"].grid) == (1 if runs["tiled"].halo.whole_scene else 30)
     assert runs["tiled"].grid.halo_px % d.size_multiple == 0
     with rasterio.open(tmp_path / "tiled.tif") as a, rasterio.open(tmp_path / "whole.tif") as b:
         x, y = a.read(), b.read()

@@ -48,6 +48,9 @@ class SRModel:
             output is returned as float32 either way). See :meth:`configure`.
         channels_last: run the network in the NHWC memory format (faster convolutions on
             tensor-core GPUs and with oneDNN on CPUs; same values up to float rounding).
+        self_ensemble: :meth:`upscale` and :meth:`upscale_many` return the mean over the eight
+            dihedral transforms of the input (:meth:`upscale_many_with_std`); 8 forward passes
+            per image.
     """
 
     module: nn.Module
@@ -58,6 +61,7 @@ class SRModel:
     precision: str = "fp32"
     channels_last: bool = False
     compiled: bool = False
+    self_ensemble: bool = False
 
     @property
     def scale(self) -> int:
@@ -105,9 +109,8 @@ class SRModel:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, h, w)`` (on any device) -> ``(N, C, h*s, w*s)`` float32 on ``self.device``,
         with size-multiple padding, batching, the configured precision and memory format."""
-        m, lo = self.descriptor.size_multiple, self.descriptor.min_size_px
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-max(h, lo)) % m + max(lo - h, 0), (-max(w, lo)) % m + max(lo - w, 0)
+        pad_h, pad_w = self._padding(h, w)
         if x.device != self.device:
             # from pinned host memory the copy is asynchronous: it queues behind the
             # previous batch's kernels instead of waiting for them
@@ -125,6 +128,12 @@ class SRModel:
                            for i in range(0, x.shape[0], step)])
         s = self.scale
         return y[..., : h * s, : w * s]
+
+    def _padding(self, h: int, w: int) -> tuple[int, int]:
+        """Rows and columns the size policy adds at the bottom and right of an ``h x w`` image
+        (reflect when both are smaller than the image, else replicate)."""
+        m, lo = self.descriptor.size_multiple, self.descriptor.min_size_px
+        return (-max(h, lo)) % m + max(lo - h, 0), (-max(w, lo)) % m + max(lo - w, 0)
 
     def upscale(self, x: np.ndarray) -> np.ndarray:
         """Super-resolve a normalised image, applying the band policy above.
@@ -145,7 +154,8 @@ class SRModel:
     def upscale_many(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         """Super-resolve several images of the same shape in shared forward passes (tiles
         batched on a GPU); each result equals :meth:`upscale` of that image (up to float
-        rounding, as any change of batch size).
+        rounding, as any change of batch size). With :attr:`self_ensemble` on, each result is
+        the self-ensemble mean (:meth:`upscale_many_with_std`).
 
         Args:
             xs: ``(bands, h, w)`` float arrays as for :meth:`upscale`, all of one shape.
@@ -156,6 +166,55 @@ class SRModel:
         Raises:
             InputError: an array is not a non-empty 3-D float array, or the shapes differ.
         """
+        self._check(xs)
+        if self.self_ensemble:
+            return [mean for mean, _ in self._ensemble(xs)]
+        return self._upscale_plain(xs)
+
+    def upscale_many_with_std(self, xs: list[np.ndarray]
+                              ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Geometric self-ensemble (:mod:`sr_core.models.ensemble`; Timofte, Rothe & Van Gool,
+        CVPR 2016; Lim et al., EDSR+, CVPR Workshops 2017), whatever :attr:`self_ensemble` says.
+
+        Each image is first padded at the bottom and right by the size policy (so that every
+        flip and rotation of it starts on the same ``size_multiple`` grid as the image itself:
+        window-attention models then see the same windows, tile or whole image), then for each
+        of the eight dihedral transforms the transformed batch is super-resolved as
+        :meth:`upscale_many` does (band policy, Y-channel path), mapped back and cropped to
+        ``scale`` times the input. One transform is in memory at a time.
+
+        Args:
+            xs: ``(bands, h, w)`` float arrays as for :meth:`upscale`, all of one shape.
+
+        Returns:
+            Per input, ``(mean, std)``: ``(bands, h * scale, w * scale)`` float32 each, in the
+            normalised model units; ``mean`` nominally [0, 1] (not clipped), ``std`` the
+            population standard deviation (ddof = 0) over the eight outputs, >= 0.
+
+        Raises:
+            InputError: an array is not a non-empty 3-D float array, or the shapes differ.
+        """
+        self._check(xs)
+        return self._ensemble(xs)
+
+    def _ensemble(self, xs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        from sr_core.models.ensemble import DIHEDRAL, MeanStd, apply, invert
+
+        _, h, w = xs[0].shape
+        pad_h, pad_w = self._padding(h, w)
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "edge"
+            xs = [np.pad(x, ((0, 0), (0, pad_h), (0, pad_w)), mode=mode) for x in xs]
+        stats = [MeanStd() for _ in xs]
+        out_h, out_w = h * self.scale, w * self.scale
+        for t in DIHEDRAL:
+            ys = self._upscale_plain([apply(x, t) for x in xs])
+            for acc, y in zip(stats, ys, strict=True):
+                acc.add(invert(y, t)[:, :out_h, :out_w])
+        return [acc.result() for acc in stats]
+
+    def _check(self, xs: list[np.ndarray]) -> None:
+        """Raise :class:`InputError` unless ``xs`` are non-empty 3-D float arrays of one shape."""
         for x in xs:
             if not isinstance(x, np.ndarray) or x.ndim != 3 or 0 in x.shape:
                 raise InputError(
@@ -167,6 +226,9 @@ class SRModel:
         if len({x.shape for x in xs}) > 1:
             raise InputError(f"{self.name}: a batch of images must share one shape, got "
                              f"{sorted({x.shape for x in xs})}")
+
+    def _upscale_plain(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`upscale_many` without the self-ensemble (``xs`` already checked)."""
         bands, h, w = xs[0].shape
         if self.descriptor.colour == "y" and bands == 3:
             return [self._upscale_luma(x) for x in xs]

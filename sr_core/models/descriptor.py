@@ -16,17 +16,26 @@ class ModelDescriptor:
         scale: integer upscaling factor (output pixels per input pixel along each axis), >= 2.
         in_channels: channels the network takes; 1 means the pipeline runs it band by band.
         out_channels: channels the network returns (equal to ``in_channels`` for our models).
-        receptive_field_px: receptive-field radius on the LR (input) grid, in LR pixels: an output
-            pixel depends only on input pixels at most this far away (Chebyshev distance). The tile
-            halo is at least this, so tiled output equals whole-image output.
+        receptive_field_px: analytic receptive-field radius on the LR (input) grid, in LR pixels:
+            an output pixel depends only on input pixels at most this far away (Chebyshev
+            distance); 0 when unknown (``tileable`` False). The halo is at most this: the
+            measured effective radius when smaller (:func:`sr_core.halo.choose_halo`).
         size_multiple: the input height and width must be a multiple of this; the runner pads
             (reflect) and crops back. 1 means any size.
         min_size_px: the input height and width must be at least this; the runner pads (then
             crops back). 0 means no minimum.
         input_grid: ``"lr"`` when the network takes the LR image, ``"hr"`` when it works on the
             bicubic-upsampled grid (SRCNN, VDSR).
-        tileable: whether the model may be run tile by tile (False for global-context models:
-            the pipeline then runs the whole scene as one tile).
+        tileable: whether ``receptive_field_px`` is an exact analytic bound (every native
+            convolutional architecture). False for models without one (global channel attention
+            such as IMDN's; third-party checkpoints, window-attention transformers): their halo
+            is measured (:mod:`sr_core.models.effective`) and chosen per scene by
+            :func:`sr_core.halo.choose_halo`, which runs the scene as one tile only within a
+            memory budget.
+        global_context: the network uses image-wide statistics (adaptive pooling, as IMDN's
+            contrast-aware channel attention or RCAN's and HAT's channel attention), so no halo
+            makes a tile equal the whole image on every scene: the halo rules skip the measured
+            halo (:func:`sr_core.halo.choose_halo`).
         colour: ``"bands"``: the network sees the scene's bands (policy in
             :class:`~sr_core.models.base.SRModel`); ``"y"``: a 1-channel network trained on the
             luma of BT.601 YCbCr (the reference SRCNN / FSRCNN / VDSR weights): on a 3-band
@@ -45,6 +54,7 @@ class ModelDescriptor:
     min_size_px: int = 0
     input_grid: Literal["lr", "hr"] = "lr"
     tileable: bool = True
+    global_context: bool = False
     colour: Literal["bands", "y"] = "bands"
     supported_scales: tuple[int, ...] | None = None
 

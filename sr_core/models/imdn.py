@@ -74,11 +74,12 @@ class IMDN(nn.Module):
     ``IMDB1.c1``, ``IMDB1.cca.conv_du.0``, ``c.0``, ``LR_conv``, ``upsampler.0``), so its
     released x2/x3/x4 weights load.
 
-    **Not tileable.** The contrast-aware channel attention takes the mean and standard deviation
-    of each feature map over the whole image, so every output pixel depends on every input
-    pixel. The descriptor says ``tileable=False`` and the pipeline runs it on the whole scene in
-    one tile (memory grows with the scene); ``receptive_field_px`` gives the convolutions' reach
-    only.
+    **Global context.** The contrast-aware channel attention takes the mean and standard
+    deviation of each feature map over the whole image, so every output pixel depends on every
+    input pixel. The descriptor says ``global_context=True``: the pipeline runs the scene as one
+    tile while it fits the whole-scene memory budget, and beyond it tiles with the largest
+    affordable halo, the measured deviation in the report (:mod:`sr_core.halo`);
+    ``receptive_field_px`` gives the convolutions' reach only.
 
     Args:
         scale: integer upscaling factor >= 2.
@@ -139,7 +140,7 @@ def describe_imdn(name: str, *, scale: int = 4, in_channels: int = 3, nf: int = 
     _check(scale, in_channels, nf, num_modules)
     return ModelDescriptor(
         name=name, architecture="imdn", scale=scale, in_channels=in_channels,
-        out_channels=in_channels, tileable=False,
+        out_channels=in_channels, tileable=False, global_context=True,
         receptive_field_px=receptive_field_px(
             [("conv", 1 + 4 * num_modules + 1 + 1), ("up", scale)]),
     )

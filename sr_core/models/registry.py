@@ -237,7 +237,11 @@ def _recognised(path: Path, state: dict, name: str | None, scale: int | None,
 def _from_file(path: Path, name: str | None, scale: int | None, device: torch.device) -> SRModel:
     state, card = load_weights(path, require_card=False)
     if card is None:
-        return _recognised(path, state, name, scale, device)
+        from sr_core.storage import sha256_file
+
+        model = _recognised(path, state, name, scale, device)
+        model.card["sha256"] = sha256_file(str(path))  # what caches and manifests key on
+        return model
     architecture, arguments = card["architecture"], card["arguments"]
     if architecture == "bicubic" or architecture not in ARCHITECTURES:
         raise ModelError(
@@ -356,6 +360,26 @@ def load_model(ref: str, *, scale: int | None = None, device: str | torch.device
         f"{', '.join([*(a for a in ARCHITECTURES if a != 'bicubic'), *SHIPPED])}, "
         f"or a path to a .safetensors file"
     )
+
+
+def model_reach(model: SRModel, *, budget_s: float | None = None):
+    """The model's effective receptive field (:mod:`sr_core.models.effective`): read from the
+    cache by the weights' SHA-256, else measured (within ``budget_s`` seconds, default
+    :data:`~sr_core.models.effective.BUDGET_S`) and cached.
+
+    Returns:
+        An :class:`~sr_core.models.effective.EffectiveReach`, or ``None`` for a model without
+        weights (bicubic: its analytic radius is exact and tiny).
+
+    Raises:
+        ModelError, InputError: the model cannot run on the probe image.
+    """
+    from sr_core.models import effective
+
+    sha = model.card.get("sha256")
+    if not sha:
+        return None
+    return effective.reach_for(model, sha, budget_s=budget_s or effective.BUDGET_S)
 
 
 def list_models() -> list[dict]:

@@ -12,12 +12,13 @@ This module turns that into our :class:`~sr_core.models.descriptor.ModelDescript
   back); models that partition the image into attention windows (an integer ``window_size``
   attribute) also get that as ``size_multiple``, so tiles start on the same window grid as the
   whole image;
-* ``tileable``: spandrel's ``ModelTiling.SUPPORTED`` only; ``DISCOURAGED`` and ``INTERNAL``
-  models run on the whole scene as one tile;
-* ``receptive_field_px``: spandrel states none, so it is measured with
-  :func:`sr_core.models.probe.probe_receptive_field` (float64 CPU copy, growing input); a model
-  whose influence still reaches the border of a 512 px input is treated as global context
-  (``tileable=False``).
+* ``global_context`` when the network has an adaptive pooling layer (:func:`uses_global_pooling`);
+* ``tileable=False`` and ``receptive_field_px=0``: spandrel states no receptive field, and
+  window-attention transformers (shifted windows chain the whole image together) have no useful
+  analytic one. The halo is measured instead, as tiled against whole-image output on a probe
+  image (:mod:`sr_core.models.effective`, cached by the weights' SHA-256), and chosen per scene
+  by :func:`sr_core.halo.choose_halo`; spandrel's own tiling hint (``SUPPORTED``,
+  ``DISCOURAGED``, ``INTERNAL``) is kept in the card.
 
 The state dict is loaded by :func:`sr_core.models.weights.load_weights` (safetensors or
 ``torch.load(weights_only=True)``), never by spandrel's own file loader, which accepts
@@ -33,7 +34,6 @@ from torch import nn
 
 from sr_core.errors import ModelError
 from sr_core.models.descriptor import ModelDescriptor
-from sr_core.models.probe import probe_receptive_field
 
 
 def _spandrel():
@@ -43,6 +43,16 @@ def _spandrel():
         raise ModelError(f"spandrel is not usable here ({e}); install sr-pipeline's pinned "
                          f"spandrel and torchvision") from None
     return spandrel
+
+
+def uses_global_pooling(module: nn.Module) -> bool:
+    """Whether a network has an adaptive pooling layer (``nn.AdaptiveAvgPool2d`` /
+    ``nn.AdaptiveMaxPool2d``: image-wide statistics, as in squeeze-and-excitation channel
+    attention: RCAN, HAT, OmniSR). Channel attention written with tensor means (CRAFT's
+    Restormer-style inter attention) is not seen here; the probe measures it."""
+    pools = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d,
+             nn.AdaptiveMaxPool1d)
+    return any(isinstance(m, pools) for m in module.modules())
 
 
 def load_spandrel(state: dict[str, torch.Tensor], *, name: str, where: str
@@ -88,18 +98,11 @@ def load_spandrel(state: dict[str, torch.Tensor], *, name: str, where: str
     module = desc.model.eval()
     window = getattr(module, "window_size", 1)
     multiple = lcm(req.multiple_of, window if isinstance(window, int) and window > 0 else 1)
-    tileable = desc.tiling == spandrel.ModelTiling.SUPPORTED
-    radius = 0
-    if tileable:
-        try:
-            radius = probe_receptive_field(module, desc.scale, in_channels=desc.input_channels)
-        except ModelError:
-            tileable = False
     descriptor = ModelDescriptor(
         name=name, architecture=f"spandrel:{arch}", scale=desc.scale,
         in_channels=desc.input_channels, out_channels=desc.output_channels,
-        receptive_field_px=radius, size_multiple=multiple, min_size_px=req.minimum,
-        tileable=tileable, supported_scales=(desc.scale,),
+        receptive_field_px=0, size_multiple=multiple, min_size_px=req.minimum,
+        tileable=False, supported_scales=(desc.scale,), global_context=uses_global_pooling(module),
     )
     card = {
         "name": name, "architecture": descriptor.architecture, "arguments": {},
@@ -112,6 +115,6 @@ def load_spandrel(state: dict[str, torch.Tensor], *, name: str, where: str
         "spandrel": {"architecture": arch, "tags": list(desc.tags), "tiling": desc.tiling.name,
                      "size_requirements": {"minimum": req.minimum,
                                            "multiple_of": req.multiple_of},
-                     "receptive_field": "measured by probe" if tileable else "global"},
+                     "receptive_field": "effective, measured (sr_core.models.effective)"},
     }
     return module, descriptor, card
