@@ -254,9 +254,10 @@ def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
 
     A shipped model is described from its card without importing torch
     (:func:`sr_core.models.catalog.describe_shipped`) and its effective receptive field read
-    from the cache (:mod:`sr_core.models.effective`, keyed by the weights' SHA-256); anything
-    else, or a cache miss, loads the model once here, which also checks the weights file before
-    any work starts, and measures it (bounded by the probe's compute budget; cached).
+    from the cache (:mod:`sr_core.models.effective`, keyed by the weights' SHA-256); so is a
+    local weights file described before (:func:`_cached_checkpoint`). Anything else, or a cache
+    miss, loads the model once here, which also checks the weights file before any work starts,
+    and measures it (bounded by the probe's compute budget; cached).
 
     Raises:
         ModelError: unknown name, missing or malformed weights, or a scale it does not support.
@@ -271,11 +272,53 @@ def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
         reach = cached_reach(sha) if sha else None
         if reach is not None or not sha:
             return ModelInfo(ref=ref, descriptor=found[0], card=found[1], reach=reach)
+    cached = _cached_checkpoint(ref, scale)
+    if cached is not None:
+        return cached
     from sr_core.models.registry import load_model, model_reach
 
     model = load_model(ref, scale=scale, device="cpu")
-    return ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card,
+    info = ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card,
                      reach=model_reach(model))
+    key = _checkpoint_key(ref, scale)
+    if key is not None and model.card.get("sha256") == key[0]:
+        from sr_core.models.effective import save_description
+
+        save_description(key[0], key[1], model.descriptor.to_dict(), model.card)
+    return info
+
+
+def _checkpoint_key(ref: str, scale: int | None) -> tuple[str, dict] | None:
+    """For a local weights file: its SHA-256 and what else its description depends on (the file
+    name, the scale asked for, the SHA-256 of the card beside it if any); else ``None``."""
+    if storage.is_s3(ref) or not os.path.isfile(ref):
+        return None
+    card = os.path.splitext(ref)[0] + ".json"
+    card_sha = storage.sha256_file(card) if os.path.isfile(card) else None
+    name = os.path.splitext(os.path.basename(ref))[0]  # a card-less model's name
+    return storage.sha256_file(ref), {"name": name, "scale": scale, "card_sha256": card_sha}
+
+
+def _cached_checkpoint(ref: str, scale: int | None) -> ModelInfo | None:
+    """A local weights file described from the cache (keyed by its SHA-256, its card's and the
+    scale: descriptor, card and effective receptive field) without importing torch; ``None``
+    when not cached. The workers still check the weights against the card when they load them."""
+    key = _checkpoint_key(ref, scale)
+    if key is None:
+        return None
+    from sr_core.models.effective import cached_description, cached_reach
+
+    found, reach = cached_description(*key), cached_reach(key[0])
+    if found is None or reach is None:
+        return None
+    desc, card = found
+    try:
+        scales = desc.get("supported_scales")
+        descriptor = ModelDescriptor(**{**desc, "supported_scales":
+                                        tuple(scales) if scales else None})
+    except TypeError:  # written by another version
+        return None
+    return ModelInfo(ref=ref, descriptor=descriptor, card=card, reach=reach)
 
 
 def preflight(cfg: UpscaleConfig) -> SceneInfo | None:

@@ -115,6 +115,27 @@ def test_cached_by_weights_hash(tmp_path: Path, monkeypatch) -> None:
     assert resolve_model(str(path), None).reach.curve == first.curve
 
 
+def test_cardless_checkpoint_described_from_the_cache(tmp_path: Path, monkeypatch) -> None:
+    """The second start with a card-less checkpoint reads its descriptor, card and curve from
+    the cache (keyed by the file's SHA-256) instead of loading it in the main process."""
+    from sr_core.models import registry
+    from sr_core.pipeline import resolve_model
+
+    monkeypatch.setenv("SR_MODEL_CACHE", str(tmp_path / "cache"))
+    path = _save(_swinir(), tmp_path / "swinir.safetensors")
+    first = resolve_model(path, None)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded again")
+
+    monkeypatch.setattr(registry, "load_model", no_load)
+    second = resolve_model(path, None)
+    assert second.descriptor == first.descriptor and second.card == first.card
+    assert second.reach.cached and second.reach.curve == first.reach.curve
+    with pytest.raises(AssertionError):  # another scale asked for: not the cached description
+        resolve_model(path, 4)
+
+
 def test_budget_is_honoured() -> None:
     delay = 0.25
     model = _srmodel(ConvStack(3, delay_s=delay), 0, tileable=False)

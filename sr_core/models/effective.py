@@ -172,17 +172,48 @@ def cached_reach(sha256: str) -> EffectiveReach | None:
     return reach
 
 
-def save_reach(reach: EffectiveReach) -> None:
-    """Write ``reach`` to the cache (atomically; a failure to write is not an error)."""
+def _write_json(name: str, doc: dict) -> None:
+    """Write ``doc`` as ``cache_root() / name`` atomically; a failure to write is not an error
+    (the next load measures again)."""
     root = cache_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
-            json.dump(reach.to_dict(), f)
-        os.replace(tmp, root / f"{reach.sha256}.json")
+            json.dump(doc, f)
+        os.replace(tmp, root / name)
     except OSError:
         pass
+
+
+def save_reach(reach: EffectiveReach) -> None:
+    """Write ``reach`` to the cache (atomically; a failure to write is not an error)."""
+    _write_json(f"{reach.sha256}.json", reach.to_dict())
+
+
+def save_description(sha256: str, key: dict, descriptor: dict, card: dict) -> None:
+    """Cache what loading a card-less checkpoint found (its descriptor and synthesised card),
+    so the main process can describe it next time without importing torch or spandrel.
+
+    Args:
+        sha256: the weights file's SHA-256; key: what else the description depends on (the
+            reference and the scale asked for); descriptor: ``ModelDescriptor.to_dict()``;
+        card: the card ``load_model`` synthesised.
+    """
+    _write_json(f"{sha256}.model.json", {"version": PROBE_VERSION, "key": key,
+                                         "descriptor": descriptor, "card": card})
+
+
+def cached_description(sha256: str, key: dict) -> tuple[dict, dict] | None:
+    """``(descriptor dict, card)`` cached by :func:`save_description` for these weights and
+    ``key``, or ``None``."""
+    try:
+        doc = json.loads((cache_root() / f"{sha256}.model.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("version") != PROBE_VERSION or doc.get("key") != key:
+        return None
+    return doc.get("descriptor"), doc.get("card")
 
 
 def probe_image(bands: int, size: int, seed: int = 0) -> np.ndarray:
