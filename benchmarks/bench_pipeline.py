@@ -13,7 +13,7 @@ Each runs in its own process; peak RSS is the highest sum of RSS over the proces
 children (Dask workers included), sampled every 50 ms. Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/bench_pipeline.py [--scene samples/landsat7_RGB.byte.tif]
-        [--mosaic PX] [--model edsr-x2] [--device cpu] [--repeat 1]
+        [--mosaic PX] [--model edsr-x2|edsr-baseline-x4|NAME] [--device cpu] [--repeat 1]
 
 ``--mosaic PX`` runs on a PX x PX mosaic of the scene (mirrored copies, as ``bench_memory.py``
 builds them): the same real content, large enough that fixed start-up costs (interpreter, cluster,
@@ -82,6 +82,10 @@ def main() -> None:
         return
     py = sys.executable
     cli = str(Path(py).parent / "sr-pipeline")
+    if args.model == "edsr-baseline-x4":  # as bench_compare.py: random weights, seed 0
+        from bench_compare import make_edsr_baseline_x4
+
+        args.model = make_edsr_baseline_x4(tempfile.mkdtemp(prefix="sr-bench-model-"))
     if args.mosaic:
         mosaic_dir = tempfile.mkdtemp(prefix="sr-bench-mosaic-")
         path = os.path.join(mosaic_dir, f"{Path(args.scene).stem}_{args.mosaic}.tif")
