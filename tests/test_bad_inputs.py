@@ -4,8 +4,8 @@
 Each bad input gets one ``sr-pipeline: error: <file>: <problem>`` line, exit status 2 and nothing
 at the destination (or, in an archive, a failed scene while the others go on). Most rows call
 ``sr_core.cli.main`` in-process (the console script's entry point); a few go through the installed
-console script to prove the exit status and that no traceback reaches stderr. The README's "Bad
-inputs and security" table lists the rows and names these tests.
+console script to prove the exit status and that no traceback reaches stderr. The "Bad inputs
+and security" table of docs/security.md lists the rows and names these tests.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fault tolerance, each row of the README's fault table a test: transient S3 faults (503
+"""Fault tolerance, each row of the fault table in docs/fault-tolerance.md a test: transient S3 faults (503
 SlowDown, connection resets, a body cut off mid-download) injected by an HTTP proxy in front of
 ``moto_server`` are retried and the output is identical; a persistent S3 fault and a tile that
 kills every worker it touches each fail their own scene after a bounded number of attempts
