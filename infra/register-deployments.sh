@@ -8,7 +8,9 @@
 #   SR_GPU_SLOTS      slots of the `sr-gpu` global concurrency limit (default 1)
 #   SR_DASK_ADDRESS   Dask scheduler the deployments use by default (empty: a LocalCluster per run)
 #   SR_DASK_GPU       true: nightly-archive's tile tasks need the Dask resource GPU=1 (GPU workers)
-#   SR_ARCHIVE_SOURCE, SR_ARCHIVE_OUTPUT   nightly-archive's source and output prefix (optional)
+#   SR_ARCHIVE_SOURCE, SR_ARCHIVE_OUTPUT   nightly-archive's source and output prefix (optional);
+#                     with both set its 02:00 schedule is activated, else it stays paused (as
+#                     deployments/prefect.yaml deploys it, so that it never runs on placeholders)
 set -eu
 pool=${SR_WORK_POOL:-sr-process}
 slots=${SR_GPU_SLOTS:-1}
@@ -33,4 +35,17 @@ print(json.dumps(out))' "$1"
 }
 prefect --no-prompt deploy --prefect-file "$file" --name upscale-scene --params "$(params scene)"
 prefect --no-prompt deploy --prefect-file "$file" --name nightly-archive --params "$(params archive)"
+if [ -n "${SR_ARCHIVE_SOURCE:-}" ] && [ -n "${SR_ARCHIVE_OUTPUT:-}" ]; then
+    python -c 'import asyncio
+from prefect.client.orchestration import get_client
+async def main():
+    async with get_client() as client:
+        dep = await client.read_deployment_by_name("upscale_archive/nightly-archive")
+        for sched in dep.schedules:
+            await client.update_deployment_schedule(dep.id, sched.id, active=True)
+asyncio.run(main())'
+    echo "nightly-archive: schedule active"
+else
+    echo "nightly-archive: schedule paused (set SR_ARCHIVE_SOURCE and SR_ARCHIVE_OUTPUT to activate it)"
+fi
 echo "registered upscale-scene and nightly-archive on ${PREFECT_API_URL:-<no PREFECT_API_URL>}"

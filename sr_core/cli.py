@@ -4,7 +4,8 @@ Exit status: 0 on success (or when DST already holds this result: its manifest m
 one line ``sr-pipeline: error: <file>: <problem>`` for bad input or options (nothing is created at
 the destination); 1 for other failures (a worker crash, S3 unreachable); 75 (``EX_TEMPFAIL``) with
 one line ``sr-pipeline: busy: ...`` when another run holds the same job or published DST first
-(nothing done; its result stands); 130 when interrupted.
+(nothing done; its result stands); 130 when interrupted; 3 from ``stack status`` when the stack
+does not run (LSB's "program is not running").
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ import warnings
 
 import click
 
-from sr_core.errors import BusyError, InputError, ModelError, SRError
-
-USER_ERRORS = (InputError, ModelError)
+from sr_core.errors import USER_ERRORS, BusyError, InputError, SRError
 #: Exit status when another run holds the job (sysexits.h EX_TEMPFAIL: try again later).
 EXIT_BUSY = 75
 
@@ -82,9 +81,6 @@ def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask
     logging.getLogger("distributed").setLevel(logging.ERROR)
     # a scene without a geotransform: the report and a warning line below say so instead
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    # third-party networks warn about their own code while spandrel builds them (torch.meshgrid's
-    # indexing argument): nothing a user can act on, and a refused model stays a one-line error
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch.functional")
     # a lost scheduler is reported in one line by run_upscale; not as the client's traceback
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
@@ -310,6 +306,76 @@ def evaluate(models, scale, hr_dir, lr_dir, scenes, channel, crop_border, out_di
     paths = ev.write_outputs(result, out_dir)
     click.echo(ev.to_markdown(result), nl=False)
     click.echo(f"written: {paths['markdown']} and {paths['csv']}")
+
+
+@cli.group("stack")
+def stack_group() -> None:
+    """A Prefect server + process worker on this machine (state, logs and PIDs in HOME/stack)."""
+
+
+_home_option = click.option("--home", default=".prefect", show_default=True,
+                            type=click.Path(file_okay=False),
+                            help="PREFECT_HOME (relative to the current directory).")
+
+
+def _stack_options(fn):
+    return click.option("--port", type=click.IntRange(1, 65535), default=4200, show_default=True,
+                        help="Server port on 127.0.0.1.")(_home_option(fn))
+
+
+def _stack_paths(port: int, home: str):
+    from pathlib import Path
+
+    from sr_core.stack import StackPaths
+
+    return StackPaths(root=Path.cwd(), home=(Path.cwd() / home).resolve(), port=port)
+
+
+@stack_group.command("up")
+@_stack_options
+@click.option("--env-file", default=None, type=click.Path(dir_okay=False),
+              help="KEY=VALUE file for the worker's environment (S3 endpoint and credentials; "
+                   "see deployments/stack.env.example). Default: HOME/stack.env when it exists.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=180, show_default=True,
+              help="Seconds to wait for the server's health endpoint.")
+def stack_up_cmd(port, home, env_file, timeout_s) -> None:
+    """Start the server, create the work pool `sr-process` and the limit `sr-gpu`, deploy
+    deployments/prefect.yaml and start a worker; what already runs is reused. Run it from the
+    repository root."""
+    from pathlib import Path
+
+    from sr_core.stack import stack_up
+
+    paths = _stack_paths(port, home)
+    path = Path(env_file) if env_file else paths.home / "stack.env"
+    stack_up(paths, path, env_file_required=env_file is not None, timeout_s=timeout_s,
+             echo=click.echo)
+
+
+@stack_group.command("down")
+@_home_option
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0), default=30, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL.")
+def stack_down_cmd(home, timeout_s) -> None:
+    """Stop the worker and the server that `stack up` started (and their child processes)."""
+    from sr_core.stack import stack_down
+
+    for line in stack_down(_stack_paths(4200, home), timeout_s):
+        click.echo(line)
+
+
+@stack_group.command("status")
+@_stack_options
+def stack_status_cmd(port, home) -> None:
+    """Print what runs (the server's port is the one `stack up` used; --port only when that is
+    not recorded). Exit status 0 when the server answers and the worker runs, else 3."""
+    from sr_core.stack import status_lines
+
+    lines, ok = status_lines(_stack_paths(port, home))
+    for line in lines:
+        click.echo(line)
+    if not ok:
+        sys.exit(3)  # click's non-standalone main would turn click's Exit into a return value
 
 
 def main(argv: list[str] | None = None) -> None:

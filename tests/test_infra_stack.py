@@ -151,6 +151,8 @@ def compose_stack(moto_s3, tmp_path_factory):
                              env=local["register-deployments"].env, capture_output=True,
                              text=True, timeout=240)
         assert reg.returncode == 0, reg.stdout[-3000:] + reg.stderr[-3000:]
+        # compose sets SR_ARCHIVE_SOURCE / SR_ARCHIVE_OUTPUT: the nightly schedule is activated
+        assert "nightly-archive: schedule active" in reg.stdout, reg.stdout[-3000:]
         timings["register-deployments"] = time.monotonic() - t_reg
         timings["prefect-worker"] = procs.wait_healthy(local["prefect-worker"], 120)
         timings["dask-worker"] = procs.wait_healthy(local["dask-worker"], 120)

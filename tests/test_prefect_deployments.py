@@ -180,11 +180,19 @@ def test_nightly_archive_schedule(prefect_stack):
         FlowRunFilterStateType)
     from prefect.client.schemas.objects import StateType
 
-    dep = api(lambda c: c.read_deployment_by_name("upscale_archive/nightly-archive"))
+    name = "upscale_archive/nightly-archive"
+    dep = api(lambda c: c.read_deployment_by_name(name))
     (sched,) = dep.schedules
-    assert sched.active and sched.schedule.cron == "0 2 * * *"
+    # deployed paused: it must not fire at the placeholder source / output_prefix
+    assert not sched.active and sched.schedule.cron == "0 2 * * *"
     assert sched.schedule.timezone == "UTC"
     assert dep.work_pool_name == "sr-process"
+    # activated as the README says: the schedule's ID from `schedule ls`, then `schedule resume`
+    out = prefect_stack.cli("deployment", "schedule", "ls", name, "-o", "json").stdout
+    listed = json.loads(out[out.index("["):out.rindex("]") + 1])
+    assert [(s["id"], s["active"]) for s in listed] == [(str(sched.id), False)]
+    prefect_stack.cli("deployment", "schedule", "resume", name, str(sched.id))
+    assert api(lambda c: c.read_deployment_by_name(name)).schedules[0].active
     deadline = time.monotonic() + 90
     while True:
         runs = api(lambda c: c.read_flow_runs(
@@ -249,7 +257,7 @@ def test_archive_is_idempotent(prefect_stack, s3_archive, dask_address):
     assert (out3["done"], out3["skipped"], out3["failed"]) == (1, 2, 0)
     summary3 = s3_json("out/archive-summary.json")
     assert [r["scene_id"] for r in summary3["results"] if r["status"] == "done"] == ["2024/s2_b04"]
-    assert summary3["results"][1]["reason"] == "output COG missing"
+    assert summary3["results"][1]["processed_because"] == "output COG missing"
 
 
 def test_archive_bad_scene_fails_alone_via_deployment(prefect_stack, s3_archive, dask_address):
