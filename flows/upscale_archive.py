@@ -39,13 +39,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.upscale_scene import GPU_LIMIT, gpu_slot, limit_exists
+from flows.upscale_scene import (GPU_LIMIT, ONE_LINE_FAILURE, InferProgress, gpu_slot,
+                                  limit_exists)
 from sr_core import archive, pipeline
 from sr_core.archive import SceneResult, ScenePlan, SceneRef
-from sr_core.errors import InputError, SRError
+from sr_core.errors import USER_ERRORS, InputError, SRError
 from sr_core.pipeline import ModelInfo, UpscaleConfig
 
 
@@ -126,13 +128,31 @@ def plan(scenes: list[SceneRef], output_prefix: str, cfg: UpscaleConfig,
     return archive.plan_archive(scenes, output_prefix, cfg, model)
 
 
-@task(name="scene", cache_policy=NO_CACHE)
+@task(name="scene", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
 def upscale_one(scene_plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
-                limit: str | None) -> tuple[SceneResult, dict]:
+                limit: str | None) -> tuple[SceneResult, dict] | State:
     """One scene, every stage, holding one slot of the GPU concurrency limit meanwhile (none
-    when ``limit`` is ``None``)."""
+    when ``limit`` is ``None``). Its tiles' progress is an unkeyed progress artifact of this
+    task run (on the run's page; keyed, a 1,000-scene archive would add 1,000 keys) and a log
+    line every 10 %.
+
+    Returns:
+        ``(row, report)``; for a scene that failed, a ``Failed`` state holding ``(row, {})``
+        (the row with its reason and the seconds it ran) whose message is ``"<scene id>:
+        <reason>"``: the task run fails and the flow goes on. Prefect logs that message as the
+        run's one ``Finished in state Failed(...)`` line (:data:`ONE_LINE_FAILURE`); a user's
+        mistake (:data:`~sr_core.errors.USER_ERRORS`: a bad file, model or option) gets no
+        traceback, any other error's traceback is logged before it. Nothing is raised.
+    """
+    sid = scene_plan.scene.scene_id
+    progress = InferProgress(None, sid)
     with gpu_slot(limit):
-        return archive.process_scene(scene_plan, cfg, model)
+        row, rep, error = archive.run_scene(scene_plan, cfg, model, on_progress=progress)
+    if error is None:
+        return row, rep
+    if not isinstance(error, USER_ERRORS):
+        get_run_logger().error("scene %s failed", sid, exc_info=error)
+    return Failed(message=f"{sid}: {row.reason}", data=(row, rep))
 
 
 @task(name="summary", cache_policy=NO_CACHE)
@@ -256,15 +276,16 @@ def _run_scenes(todo: list[ScenePlan], cfg: UpscaleConfig, model: ModelInfo, in_
     for p, fut in futures:
         fut.wait()
         outcome = fut.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException) or not fut.state.is_completed():
+        if isinstance(outcome, tuple):  # the task's row: done, skipped, or failed (logged there)
+            res, rep = outcome
+            results[p.scene.scene_id] = res
+            if res.status != "failed":
+                reports[p.scene.scene_id] = rep
+        else:  # the task run crashed or was cancelled before it could make the row
             exc = outcome if isinstance(outcome, BaseException) else SRError(fut.state.message)
             results[p.scene.scene_id] = archive.failed_result(p, exc)
             logger.warning("%s: failed: %s", p.scene.scene_id,
                            results[p.scene.scene_id].reason)
-        else:
-            res, rep = outcome
-            results[p.scene.scene_id] = res
-            reports[p.scene.scene_id] = rep
 
 
 def main(argv: list[str]) -> int:

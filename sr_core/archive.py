@@ -54,7 +54,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -134,8 +134,12 @@ class SceneResult:
 
     Attributes:
         status: ``"done"``, ``"skipped"`` or ``"failed"``.
-        reason: the skip reason or the failure's one-line message.
-        seconds: wall time of the scene (0 when skipped); started/finished: UNIX times.
+        reason: skipped and failed scenes only: the skip reason or the failure's one-line
+            message (``None`` for a processed scene, and absent from :meth:`to_dict`).
+        processed_because: processed (``done``) scenes only: why the plan processed it (``"no
+            manifest"``, ``"input changed"``, ``"output COG missing"``, ...).
+        seconds: wall time of the scene, failed ones included (0 when skipped); started /
+            finished: UNIX times.
         output_mp_per_s: output megapixels per second of wall time; quality: Wald PSNR/SSIM of
             model and bicubic and the LR-consistency PSNR (dB), from the report.
     """
@@ -143,7 +147,8 @@ class SceneResult:
     scene_id: str
     uri: str
     status: str
-    reason: str = ""
+    reason: str | None = None
+    processed_because: str | None = None
     cog: str | None = None
     report: str | None = None
     stac: str | None = None
@@ -157,7 +162,13 @@ class SceneResult:
     format: str | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The summary row: every field, less ``reason`` and ``processed_because`` where they
+        do not apply (``None``)."""
+        row = asdict(self)
+        for key in ("reason", "processed_because"):
+            if row[key] is None:
+                del row[key]
+        return row
 
 
 # ---------------------------------------------------------------------------------- listing
@@ -542,18 +553,29 @@ def plan_archive(scenes: Iterable[SceneRef], output_prefix: str, cfg: UpscaleCon
 
 
 def _crs_fields(crs_text: str | None) -> dict:
+    """The CRS fields of the projection extension v2.0.0 (:data:`PROJECTION_EXT`), without their
+    ``proj:`` prefix: ``code``, the authority code (``"EPSG:32618"``; ``None`` for a CRS that has
+    none, e.g. a custom Albers), and ``wkt2``, the CRS as WKT2:2019 for every CRS (GDAL's plain
+    ``to_wkt()`` writes WKT1 for a custom CRS). No CRS: ``{"code": None}``.
+
+    Raises:
+        rasterio.errors.CRSError: ``crs_text`` is no CRS (the scene's was validated at ingest).
+    """
     from rasterio.crs import CRS
+    from rasterio.enums import WktVersion
 
     if not crs_text:
         return {"code": None}
     crs = CRS.from_user_input(crs_text)
-    epsg = crs.to_epsg()
-    return {"code": f"EPSG:{epsg}"} if epsg else {"code": None, "wkt2": crs.to_wkt()}
+    authority = crs.to_authority()
+    return {"code": ":".join(authority) if authority else None,
+            "wkt2": crs.to_wkt(version=WktVersion.WKT2_2019)}
 
 
 def stac_item(run: Run, scene: SceneRef, paths: OutputPaths) -> dict:
     """The STAC item (pystac) of a published output COG: geometry and bbox in WGS 84, the
-    projection extension (CRS code or WKT2, shape, transform, native bbox), GSD and the processing
+    projection extension v2.0.0 (``proj:code`` where the CRS has an authority code,
+    ``proj:wkt2`` as WKT2:2019 always, shape, transform, native bbox), GSD and the processing
     extension's lineage (source, model, weights hash, software version).
 
     GSD is the output pixel size in CRS units (metres for projected CRSs; degrees otherwise).
@@ -636,7 +658,9 @@ def _quality(rep: dict) -> dict:
 
 
 def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
-                  scratch_dir: str | None = None) -> tuple[SceneResult, dict]:
+                  scratch_dir: str | None = None,
+                  on_progress: Callable[[int, int, int], None] | None = None
+                  ) -> tuple[SceneResult, dict]:
     """Upscale one planned scene through every stage of :func:`sr_core.pipeline.run_upscale`,
     publishing its STAC item with the COG and reports, and its manifest last.
 
@@ -646,6 +670,8 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
             ``dask_address`` of the archive's shared cluster.
         model: the resolved model (for the manifest).
         scratch_dir: where temporary files go.
+        on_progress: called as ``on_progress(tiles_done, tiles_total, out_px_done)`` while
+            the tiles run (:func:`sr_core.pipeline.infer`).
 
     Returns:
         ``(result, report)``: the summary row and the scene's report dict.
@@ -673,7 +699,8 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
         return {"stac": (paths.stac, json.dumps(stac_item(run, scene, paths), indent=2) + "\n")}
 
     try:
-        run = run_upscale(job, extra=stac, manifest_extra={"scene_id": scene.scene_id})
+        run = run_upscale(job, on_progress, extra=stac,
+                          manifest_extra={"scene_id": scene.scene_id})
     except BusyError as exc:
         return SceneResult(scene_id=scene.scene_id, uri=scene.uri, status="skipped",
                            reason=str(exc), cog=paths.cog), {}
@@ -685,7 +712,7 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
     finished = time.time()
     out_px = rep["output"]["width"] * rep["output"]["height"]
     result = SceneResult(
-        scene_id=scene.scene_id, uri=scene.uri, status="done", reason=plan.reason,
+        scene_id=scene.scene_id, uri=scene.uri, status="done", processed_because=plan.reason,
         cog=output if fmt == "cog" else None, report=paths.report_json, stac=stac,
         output=output, format=fmt,
         seconds=round(finished - started, 3), started=started, finished=finished,
@@ -693,9 +720,35 @@ def process_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
     return result, rep
 
 
+def run_scene(plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
+              scratch_dir: str | None = None,
+              on_progress: Callable[[int, int, int], None] | None = None
+              ) -> tuple[SceneResult, dict, Exception | None]:
+    """:func:`process_scene`, a failure included: a scene that raises becomes its ``failed`` row
+    (:func:`failed_result`, with the seconds it ran), so one scene never stops the others.
+
+    Returns:
+        ``(result, report, error)``: ``error`` is what a failed scene raised (``None`` when it
+        did not), for the caller to log: one line for a user's mistake
+        (:data:`sr_core.errors.USER_ERRORS`), the traceback for anything else.
+
+    Raises:
+        Nothing but ``BaseException``s that are not ``Exception``s (an interrupt, a
+        cancellation), which stop the run.
+    """
+    started = time.time()
+    try:
+        result, rep = process_scene(plan, cfg, model, scratch_dir, on_progress)
+    except Exception as exc:  # noqa: BLE001 - the row says why; the caller logs it
+        return failed_result(plan, exc, started), {}, exc
+    return result, rep, None
+
+
 def failed_result(plan: ScenePlan, exc: BaseException, started: float | None = None
                   ) -> SceneResult:
-    """The summary row of a scene that failed: its reason is the error's first line."""
+    """The summary row of a scene that failed: its reason is the error's first line; its
+    seconds run from ``started`` (UNIX time) to now (0 without ``started``: a scene refused at
+    planning, on which nothing ran)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if not isinstance(exc, SRError):
         text = f"{type(exc).__name__}: {text}"
@@ -779,7 +832,7 @@ def summarize(results: list[SceneResult], *, source: str, output_prefix: str, mo
 def summary_table(summary: dict) -> list[dict]:
     """The summary as table rows (the Prefect table artifact): scene, status, seconds, output
     MP/s, Wald PSNR/SSIM, gain over bicubic (bicubic and area degradations), LR consistency,
-    reason."""
+    reason (skipped and failed scenes; empty for processed ones)."""
     rows = []
     for r in summary["results"]:
         q = r.get("quality") or {}
@@ -790,7 +843,7 @@ def summary_table(summary: dict) -> list[dict]:
                      "gain vs bicubic (dB)": q.get("gain_db"),
                      "gain, area degradation (dB)": q.get("gain_area_db"),
                      "LR consistency (dB)": q.get("lr_consistency_psnr_db"),
-                     "reason": r["reason"]})
+                     "reason": r.get("reason")})
     return rows
 
 

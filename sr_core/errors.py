@@ -21,6 +21,11 @@ class ModelError(SRError, ValueError):
     """A model name, weights file or model card is unknown, malformed or unsafe to load."""
 
 
+#: A user's mistake (an unusable input, option or model): reported in one line that names the
+#: file and the problem, never with a traceback (CLI exit status 2; a failed scene in a flow).
+USER_ERRORS = (InputError, ModelError)
+
+
 class StorageError(SRError, OSError):
     """Reading from or writing to local disk or S3 failed (missing object, no permission,
     endpoint unreachable)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -197,3 +198,47 @@ def pydicom_file(name: str) -> Path:
     from pydicom.data import get_testdata_file
 
     return Path(get_testdata_file(name))
+
+
+@pytest.fixture(autouse=True)
+def stac_items_valid(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
+    """Every STAC item a test makes in this process (:func:`sr_core.archive.stac_item`, the
+    archive flow's task threads included) is validated when the test ends against the STAC 1.1.0
+    Item schema and its declared extensions' schemas, bundled in ``tests/data/stac-schemas``
+    (``tests/stac_schemas.py``); an invalid one fails the test.
+
+    Yields:
+        The items made so far in this test.
+    """
+    from sr_core import archive
+    from stac_schemas import stac_item_problems
+
+    items: list[dict] = []
+    make = archive.stac_item
+
+    def recorded(*args, **kwargs) -> dict:
+        item = make(*args, **kwargs)
+        items.append(json.loads(json.dumps(item)))  # as written (tuples become arrays)
+        return item
+
+    monkeypatch.setattr(archive, "stac_item", recorded)
+    yield items
+    bad = [f"{item.get('id')}: {p}" for item in items for p in stac_item_problems(item)]
+    if bad:
+        pytest.fail("invalid STAC item(s):\n" + "\n".join(bad), pytrace=False)
+
+
+def bucket_with_scene(prefix: str, repo_data, tmp_path: Path) -> str:
+    """A new bucket on moto_server (the ``moto_s3`` fixture must be active) holding a 64 x 64
+    crop of the Sentinel-2 B04 scene as ``in/crop.tif``; returns the bucket's name."""
+    import uuid
+
+    import boto3
+
+    bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    crop = crop_scene(repo_data.path("S2A_29RKH_20200219_L2A_B04.tif"), tmp_path / "crop.tif",
+                      row=300, col=300, height=64, width=64)
+    s3.upload_file(str(crop), bucket, "in/crop.tif")
+    return bucket

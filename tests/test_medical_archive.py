@@ -124,7 +124,7 @@ def test_medical_archive_local(medical_archive, prefect_harness, dask_address,  
     assert (third["done"], third["skipped"]) == (1, 4)
     rows = {r["scene_id"]: r for r in
             json.loads((out / "archive-summary.json").read_text())["results"]}
-    assert rows["nifti/ex4d_slab"]["reason"] == "output missing"
+    assert rows["nifti/ex4d_slab"]["processed_because"] == "output missing"
 
 
 def test_medical_archive_s3(medical_archive, moto_s3, prefect_harness,  # noqa: F811

@@ -27,6 +27,10 @@ TorchScript.
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from math import lcm
 
 import torch
@@ -34,6 +38,38 @@ from torch import nn
 
 from sr_core.errors import ModelError
 from sr_core.models.descriptor import ModelDescriptor
+
+
+log = logging.getLogger(__name__)
+
+#: Warnings (message regexes) that third-party network code raises while spandrel builds it or
+#: it runs for the first time, and that no user can act on: torch's request for an ``indexing=``
+#: argument to ``torch.meshgrid`` (SwinIR, HAT, DAT, CRAFT, ... call it in their constructors;
+#: FDAT in its forward pass). Torch raises it once per process (``TORCH_WARN_ONCE``).
+THIRD_PARTY_WARNINGS = (r"torch\.meshgrid: in an upcoming release",)
+
+
+@contextmanager
+def third_party_quiet() -> Iterator[None]:
+    """Ignore :data:`THIRD_PARTY_WARNINGS` inside the block only: ``warnings.catch_warnings``
+    restores the process's filters on exit, so no filter outlives the model's loading."""
+    with warnings.catch_warnings():
+        for message in THIRD_PARTY_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
+
+
+def _first_forward(module: nn.Module, channels: int, side_px: int) -> None:
+    """Run ``module`` once on a ``(1, channels, side_px, side_px)`` zero image under
+    :func:`third_party_quiet`, so a warning torch gives once per process from a network's
+    forward pass is spent here, not printed by the first tile. A network that fails on it is
+    left to fail on a real tile, with the pipeline's own message."""
+    try:
+        with third_party_quiet(), torch.inference_mode():
+            module(torch.zeros(1, channels, side_px, side_px))
+    except Exception as e:  # noqa: BLE001 - a first tile reports it properly
+        log.debug("first forward pass of %s failed: %s: %s", type(module).__name__,
+                  type(e).__name__, e)
 
 
 def _spandrel():
@@ -65,7 +101,9 @@ def load_spandrel(state: dict[str, torch.Tensor], *, name: str, where: str
         where: file name for messages.
 
     Returns:
-        ``(module, descriptor, card)``; the module is spandrel's network (eval mode, CPU).
+        ``(module, descriptor, card)``; the module is spandrel's network (eval mode, CPU),
+        run once on a small zero image. Building and that first pass run under
+        :func:`third_party_quiet` (torch's warnings about the network's own code are not shown).
 
     Raises:
         ModelError: spandrel is missing, does not know the layout, or the model does not fit the
@@ -73,7 +111,8 @@ def load_spandrel(state: dict[str, torch.Tensor], *, name: str, where: str
     """
     spandrel = _spandrel()
     try:
-        desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
+        with third_party_quiet():
+            desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
     except spandrel.UnsupportedModelError:
         keys = sorted(state)[:4]
         raise ModelError(
@@ -98,6 +137,8 @@ def load_spandrel(state: dict[str, torch.Tensor], *, name: str, where: str
     module = desc.model.eval()
     window = getattr(module, "window_size", 1)
     multiple = lcm(req.multiple_of, window if isinstance(window, int) and window > 0 else 1)
+    _first_forward(module, desc.input_channels, -(-max(req.minimum, multiple, 8) // multiple)
+                   * multiple)
     descriptor = ModelDescriptor(
         name=name, architecture=f"spandrel:{arch}", scale=desc.scale,
         in_channels=desc.input_channels, out_channels=desc.output_channels,
