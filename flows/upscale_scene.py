@@ -16,13 +16,16 @@ import logging
 import shutil
 import sys
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
-                               create_table_artifact)
+                               create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.states import Failed
 
 from sr_core import pipeline
+from sr_core.errors import USER_ERRORS
 from sr_core.pipeline import Run, UpscaleConfig
 
 # importing distributed configures its loggers at INFO: import it first (here, once per process,
@@ -33,12 +36,27 @@ import distributed  # noqa: E402,F401,I001
 logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+def _never(task, task_run, state) -> bool:
+    return False
+
+
+#: Task options that make a failed task run one log line: Prefect's "Finished in state
+#: Failed('<message>')" at ERROR. Without retries, Prefect 3.8 also logs "Task run failed with
+#: exception/state ..." at ERROR when a task fails (``TaskRunEngine.handle_retry``), with the
+#: traceback, or for a returned ``Failed`` state an empty one ("NoneType: None"); it does so only
+#: once the task's retries are used up, and one retry that ``retry_condition_fn`` never grants
+#: is never used up. Nothing is retried. A flow that re-raises an unexpected error still logs its
+#: traceback ("Encountered exception during execution"); ``upscale_archive``'s scene task logs
+#: it itself.
+ONE_LINE_FAILURE = {"retries": 1, "retry_condition_fn": _never}
+
+
+@task(name="ingest", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
 def ingest(run: Run) -> Run:
     return pipeline.ingest(run)
 
 
-@task(name="tile", cache_policy=NO_CACHE)
+@task(name="tile", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
 def tile(run: Run) -> Run:
     return pipeline.tile(run)
 
@@ -72,38 +90,105 @@ def gpu_slot(name: str | None):
     return concurrency(name, occupy=1, strict=False) if name else contextlib.nullcontext()
 
 
-@task(name="infer", cache_policy=NO_CACHE)
+#: Progress artifact of ``infer``: at most one update per this many seconds (and per 1 %).
+PROGRESS_MIN_INTERVAL_S = 2.0
+
+
+class InferProgress:
+    """``on_progress`` callback of :func:`sr_core.pipeline.infer` for the Prefect UI: a progress
+    artifact (tiles done / total as a percentage; the description gives the tiles, output MP/s
+    and ETA) created at the first call and updated as tiles finish, throttled by
+    :class:`sr_core.progress.ProgressMeter`, and a log line at every 10 %.
+
+    ``pipeline.infer`` calls it in the task's own thread (its ``as_completed`` loop), so the
+    run context that Prefect's artifact and logger calls need is there. A failed artifact
+    request is logged once and publishing stops: the run's progress never costs the run.
+
+    Args:
+        key: artifact key (lowercase letters, digits and dashes); ``None`` shows the artifact on
+            the run's page only.
+        label: what the description names (the scene).
+    """
+
+    def __init__(self, key: str | None, label: str) -> None:
+        from sr_core.progress import ProgressMeter
+
+        self.key, self.label = key, label
+        self.meter = ProgressMeter(min_interval_s=PROGRESS_MIN_INTERVAL_S)
+        self.artifact_id = None
+        self.publishing = True
+        self.logger = get_run_logger()
+
+    def __call__(self, done: int, total: int, out_px: int) -> None:
+        tick = self.meter.update(done, total, out_px)
+        if tick.log:
+            self.logger.info("%s", tick.line())
+        if not (tick.publish and self.publishing):
+            return
+        description = f"{self.label}: {tick.line()}"
+        try:
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(
+                    progress=tick.percent, key=self.key, description=description)
+            else:
+                update_progress_artifact(self.artifact_id, tick.percent, description=description)
+        except Exception as exc:  # noqa: BLE001 - an API hiccup must not fail hours of tiles
+            self.publishing = False
+            self.logger.warning("infer: progress artifact not updated any more (%s: %s)",
+                                type(exc).__name__, exc)
+
+
+@task(name="infer", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
 def infer(run: Run, scheduler_address: str) -> Run:
     from distributed import Client
 
+    progress = InferProgress("infer-progress", f"{run.cfg.src} -> {run.cfg.dst}")
     with gpu_slot(GPU_LIMIT if limit_exists(GPU_LIMIT) else None), Client(scheduler_address) as client:
-        return pipeline.infer(run, client)
+        return pipeline.infer(run, client, progress)
 
 
-@task(name="stitch", cache_policy=NO_CACHE)
+@task(name="stitch", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
 def stitch(run: Run) -> Run:
     return pipeline.stitch(run)
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
 def publish(run: Run) -> Run:
     return pipeline.publish(run)
 
 
-@task(name="report", cache_policy=NO_CACHE)
-def report(run: Run) -> Run:
+def report_link(uri: str):
+    """:func:`sr_core.storage.browser_link` of a published report; should that fail (an invalid
+    ``SR_REPORT_LINK_EXPIRES_S``), a warning and the plain ``file://`` / ``s3://`` link."""
+    from sr_core import storage
+    from sr_core.errors import SRError
     from sr_core.html_report import link_for
+
+    try:
+        return storage.browser_link(uri)
+    except SRError as exc:
+        get_run_logger().warning("report link: %s", exc)
+        return storage.BrowserLink(link_for(uri), f"no browser link: {exc}")
+
+
+@task(name="report", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
+def report(run: Run) -> Run:
     from sr_core.report import quality_rows, to_markdown
 
     run = pipeline.report(run)
     rep = run.published["report"]
-    html_link = link_for(run.published["report_html"]) if run.published["report_html"] else None
-    if html_link:
-        create_link_artifact(link=html_link, link_text=f"HTML report: {run.cfg.dst}",
+    # an absolute link a browser opens from the UI's page (a presigned URL for S3), the same in
+    # the link artifact and the markdown one
+    link = report_link(run.published["report_html"]) if run.published["report_html"] else None
+    if link:
+        create_link_artifact(link=link.url, link_text=f"HTML report: {run.cfg.dst}",
                              key="upscale-report-html",
                              description="Self-contained HTML quality report with pictures "
-                                         "(crops, heat map, tile grid, histograms)")
-    create_markdown_artifact(markdown=to_markdown(rep, html_link), key="upscale-report",
+                                         "(crops, heat map, tile grid, histograms)"
+                                         + (f"; {link.note}" if link.note else ""))
+    create_markdown_artifact(markdown=to_markdown(rep, link.url if link else None,
+                                                  link.note if link else None),
+                             key="upscale-report",
                              description=f"sr-pipeline report for {run.cfg.src}")
     create_table_artifact(table=quality_rows(rep), key="upscale-quality",
                           description=f"Quality of {run.cfg.dst}: Wald PSNR/SSIM, LR consistency, "
@@ -141,6 +226,12 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         "seam": {...},
         "timings_s": {...}}`` (``timings_s``: seconds per stage, the cluster's start-up wait and
         teardown included).
+
+    Raises:
+        InputError, ModelError: a user's mistake (bad file, option or model). The stage's task
+            run and the flow run fail with its one-line message, logged without a traceback
+            (:data:`ONE_LINE_FAILURE`); ``return_state=True`` gives that ``Failed`` state.
+        SRError: other failures, logged with their traceback.
     """
     cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
                         device=device, dask_address=dask_address, workers=workers,
@@ -166,6 +257,11 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
         run = stitch(run)
         run = report(run)
         run = publish(run)
+    except USER_ERRORS as exc:
+        # a user's mistake (here or in a stage, whose task run logged it in one line): the flow
+        # run fails with its message and no traceback; calling the flow raises the error,
+        # return_state=True gives this state
+        return Failed(message=str(exc), data=exc)
     finally:
         if run is None:
             cluster.close()

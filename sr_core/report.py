@@ -204,20 +204,23 @@ def consistency_lines(rep: dict) -> list[str]:
     return lines
 
 
-def to_markdown(rep: dict, html_uri: str | None = None) -> str:
+def to_markdown(rep: dict, html_uri: str | None = None, html_note: str | None = None) -> str:
     """The report for people: a short markdown page.
 
     Args:
         rep: the JSON report.
         html_uri: link to the HTML report (relative beside the markdown file, or a ``file://`` /
-            ``s3://`` / ``https://`` URL elsewhere); ``None`` for no link.
+            ``s3://`` / ``https://`` URL elsewhere, a presigned one's query string included);
+            ``None`` for no link.
+        html_note: said after the link (where and until when it opens), or ``None``.
     """
     i, o, t, m = rep["input"], rep["output"], rep["tiling"], rep["model"]
     d = m["descriptor"]
     lines = [
         f"# sr-pipeline report: {i['name']}",
         "",
-        *([f"HTML report with pictures: [{html_uri.rsplit('/', 1)[-1]}]({html_uri})", ""]
+        *([f"HTML report with pictures: [{html_uri.split('?', 1)[0].rsplit('/', 1)[-1]}]"
+           f"({html_uri})" + (f" ({html_note})" if html_note else ""), ""]
           if html_uri else []),
         f"- Output: `{o['uri']}` ({o['width']} x {o['height']} px, {o['bands']} bands, {o['dtype']})",
         (f"- Input: {i['width']} x {i['height']} px, {i['bands']} bands, {i['dtype']}, "

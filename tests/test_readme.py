@@ -19,7 +19,8 @@ from sr_core.cli import cli as sr_cli
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 #: shell words the blocks may use that are not this project's commands
-SHELL = {"mkdir", "export", "source", "cd", "cat", "kill", "sleep", "curl", "echo", "ls", "test"}
+SHELL = {"mkdir", "export", "source", "cd", "cat", "kill", "sleep", "curl", "echo", "ls", "test",
+         "[", "cp", "chmod", "tail"}
 #: arguments that name things the commands create or that live elsewhere
 CREATED = ("out/", "s3://", "http://", ".prefect", "$")
 
