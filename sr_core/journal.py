@@ -169,7 +169,7 @@ def sync_tree(root: str) -> None:
     sync_files([os.path.join(d, f) for d, _, files in os.walk(root) for f in files], root)
 
 
-def _write_json(path: str, doc: dict) -> None:
+def write_json(path: str, doc: dict) -> None:
     """Write ``doc`` to ``path`` atomically and durably: a temporary name, flushed to disk, then
     :func:`os.replace`, then the folder's entries flushed (so after a power loss the name
     points at complete content, or is absent)."""
@@ -192,7 +192,7 @@ def _read_json(path: str) -> dict | None:
 
 def save_state(work: str, name: str, doc: dict) -> None:
     """Record a finished step of the run (``staged``, ``output``) as ``work/<name>.json``."""
-    _write_json(os.path.join(work, f"{name}.json"), doc)
+    write_json(os.path.join(work, f"{name}.json"), doc)
 
 
 def load_state(work: str, name: str) -> dict | None:
@@ -217,7 +217,7 @@ def mark_tile(work: str, result, chunk_files=(), chunk_root: str | None = None) 
     """
     if chunk_files:
         sync_files(chunk_files, chunk_root or work)
-    _write_json(tile_marker(work, result.row, result.col), asdict(result))
+    write_json(tile_marker(work, result.row, result.col), asdict(result))
 
 
 def completed_tile(work: str, row: int, col: int) -> dict | None:

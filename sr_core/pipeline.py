@@ -39,6 +39,7 @@ from sr_core.halo import HaloChoice, choose_halo
 from sr_core.infer import TileJob, TileResult, run_tiles, warm_worker
 from sr_core.metrics import data_range_for, psnr_from_sse
 from sr_core.models.descriptor import ModelDescriptor
+from sr_core.models.effective import EffectiveReach
 from sr_core.normalize import Normalization, normalization_for
 from sr_core.retries import LOST_WORKER_RETRIES
 from sr_core.scene import SceneInfo
@@ -141,7 +142,7 @@ class ModelInfo:
     ref: str
     descriptor: ModelDescriptor
     card: dict
-    reach: object | None = None
+    reach: EffectiveReach | None = None
 
 
 @dataclass
@@ -272,7 +273,8 @@ def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
         reach = cached_reach(sha) if sha else None
         if reach is not None or not sha:
             return ModelInfo(ref=ref, descriptor=found[0], card=found[1], reach=reach)
-    cached = _cached_checkpoint(ref, scale)
+    key = _checkpoint_key(ref, scale)
+    cached = _cached_checkpoint(ref, key)
     if cached is not None:
         return cached
     from sr_core.models.registry import load_model, model_reach
@@ -280,7 +282,6 @@ def resolve_model(ref: str | None, scale: int | None) -> ModelInfo:
     model = load_model(ref, scale=scale, device="cpu")
     info = ModelInfo(ref=ref, descriptor=model.descriptor, card=model.card,
                      reach=model_reach(model))
-    key = _checkpoint_key(ref, scale)
     if key is not None and model.card.get("sha256") == key[0]:
         from sr_core.models.effective import save_description
 
@@ -299,11 +300,11 @@ def _checkpoint_key(ref: str, scale: int | None) -> tuple[str, dict] | None:
     return storage.sha256_file(ref), {"name": name, "scale": scale, "card_sha256": card_sha}
 
 
-def _cached_checkpoint(ref: str, scale: int | None) -> ModelInfo | None:
-    """A local weights file described from the cache (keyed by its SHA-256, its card's and the
-    scale: descriptor, card and effective receptive field) without importing torch; ``None``
-    when not cached. The workers still check the weights against the card when they load them."""
-    key = _checkpoint_key(ref, scale)
+def _cached_checkpoint(ref: str, key: tuple[str, dict] | None) -> ModelInfo | None:
+    """A local weights file described from the cache under ``key`` (:func:`_checkpoint_key`:
+    its SHA-256, its card's and the scale; descriptor, card and effective receptive field)
+    without importing torch; ``None`` when not cached. The workers still check the weights
+    against the card when they load them."""
     if key is None:
         return None
     from sr_core.models.effective import cached_description, cached_reach

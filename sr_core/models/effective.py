@@ -173,15 +173,13 @@ def cached_reach(sha256: str) -> EffectiveReach | None:
 
 
 def _write_json(name: str, doc: dict) -> None:
-    """Write ``doc`` as ``cache_root() / name`` atomically; a failure to write is not an error
-    (the next load measures again)."""
-    root = cache_root()
+    """Write ``doc`` as ``cache_root() / name`` (:func:`sr_core.journal.write_json`: atomic);
+    a failure to write is not an error (the next load measures again)."""
+    from sr_core.journal import write_json
+
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, root / name)
+        cache_root().mkdir(parents=True, exist_ok=True)
+        write_json(str(cache_root() / name), doc)
     except OSError:
         pass
 
