@@ -19,7 +19,7 @@ RSS is its own; sampled every 50 ms over the whole process tree, Dask workers in
 For each: wall seconds, output MP/s (output pixels of all bands / seconds), peak RSS, and the
 maximum absolute difference from (1) over valid output pixels in output DN (seams show here).
 All methods see the same input: the scene normalised per scene exactly as the pipeline does
-(:func:`sr_core.normalize.normalization_for`), invalid pixels set to 0 in the model's range.
+(:func:`sr_core.imaging.normalize.normalization_for`), invalid pixels set to 0 in the model's range.
 
 Models are registry names (``edsr-x2``, ``bicubic``, ...) or ``edsr-baseline-x4``: EDSR-baseline
 (Lim et al., CVPRW 2017: 16 residual blocks, 64 features, RGB, x4) with random weights (seed 0),
@@ -71,7 +71,7 @@ def prepared_input(scene: str):
     ``(bands, h, w)`` float32 normalised image, invalid pixels 0, ``valid`` ``(bands, h, w)`` bool."""
     import rasterio
 
-    from sr_core.normalize import normalization_for
+    from sr_core.imaging.normalize import normalization_for
 
     with rasterio.open(scene) as ds:
         data, valid = ds.read(), ds.read_masks() > 0
@@ -86,10 +86,10 @@ def prepared_input(scene: str):
 
 def write_cog(y_dn: np.ndarray, profile: dict, scale: int, path: str) -> None:
     """Write an in-memory ``(bands, H, W)`` output as a COG (DEFLATE, 512 px blocks, overviews),
-    the settings ``sr_core.cog`` uses."""
+    the settings ``sr_core.formats.cog`` uses."""
     import rasterio
 
-    from sr_core.cog import upscaled_transform
+    from sr_core.formats.cog import upscaled_transform
 
     prof = {"driver": "COG", "count": y_dn.shape[0], "height": y_dn.shape[1],
             "width": y_dn.shape[2], "dtype": y_dn.dtype, "crs": profile.get("crs"),

@@ -1,4 +1,4 @@
-"""Benchmark: what flushing the resume journal to disk costs (sr_core.journal).
+"""Benchmark: what flushing the resume journal to disk costs (sr_core.publication.journal).
 
 Before a tile's completion marker counts, its output chunk files (image and validity), their
 folders, the marker's temporary file and the ``tiles`` folder are flushed with ``os.fsync``; the
@@ -37,7 +37,7 @@ def main() -> None:
 
     from distributed import LocalCluster
 
-    from sr_core import journal
+    from sr_core.publication import journal
     from sr_core.pipeline import UpscaleConfig, run_upscale
 
     spent = {"mark_tile": 0.0, "sync_tree": 0.0, "save_state": 0.0}

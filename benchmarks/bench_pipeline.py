@@ -43,7 +43,7 @@ def model_alone(scene: str, model_ref: str, device: str) -> None:
 
     from sr_core.models.base import configure_for_device
     from sr_core.models.registry import load_model
-    from sr_core.normalize import normalization_for
+    from sr_core.imaging.normalize import normalization_for
 
     torch.set_num_threads(os.cpu_count() or 1)
     with rasterio.open(scene) as ds:

@@ -1,7 +1,7 @@
 """Benchmark: the shipped models' quality on the held-out validation scenes under every evaluation
 degradation, bicubic beside them, and each model's speed on this machine.
 
-Quality: ``sr-pipeline evaluate`` (its code, :func:`sr_core.evaluate.evaluate`) on the validation
+Quality: ``sr-pipeline evaluate`` (its code, :func:`sr_core.quality.evaluate.evaluate`) on the validation
 scenes listed in the shipped cards (looked up in ``../shared/data/geo`` and ``geo-train``), by
 the Wald protocol under bicubic, area and Gaussian (sigma 0.3 / 0.6 LR px) + area degradations,
 PSNR / SSIM of the model and of bicubic and the gain. The per-scene table is written to
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from measure import REPO
 
-from sr_core.evaluate import EvalConfig, evaluate, to_markdown
+from sr_core.quality.evaluate import EvalConfig, evaluate, to_markdown
 from sr_core.models.base import configure_for_device
 from sr_core.models.catalog import SHIPPED, WEIGHTS_DIR
 from sr_core.models.registry import load_model

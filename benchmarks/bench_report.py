@@ -35,7 +35,7 @@ def main() -> int:
     import distributed  # noqa: F401 - quiet its loggers after import
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    from sr_core.html_report import build_scene_html
+    from sr_core.reports.html_report import build_scene_html
     from sr_core.pipeline import UpscaleConfig, run_upscale
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,8 @@
 """Prefect flow ``evaluate_models``: PSNR / SSIM of models and bicubic on benchmark images or
-georeferenced scenes (:mod:`sr_core.evaluate`), published as a table artifact
+georeferenced scenes (:mod:`sr_core.quality.evaluate`), published as a table artifact
 (``evaluation-summary``), a markdown artifact (``evaluation-report``) and ``evaluation.md`` /
 ``evaluation.csv`` in the output folder. Two tasks: ``evaluate`` and ``publish``; the CLI's
-``sr-pipeline evaluate`` runs the same :mod:`sr_core.evaluate` code without Prefect.
+``sr-pipeline evaluate`` runs the same :mod:`sr_core.quality.evaluate` code without Prefect.
 
     from flows.evaluate_models import evaluate_models
     evaluate_models(out_dir="eval", scale=2, models=["edsr-x2"], hr_dir="Set5/HR")
@@ -14,7 +14,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from sr_core import evaluate as ev
+from sr_core.quality import evaluate as ev
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

@@ -1,5 +1,5 @@
 """Prefect flow ``train_model``: train a model on the user's scenes by the Wald protocol
-(:func:`sr_core.train.train_model`) and publish its validation history as a table artifact
+(:func:`sr_core.training.train.train_model`) and publish its validation history as a table artifact
 (``training-validation``) and the card's summary as markdown (``training-card``).
 
     from flows.train_model import train_model_flow
@@ -15,8 +15,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from sr_core.train import TrainConfig, train_model
-from sr_core.train_card import validation_markdown
+from sr_core.training.train import TrainConfig, train_model
+from sr_core.training.train_card import validation_markdown
 
 
 @task(name="train", cache_policy=NO_CACHE)

@@ -98,7 +98,7 @@ class InferProgress:
     """``on_progress`` callback of :func:`sr_core.pipeline.infer` for the Prefect UI: a progress
     artifact (tiles done / total as a percentage; the description gives the tiles, output MP/s
     and ETA) created at the first call and updated as tiles finish, throttled by
-    :class:`sr_core.progress.ProgressMeter`, and a log line at every 10 %.
+    :class:`sr_core.compute.progress.ProgressMeter`, and a log line at every 10 %.
 
     ``pipeline.infer`` calls it in the task's own thread (its ``as_completed`` loop), so the
     run context that Prefect's artifact and logger calls need is there. A failed artifact
@@ -111,7 +111,7 @@ class InferProgress:
     """
 
     def __init__(self, key: str | None, label: str) -> None:
-        from sr_core.progress import ProgressMeter
+        from sr_core.compute.progress import ProgressMeter
 
         self.key, self.label = key, label
         self.meter = ProgressMeter(min_interval_s=PROGRESS_MIN_INTERVAL_S)
@@ -162,7 +162,7 @@ def report_link(uri: str):
     ``SR_REPORT_LINK_EXPIRES_S``), a warning and the plain ``file://`` / ``s3://`` link."""
     from sr_core import storage
     from sr_core.errors import SRError
-    from sr_core.html_report import link_for
+    from sr_core.reports.html_report import link_for
 
     try:
         return storage.browser_link(uri)
@@ -173,7 +173,7 @@ def report_link(uri: str):
 
 @task(name="report", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
 def report(run: Run) -> Run:
-    from sr_core.report import quality_rows, to_markdown
+    from sr_core.reports.report import quality_rows, to_markdown
 
     run = pipeline.report(run)
     rep = run.published["report"]

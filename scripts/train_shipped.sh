@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the shipped models (edsr-x2, edsr-x4 = the defaults for --scale 2 / 4, and the small
 # espcn-x2) on the real scenes of ../shared/data/geo and ../shared/data/geo-train by the Wald
-# protocol, with a random degradation per training pair (sr_core.degradations).
+# protocol, with a random degradation per training pair (sr_core.imaging.degradations).
 #
 # Held out for validation: whole scenes, chosen by sensor and place, never trained on, and nothing
 # else from the same place is trained on either:
@@ -71,7 +71,7 @@ fi
 .venv/bin/python - <<'PY'
 import json
 from sr_core.models.catalog import SHIPPED, WEIGHTS_DIR
-from sr_core.train_card import data_markdown
+from sr_core.training.train_card import data_markdown
 cards = [json.loads((WEIGHTS_DIR / f"{stem}.json").read_text()) for stem in SHIPPED.values()
          if (WEIGHTS_DIR / f"{stem}.json").is_file()]
 (WEIGHTS_DIR / "TRAINING-DATA.md").write_text(data_markdown(cards), encoding="utf-8")

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _os.environ.setdefault("GDAL_CACHEMAX", "64")
 
 # GDAL never opens network files by itself (a VRT or sidecar naming /vsicurl/ or http://): sr_core
-# moves data with boto3 only. See sr_core.security.
-from sr_core.security import guard_gdal_network as _guard_gdal_network  # noqa: E402
+# moves data with boto3 only. See sr_core.storage.security.
+from sr_core.storage.security import guard_gdal_network as _guard_gdal_network  # noqa: E402
 
 _guard_gdal_network()

@@ -131,7 +131,7 @@ def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask
                        f"SSIM {db(r['model']['ssim'], 4)}; bicubic "
                        f"{db(r['bicubic']['psnr_db'])} dB / SSIM {db(r['bicubic']['ssim'], 4)}")
     if isinstance(rep["quality"].get("consistency"), dict):
-        from sr_core.consistency import summary_line
+        from sr_core.quality.consistency import summary_line
 
         click.echo(summary_line(rep["quality"]["consistency"]))
     r = rep["resume"]
@@ -175,7 +175,7 @@ def models_cmd() -> None:
 def report_archive(out, reports, title) -> None:
     """Write OUT (one HTML page) from per-scene JSON REPORTS: a sortable table of scenes that
     links each scene's HTML report, and plots of throughput and quality across scenes."""
-    from sr_core.html_report import write_archive_report
+    from sr_core.reports.html_report import write_archive_report
 
     write_archive_report(list(reports), out, title=title)
     click.echo(f"archive report: {out} ({len(reports)} scene(s))")
@@ -236,8 +236,8 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
     import json
 
     from sr_core.models.registry import SHIPPED_ARGUMENTS
-    from sr_core.train import TrainConfig, train_model
-    from sr_core.train_card import validation_markdown
+    from sr_core.training.train import TrainConfig, train_model
+    from sr_core.training.train_card import validation_markdown
 
     arguments = dict(SHIPPED_ARGUMENTS.get(f"{architecture}-x2", {}))
     arguments["scale"] = scale
@@ -295,8 +295,8 @@ def evaluate(models, scale, hr_dir, lr_dir, scenes, channel, crop_border, out_di
     every degradation, model beside bicubic with the gain. --self-ensemble adds each model's
     self-ensemble (NAME+) beside it.
     """
-    from sr_core import evaluate as ev
-    from sr_core.degradations import EVALUATION
+    from sr_core.quality import evaluate as ev
+    from sr_core.imaging.degradations import EVALUATION
 
     cfg = ev.EvalConfig(models=tuple(models), scale=scale, hr_dir=hr_dir, lr_dir=lr_dir,
                         scenes=tuple(scenes), channel=channel, crop_border_px=crop_border,
@@ -326,7 +326,7 @@ def _stack_options(fn):
 def _stack_paths(port: int, home: str):
     from pathlib import Path
 
-    from sr_core.stack import StackPaths
+    from sr_core.deploy.stack import StackPaths
 
     return StackPaths(root=Path.cwd(), home=(Path.cwd() / home).resolve(), port=port)
 
@@ -344,7 +344,7 @@ def stack_up_cmd(port, home, env_file, timeout_s) -> None:
     repository root."""
     from pathlib import Path
 
-    from sr_core.stack import stack_up
+    from sr_core.deploy.stack import stack_up
 
     paths = _stack_paths(port, home)
     path = Path(env_file) if env_file else paths.home / "stack.env"
@@ -358,7 +358,7 @@ def stack_up_cmd(port, home, env_file, timeout_s) -> None:
               help="Seconds between SIGTERM and SIGKILL.")
 def stack_down_cmd(home, timeout_s) -> None:
     """Stop the worker and the server that `stack up` started (and their child processes)."""
-    from sr_core.stack import stack_down
+    from sr_core.deploy.stack import stack_down
 
     for line in stack_down(_stack_paths(4200, home), timeout_s):
         click.echo(line)
@@ -369,7 +369,7 @@ def stack_down_cmd(home, timeout_s) -> None:
 def stack_status_cmd(port, home) -> None:
     """Print what runs (the server's port is the one `stack up` used; --port only when that is
     not recorded). Exit status 0 when the server answers and the worker runs, else 3."""
-    from sr_core.stack import status_lines
+    from sr_core.deploy.stack import status_lines
 
     lines, ok = status_lines(_stack_paths(port, home))
     for line in lines:

@@ -210,7 +210,7 @@ def dask_setup(worker) -> None:
         return
     plan = json.loads(plan)
     shape, where, once = tuple(plan["shape"]), tuple(plan["tile"]), plan.get("once")
-    import sr_core.infer as infer
+    import sr_core.compute.infer as infer
 
     original = infer.finish_tile
 

@@ -1,4 +1,4 @@
-"""sr_core.cog: output Zarr -> COG, on output Zarrs built by hand from real scenes."""
+"""sr_core.formats.cog: output Zarr -> COG, on output Zarrs built by hand from real scenes."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from affine import Affine
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from sr_core.cog import _stage_windows, upscaled_transform, validate_cog, write_cog
+from sr_core.formats.cog import _stage_windows, upscaled_transform, validate_cog, write_cog
 from sr_core.errors import InputError
-from sr_core.scene import SceneInfo, open_scene, read_window
-from sr_core.tiling import PixelWindow
+from sr_core.formats.geotiff import SceneInfo, open_scene, read_window
+from sr_core.geometry.tiling import PixelWindow
 
 
 def build_output_zarr(scene: SceneInfo, store: Path, scale: int, tile: int) -> tuple[np.ndarray,

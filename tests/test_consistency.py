@@ -13,15 +13,15 @@ import rasterio
 import torch
 from conftest import crop_scene, run_main
 
-from sr_core.consistency import (TOLERANCE_RMS_DN, back_project, consistency_halo_px,
+from sr_core.quality.consistency import (TOLERANCE_RMS_DN, back_project, consistency_halo_px,
                                  residual_mask, spectrum_bounds)
-from sr_core.degradations import NAMED, degrade
-from sr_core.infer import TileResult
-from sr_core.metrics import data_range_for, wald_check
+from sr_core.imaging.degradations import NAMED, degrade
+from sr_core.compute.infer import TileResult
+from sr_core.quality.metrics import data_range_for, wald_check
 from sr_core.models.registry import load_model
-from sr_core.normalize import normalization_for
+from sr_core.imaging.normalize import normalization_for
 from sr_core.pipeline import UpscaleConfig, run_upscale
-from sr_core.resample import upsample_bicubic
+from sr_core.imaging.resample import upsample_bicubic
 
 # (file, row, col, height, width): real windows; the Landsat one has a nodata corner (79 % valid,
 # no saturated pixel), the Sentinel-2 one none
@@ -266,8 +266,8 @@ def test_report_side_never_imports_torch():
 
     code = (
         "import sys\n"
-        "from sr_core.consistency import consistency_halo_px, summarise, summary_line\n"
-        "from sr_core.infer import TileResult\n"
+        "from sr_core.quality.consistency import consistency_halo_px, summarise, summary_line\n"
+        "from sr_core.compute.infer import TileResult\n"
         "from sr_core.pipeline import UpscaleConfig, check_options\n"
         "check_options(UpscaleConfig(src='a.tif', dst='b.tif', consistency='gaussian-0.3'))\n"
         "sse = {d: {'before': 4.0, 'after': 1.0, 'after_unclipped': 0.5, 'unclipped_px': 9}\n"

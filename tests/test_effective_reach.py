@@ -1,4 +1,4 @@
-"""The effective receptive field (sr_core.models.effective) and the halo rules (sr_core.halo):
+"""The effective receptive field (sr_core.models.effective) and the halo rules (sr_core.compute.halo):
 measured on networks with known fields, cached by the weights' SHA-256, bounded by its budget;
 window-attention transformers and IMDN run tiled within 1 DN of whole-image output."""
 
@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from test_models import randomized
 from torch import nn
 
-from sr_core import halo as halo_rules
+from sr_core.compute import halo as halo_rules
 from sr_core.models import effective
 from sr_core.models.base import SRModel
 from sr_core.models.descriptor import ModelDescriptor

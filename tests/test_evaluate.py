@@ -15,7 +15,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sr_core.cli import main
 from sr_core.errors import InputError
-from sr_core.evaluate import EvalConfig, evaluate, to_markdown
+from sr_core.quality.evaluate import EvalConfig, evaluate, to_markdown
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_models_and_scenes(real_rgb, repo_data, tmp_path):
     """A shipped model and bicubic on an image folder and on a scene (Wald protocol under each
     evaluation degradation, with the gain over bicubic); the shipped EDSR beats bicubic on the
     images and under every degradation of the scene."""
-    from sr_core.degradations import EVALUATION
+    from sr_core.imaging.degradations import EVALUATION
 
     Image.fromarray(real_rgb).save(tmp_path / "a_HR.png")
     scene = repo_data.path("S2A_29RKH_20200219_L2A_B04.tif")

@@ -67,7 +67,7 @@ def fault_s3(moto_s3, repo_data, tmp_path_factory):
 
 def _retry_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and r.name == "sr_core.retries"]
+            if r.levelno == logging.WARNING and r.name == "sr_core.compute.retries"]
 
 
 def test_transient_s3_faults_are_retried(fault_s3, dask_address, tmp_path, caplog):
@@ -86,7 +86,7 @@ def test_transient_s3_faults_are_retried(fault_s3, dask_address, tmp_path, caplo
     proxy.add("reset-body", "/in/s2.tif", method="GET", times=1)
     proxy.add("reset", "/out/s2.tif", method="PUT", times=1)
     proxy.add("503", "/out/s2.report.json", method="PUT", times=1)
-    caplog.set_level(logging.WARNING, logger="sr_core.retries")
+    caplog.set_level(logging.WARNING, logger="sr_core.compute.retries")
     run_upscale(replace(cfg, dst=f"s3://{BUCKET}/out/s2.tif"))
     assert [r.hits for r in proxy.rules] == [2, 1, 1, 1]  # every fault was injected
 
@@ -117,7 +117,7 @@ def test_persistent_s3_fault_is_bounded(fault_s3, dask_address, tmp_path, caplog
     proxy.clear()
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
     proxy.add("503", "/in/landsat.tif", times=None)
-    caplog.set_level(logging.WARNING, logger="sr_core.retries")
+    caplog.set_level(logging.WARNING, logger="sr_core.compute.retries")
     dst = tmp_path / "landsat_x2.tif"
     with pytest.raises(storage.StorageError) as info:
         run_upscale(UpscaleConfig(src=f"s3://{BUCKET}/in/landsat.tif", dst=str(dst),
@@ -144,14 +144,14 @@ def test_worker_killed_mid_tile(repo_data, dask_address, tmp_path, caplog, monke
     marker = tmp_path / "killed-once"
     monkeypatch.setenv(KILL_ENV, json.dumps({"shape": [64, 64], "tile": [1, 1],
                                              "once": str(marker)}))
-    caplog.set_level(logging.WARNING, logger="sr_core.lost_workers")
+    caplog.set_level(logging.WARNING, logger="sr_core.compute.lost_workers")
     with dask.config.set({"distributed.worker.preload": [PRELOAD]}):
         run = run_upscale(replace(cfg, dst=str(tmp_path / "killed.tif"), dask_address=None,
                                   workers=2))
     assert marker.exists()  # a worker did die
     assert np.array_equal(pixels(tmp_path / "clean.tif"), pixels(tmp_path / "killed.tif"))
     assert len(run.tiles) == 4
-    lines = [r.getMessage() for r in caplog.records if r.name == "sr_core.lost_workers"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "sr_core.compute.lost_workers"]
     # Dask counts the death against every task assigned to the worker: the tile it was running
     # and, when the scheduler had queued one there too, that one (each run again, each a line)
     line = "Dask worker died with {} tile ({}, {}) assigned (1 of at most 3 workers); Dask runs " \
@@ -178,7 +178,7 @@ def test_archive_isolates_persistent_faults(prefect_harness, fault_s3, tmp_path,
     seen: list[logging.LogRecord] = []
     listener = logging.Handler(logging.WARNING)
     listener.emit = seen.append
-    logging.getLogger("sr_core.lost_workers").addHandler(listener)
+    logging.getLogger("sr_core.compute.lost_workers").addHandler(listener)
     out = f"s3://{BUCKET}/arch-out"
     with dask.config.set({"distributed.worker.preload": [PRELOAD]}):
         result = upscale_archive(source=f"s3://{BUCKET}/in/**/*.tif", output_prefix=out,
@@ -201,7 +201,7 @@ def test_archive_isolates_persistent_faults(prefect_harness, fault_s3, tmp_path,
     # then the scene fetches it): each bounded, the first attempt and two retries
     tried = sorted(m for m, p, o in proxy.requests if "/in/landsat.tif" in p)
     assert tried == ["GET"] * 3 + ["HEAD"] * 3, tried
-    logging.getLogger("sr_core.lost_workers").removeHandler(listener)
+    logging.getLogger("sr_core.compute.lost_workers").removeHandler(listener)
     lost = [r.getMessage() for r in seen]
     # every worker death is logged for the poison tile (a tile waiting on the same worker
     # may be logged beside it: Dask counts the loss against every task assigned there)

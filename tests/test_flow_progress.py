@@ -14,7 +14,7 @@ from conftest import bucket_with_scene, crop_scene
 
 from sr_core import storage
 from sr_core.errors import InputError
-from sr_core.progress import ProgressMeter, format_seconds
+from sr_core.compute.progress import ProgressMeter, format_seconds
 
 S2 = "S2A_29RKH_20200219_L2A_B04.tif"
 

@@ -18,11 +18,11 @@ import rasterio
 from conftest import crop_scene
 from rasterio.transform import from_origin
 
-from sr_core import html_report as hr
+from sr_core.reports import html_report as hr
 from sr_core import pipeline
-from sr_core.metrics import seam_metric
+from sr_core.quality.metrics import seam_metric
 from sr_core.pipeline import UpscaleConfig, run_upscale
-from sr_core.scan import scan_raster
+from sr_core.quality.scan import scan_raster
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -331,12 +331,12 @@ def test_cli_report_archive(landsat_run, tmp_path):
 def test_html_failure_keeps_json_and_markdown(repo_data, dask_address, tmp_path, monkeypatch):
     """Should the page fail, the run still publishes the JSON and markdown reports, says why, and
     leaves no HTML file."""
-    import sr_core.html_report
+    import sr_core.reports.html_report
 
     def broken(*args, **kwargs):
         raise RuntimeError("figure failed")
 
-    monkeypatch.setattr(sr_core.html_report, "build_scene_html", broken)
+    monkeypatch.setattr(sr_core.reports.html_report, "build_scene_html", broken)
     src = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "crop.tif",
                      row=300, col=300, height=90, width=100)
     run = run_upscale(UpscaleConfig(src=str(src), dst=str(tmp_path / "out.tif"), model="bicubic",

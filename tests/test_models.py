@@ -27,7 +27,7 @@ from sr_core.models.registry import (
     resolve_device,
 )
 from sr_core.models.weights import load_weights, save_model, sha256_file, unwrap_state_dict
-from sr_core.resample import (
+from sr_core.imaging.resample import (
     downsample_bands,
     downsample_bicubic,
     upsample_bands,
@@ -239,7 +239,7 @@ def test_detail_only_leaves_the_low_frequencies_to_bicubic() -> None:
     """``detail_only`` high-passes the learned residual: on a smooth real-world-like input the
     shipped variant's output, degraded back by bicubic, stays much closer to bicubic's than the
     same weights without it (random weights: the property is the architecture's)."""
-    from sr_core.resample import downsample_bicubic
+    from sr_core.imaging.resample import downsample_bicubic
 
     args = dict(SHIPPED_ARGUMENTS["edsr-x2"])
     assert args["detail_only"]

@@ -8,8 +8,8 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from sr_core import normalize
-from sr_core.normalize import normalization_for
+from sr_core.imaging import normalize
+from sr_core.imaging.normalize import normalization_for
 
 
 def _coeffs(norm, count):

@@ -15,7 +15,7 @@ from affine import Affine
 from conftest import crop_scene
 
 from sr_core.models.registry import load_model
-from sr_core.normalize import normalization_for
+from sr_core.imaging.normalize import normalization_for
 from sr_core.pipeline import UpscaleConfig, run_upscale
 
 MODELS = ["bicubic", "espcn-x2", "edsr-x2", "edsr-x4"]

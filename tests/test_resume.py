@@ -23,7 +23,9 @@ import pytest
 import rasterio
 from conftest import REPO, _free_port, crop_scene
 
-from sr_core import manifest, storage
+from sr_core import storage
+
+from sr_core.publication import manifest
 from sr_core.errors import BusyError
 from sr_core.pipeline import UpscaleConfig, run_upscale
 
@@ -480,7 +482,7 @@ def test_live_claim_of_another_host_is_respected_and_a_stale_one_taken_over(
     over, publishes and removes it."""
     import time
 
-    from sr_core import claim
+    from sr_core.publication import claim
 
     bucket, _ = storage.parse_s3(s3_dst)
     curi = claim.claim_uri(s3_dst)

@@ -24,7 +24,7 @@ from sr_core.cli import main
 from sr_core.errors import InputError, ModelError
 from sr_core.models.registry import build_module
 from sr_core.models.weights import load_weights, save_model
-from sr_core.security import GDAL_NO_NETWORK, check_source
+from sr_core.storage.security import GDAL_NO_NETWORK, check_source
 
 CLI = str(Path(sys.executable).parent / "sr-pipeline")
 S2 = "S2A_29RKH_20200219_L2A_B04.tif"
@@ -202,7 +202,7 @@ def test_sse_on_the_manifest_and_on_copies(moto_s3, tmp_path, monkeypatch):
     publication carry the same SSE settings as uploads."""
     import boto3
 
-    from sr_core import manifest
+    from sr_core.publication import manifest
 
     bucket = f"sse-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3")
@@ -317,9 +317,9 @@ def test_no_secret_in_debug_logs_of_an_s3_upscale(moto_s3, repo_data, dask_addre
     """With boto3, botocore, s3transfer and urllib3 logging at DEBUG (botocore then dumps every
     request's headers: the SigV4 Authorization names the access key id, X-Amz-Security-Token
     carries the session token), an S3-to-S3 upscale logs neither the access key id, the secret
-    nor the session token: sr_core redacts those records (sr_core.security.redact_s3_logs)."""
+    nor the session token: sr_core redacts those records (sr_core.storage.security.redact_s3_logs)."""
     from sr_core.pipeline import UpscaleConfig, run_upscale
-    from sr_core.security import REDACTED, REDACTED_LOGGERS
+    from sr_core.storage.security import REDACTED, REDACTED_LOGGERS
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)

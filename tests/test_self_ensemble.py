@@ -15,7 +15,7 @@ import torch
 from conftest import crop_scene, pydicom_file, run_main
 from test_models import rand01, randomized
 
-from sr_core.cog import validate_cog
+from sr_core.formats.cog import validate_cog
 from sr_core.models import ensemble
 from sr_core.models.registry import build_module, load_model
 from sr_core.models.weights import save_model
@@ -329,7 +329,7 @@ def test_evaluate_self_ensemble(crops, tmp_path, capsys) -> None:
     assert f"| {path}+ |" in out and "model time ratio" in out
     csv = (tmp_path / "ev" / "evaluation.csv").read_text()
     assert f",{path}+," in csv and f",{path}," in csv
-    from sr_core.evaluate import EvalConfig, evaluate
+    from sr_core.quality.evaluate import EvalConfig, evaluate
 
     result = evaluate(EvalConfig(models=(path,), scale=2, scenes=(str(crops["s2"]),),
                                  window_px=64, degradations=("bicubic",), self_ensemble=True))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from sr_core.errors import InputError
-from sr_core.stack import read_env_file
+from sr_core.deploy.stack import read_env_file
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-never-printed"

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sr_core.errors import InputError
-from sr_core.tiling import plan_tiles
+from sr_core.geometry.tiling import plan_tiles
 
 sizes = st.integers(min_value=1, max_value=700)
 

@@ -12,11 +12,11 @@ import torch
 from conftest import crop_scene
 from safetensors.torch import load_file
 
-from sr_core.degradations import EVALUATION
+from sr_core.imaging.degradations import EVALUATION
 from sr_core.errors import InputError, ModelError
 from sr_core.models.catalog import SHIPPED_ARGUMENTS
 from sr_core.models.registry import load_model
-from sr_core.train import TrainConfig, train_model
+from sr_core.training.train import TrainConfig, train_model
 
 TINY = {"scale": 2, "in_channels": 1, "n_resblocks": 1, "n_feats": 8, "rgb_range": 1.0,
         "equivariant": True,
@@ -123,8 +123,8 @@ def test_one_step_with_each_degradation(scenes, tmp_path, degradation):
 def test_card_validation_table_from_the_run(scenes, tmp_path):
     """The card's table holds, per held-out scene and evaluation degradation, figures that
     recomputing the Wald check with the saved weights gives again (not typed in)."""
-    from sr_core.train import _stage_all, validate
-    from sr_core.train_card import validation_markdown
+    from sr_core.training.train import _stage_all, validate
+    from sr_core.training.train_card import validation_markdown
 
     card = train_model(config(scenes, tmp_path / "t.safetensors", epochs=1), progress=False)
     table = card["metrics"]["validation"]["l7.tif"]
@@ -148,8 +148,8 @@ def test_card_validation_table_from_the_run(scenes, tmp_path):
 
 def test_initialise_from_weights_and_provenance(repo_data):
     from sr_core.models.registry import build_module
-    from sr_core.train import initialise
-    from sr_core.train_card import provenance
+    from sr_core.training.train import initialise
+    from sr_core.training.train_card import provenance
 
     init = Path(__file__).resolve().parent.parent / "training/init/edsr_x2_bicubic_pairs.safetensors"
     module = build_module("edsr", **SHIPPED_ARGUMENTS["edsr-x4"])

@@ -31,7 +31,7 @@ from sr_core.models.registry import (
 from sr_core.models.srresnet import SRGANDiscriminator
 from sr_core.models.weights import save_model
 from sr_core.pipeline import UpscaleConfig, run_upscale
-from sr_core.resample import upsample_bands
+from sr_core.imaging.resample import upsample_bands
 
 NEEDS_SCALE = {"srcnn", "vdsr", "fsrcnn"}  # their weights do not encode the scale
 

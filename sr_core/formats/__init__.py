@@ -11,7 +11,7 @@ One pipeline serves every format. A format contributes three things:
 
 | format | detected by | planes (the Zarr's first axis) | written as |
 |---|---|---|---|
-| ``geotiff`` | anything else (rasterio / GDAL's GTiff driver decides) | bands | COG (:mod:`sr_core.cog`) |
+| ``geotiff`` | anything else (rasterio / GDAL's GTiff driver decides) | bands | COG (:mod:`sr_core.formats.cog`) |
 | ``dicom`` | ``DICM`` at byte 128, or a folder (a series) | instances x frames x samples | a DICOM series (:mod:`.dicom`) |
 | ``nifti`` | ``n+1`` / ``ni1`` at byte 344 (NIfTI-1) or ``n+2`` at byte 4 (NIfTI-2), gzip or not | every (k, t, ...) of the volume | NIfTI (:mod:`.nifti`) |
 | ``wsi`` | a TIFF whose first page is Aperio SVS or OME-TIFF | colour samples | tiled pyramidal TIFF (:mod:`.wsi`) |
@@ -31,9 +31,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from sr_core.errors import InputError
-from sr_core.scene import SceneInfo
-from sr_core.security import check_size
-from sr_core.tiling import PixelWindow
+from sr_core.formats.geotiff import SceneInfo
+from sr_core.storage.security import check_size
+from sr_core.geometry.tiling import PixelWindow
 
 FORMATS = ("geotiff", "dicom", "nifti", "wsi")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -136,11 +136,11 @@ def open_input(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
         name: how messages and reports name it (the user's SRC).
 
     Returns:
-        The input's :class:`~sr_core.scene.SceneInfo` with ``format`` set.
+        The input's :class:`~sr_core.formats.geotiff.SceneInfo` with ``format`` set.
 
     Raises:
         InputError: missing, empty, truncated, corrupt or unsupported input, or larger than the
-            size caps of :func:`sr_core.security.check_size` (one line).
+            size caps of :func:`sr_core.storage.security.check_size` (one line).
     """
     path = os.fspath(path)
     name = name or path
@@ -158,7 +158,7 @@ def open_input(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
 
         info = open_wsi(path, name)
     else:
-        from sr_core.scene import open_scene
+        from sr_core.formats.geotiff import open_scene
 
         return open_scene(path, name)  # checks the size caps itself, before the TIFF's extent
     check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
@@ -189,7 +189,7 @@ def iter_blocks(scene: SceneInfo, tile_size_px: int
     elif scene.format == "wsi":
         from sr_core.formats.wsi import iter_blocks as blocks
     else:
-        from sr_core.scene import iter_blocks as blocks
+        from sr_core.formats.geotiff import iter_blocks as blocks
     yield from blocks(scene, tile_size_px)
 
 
@@ -265,7 +265,7 @@ def write_output(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *
         from sr_core.formats.wsi import write_wsi
 
         return write_wsi(store_path, scene, scale, dst_path, model_name=model_name)
-    from sr_core.cog import write_cog
+    from sr_core.formats.cog import write_cog
 
     out = write_cog(store_path, scene, scale, dst_path,
                     extra_tags={"SR_SCALE": str(scale), "SR_MODEL": model_name})

@@ -20,7 +20,7 @@ are dropped (they describe the input's pixels).
 
 Validation (before any model work; never ``force=True``): every file must be a PS3.10 file with
 pixel data of 8 or 16 bits that pydicom can decode. From each header, **before any pixel data is
-decoded**: the size caps of :func:`sr_core.security.check_size` (Rows x Columns against
+decoded**: the size caps of :func:`sr_core.storage.security.check_size` (Rows x Columns against
 ``SR_MAX_PIXELS``; Rows x Columns x Number of Frames x Samples per Pixel x Bits Allocated / 8 x
 the number of files against ``SR_MAX_DECODED_BYTES``), and the match with the folder's first
 file (one series, size and pixel format). Then uncompressed pixel data must be as long as
@@ -44,10 +44,10 @@ import numpy as np
 
 from sr_core.errors import InputError, StorageError
 from sr_core.formats import first_line
-from sr_core.scene import SceneInfo
-from sr_core.security import check_size
+from sr_core.formats.geotiff import SceneInfo
+from sr_core.storage.security import check_size
 from sr_core.storage import discard
-from sr_core.tiling import PixelWindow
+from sr_core.geometry.tiling import PixelWindow
 
 #: Spacing attributes divided by the scale (row spacing \\ column spacing, mm).
 SPACING_TAGS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
@@ -133,7 +133,7 @@ def _read_header(f: str, label: str):
 
 def _check_header(ds, label: str, name: str, instances: int) -> np.dtype:
     """Check the pixel format one dataset's header declares, and the size caps of
-    :func:`sr_core.security.check_size` for ``instances`` files of that size (the series, all
+    :func:`sr_core.storage.security.check_size` for ``instances`` files of that size (the series, all
     of whose files must match), before any pixel data is read or decoded; return the dtype of
     its decoded pixels."""
     if "PixelData" not in ds:

@@ -19,7 +19,7 @@ convention as the GeoTIFF path (whose pixel-corner transform keeps its origin).
 
 Validation: nibabel reads the header; the file must hold all the voxel bytes the header promises
 (for ``.nii.gz`` the gzip stream is read through once, in bounded chunks, so a truncated or corrupt
-stream fails here), and the dtype must be one of :data:`sr_core.scene.SUPPORTED_DTYPES`.
+stream fails here), and the dtype must be one of :data:`sr_core.formats.geotiff.SUPPORTED_DTYPES`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import numpy as np
 
 from sr_core.errors import InputError, StorageError
 from sr_core.formats import first_line
-from sr_core.scene import SUPPORTED_DTYPES, SceneInfo
+from sr_core.formats.geotiff import SUPPORTED_DTYPES, SceneInfo
 from sr_core.storage import discard
-from sr_core.tiling import PixelWindow
+from sr_core.geometry.tiling import PixelWindow
 
 _READ_CHUNK = 16 * 1024 * 1024
 

@@ -31,9 +31,9 @@ import numpy as np
 
 from sr_core.errors import InputError, StorageError
 from sr_core.formats import first_line, quiet_tifffile
-from sr_core.scene import SceneInfo, check_tiff_extent
+from sr_core.formats.geotiff import SceneInfo, check_tiff_extent
 from sr_core.storage import discard
-from sr_core.tiling import PixelWindow, plan_tiles
+from sr_core.geometry.tiling import PixelWindow, plan_tiles
 
 TILE_PX = 256
 #: Pyramid levels stop once both sides fit this (px).

@@ -26,7 +26,7 @@ class SRModel:
       and ``(N, N, N)``. Band order matters: the pipeline must pass bands in the order the
       model was trained on.
     * a Y-channel model (``descriptor.colour == "y"``, 1 channel) on a 3-band scene: the bands
-      are read as RGB, converted to BT.601 YCbCr (:mod:`sr_core.color`), Y is super-resolved by
+      are read as RGB, converted to BT.601 YCbCr (:mod:`sr_core.imaging.color`), Y is super-resolved by
       the network and Cb/Cr by bicubic interpolation, and the result converted back to RGB (as
       the SR literature evaluates SRCNN, FSRCNN and VDSR). Other band counts run band by band.
 
@@ -247,8 +247,8 @@ class SRModel:
 
     def _upscale_luma(self, x: np.ndarray) -> np.ndarray:
         """RGB -> YCbCr; network on Y, bicubic on Cb/Cr; -> RGB (float32, not clipped)."""
-        from sr_core.color import rgb_to_ycbcr, ycbcr_to_rgb
-        from sr_core.resample import upsample_bicubic
+        from sr_core.imaging.color import rgb_to_ycbcr, ycbcr_to_rgb
+        from sr_core.imaging.resample import upsample_bicubic
 
         ycc = rgb_to_ycbcr(x).astype(np.float32)
         with torch.inference_mode():

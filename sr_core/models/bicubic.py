@@ -8,7 +8,7 @@ from torch import nn
 from sr_core.errors import ModelError
 # defined where the planning process can read them without importing torch
 from sr_core.models.catalog import BICUBIC_RECEPTIVE_FIELD_PX, describe_bicubic  # noqa: F401
-from sr_core.resample import upsample_bicubic
+from sr_core.imaging.resample import upsample_bicubic
 
 
 
@@ -17,7 +17,7 @@ class Bicubic(nn.Module):
 
     No weights. It is the baseline of SR benchmark tables: R. Keys, "Cubic convolution
     interpolation for digital image processing", IEEE Trans. ASSP, 1981. See
-    :mod:`sr_core.resample` for the kernel and border conventions (Pillow's renormalised border,
+    :mod:`sr_core.imaging.resample` for the kernel and border conventions (Pillow's renormalised border,
     not MATLAB's mirrored one).
 
     Args:

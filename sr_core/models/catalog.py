@@ -4,7 +4,7 @@ The process that plans a run (the CLI, a Prefect flow) needs a model's descripto
 receptive field, size multiple) but never runs the network: the Dask workers do. Importing torch
 there costs about 2 s of start-up and 1 GB of resident memory for nothing, so the shipped models'
 cards carry their descriptor (``"descriptor"``, written by ``scripts/train_shipped.sh`` through
-:func:`sr_core.train.train`) and :func:`describe_shipped` reads it from the card. A test holds every
+:func:`sr_core.training.train.train`) and :func:`describe_shipped` reads it from the card. A test holds every
 shipped card's descriptor equal to :func:`sr_core.models.registry.describe` of its arguments.
 The ``bicubic`` baseline has no weights: :func:`describe_bicubic` and :func:`bicubic_card` give its
 descriptor and card. Everything else (third-party checkpoints, user weights) goes through

@@ -19,7 +19,7 @@ class ModelDescriptor:
         receptive_field_px: analytic receptive-field radius on the LR (input) grid, in LR pixels:
             an output pixel depends only on input pixels at most this far away (Chebyshev
             distance); 0 when unknown (``tileable`` False). The halo is at most this: the
-            measured effective radius when smaller (:func:`sr_core.halo.choose_halo`).
+            measured effective radius when smaller (:func:`sr_core.compute.halo.choose_halo`).
         size_multiple: the input height and width must be a multiple of this; the runner pads
             (reflect) and crops back. 1 means any size.
         min_size_px: the input height and width must be at least this; the runner pads (then
@@ -30,12 +30,12 @@ class ModelDescriptor:
             convolutional architecture). False for models without one (global channel attention
             such as IMDN's; third-party checkpoints, window-attention transformers): their halo
             is measured (:mod:`sr_core.models.effective`) and chosen per scene by
-            :func:`sr_core.halo.choose_halo`, which runs the scene as one tile only within a
+            :func:`sr_core.compute.halo.choose_halo`, which runs the scene as one tile only within a
             memory budget.
         global_context: the network uses image-wide statistics (adaptive pooling, as IMDN's
             contrast-aware channel attention or RCAN's and HAT's channel attention), so no halo
             makes a tile equal the whole image on every scene: the halo rules skip the measured
-            halo (:func:`sr_core.halo.choose_halo`).
+            halo (:func:`sr_core.compute.halo.choose_halo`).
         colour: ``"bands"``: the network sees the scene's bands (policy in
             :class:`~sr_core.models.base.SRModel`); ``"y"``: a 1-channel network trained on the
             luma of BT.601 YCbCr (the reference SRCNN / FSRCNN / VDSR weights): on a 3-band

@@ -10,7 +10,7 @@ from torch import nn
 from sr_core.errors import ModelError
 from sr_core.models.bicubic import BICUBIC_RECEPTIVE_FIELD_PX
 from sr_core.models.descriptor import ModelDescriptor
-from sr_core.resample import downsample_bicubic, upsample_bicubic
+from sr_core.imaging.resample import downsample_bicubic, upsample_bicubic
 
 #: Mean of DIV2K's RGB channels on [0, 1], used by the reference code's ``MeanShift``.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -106,7 +106,7 @@ class EDSR(nn.Module):
 
     Departures from the paper:
         * ``bicubic_residual=True`` (default False) adds the bicubic-upsampled input
-          (:func:`sr_core.resample.upsample_bicubic`) to the output, a VDSR-style global residual
+          (:func:`sr_core.imaging.resample.upsample_bicubic`) to the output, a VDSR-style global residual
           (Kim, Lee, Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
           Networks", CVPR 2016): the network learns only the detail bicubic misses. The tail
           conv is then zero-initialised, so an untrained model returns exactly bicubic, and the

@@ -173,9 +173,9 @@ def cached_reach(sha256: str) -> EffectiveReach | None:
 
 
 def _write_json(name: str, doc: dict) -> None:
-    """Write ``doc`` as ``cache_root() / name`` (:func:`sr_core.journal.write_json`: atomic);
+    """Write ``doc`` as ``cache_root() / name`` (:func:`sr_core.publication.journal.write_json`: atomic);
     a failure to write is not an error (the next load measures again)."""
-    from sr_core.journal import write_json
+    from sr_core.publication.journal import write_json
 
     try:
         cache_root().mkdir(parents=True, exist_ok=True)

@@ -78,7 +78,7 @@ class IMDN(nn.Module):
     deviation of each feature map over the whole image, so every output pixel depends on every
     input pixel. The descriptor says ``global_context=True``: the pipeline runs the scene as one
     tile while it fits the whole-scene memory budget, and beyond it tiles with the largest
-    affordable halo, the measured deviation in the report (:mod:`sr_core.halo`);
+    affordable halo, the measured deviation in the report (:mod:`sr_core.compute.halo`);
     ``receptive_field_px`` gives the convolutions' reach only.
 
     Args:

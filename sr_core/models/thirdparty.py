@@ -17,7 +17,7 @@ This module turns that into our :class:`~sr_core.models.descriptor.ModelDescript
   window-attention transformers (shifted windows chain the whole image together) have no useful
   analytic one. The halo is measured instead, as tiled against whole-image output on a probe
   image (:mod:`sr_core.models.effective`, cached by the weights' SHA-256), and chosen per scene
-  by :func:`sr_core.halo.choose_halo`; spandrel's own tiling hint (``SUPPORTED``,
+  by :func:`sr_core.compute.halo.choose_halo`; spandrel's own tiling hint (``SUPPORTED``,
   ``DISCOURAGED``, ``INTERNAL``) is kept in the card.
 
 The state dict is loaded by :func:`sr_core.models.weights.load_weights` (safetensors or

@@ -1,0 +1,1 @@
+"""sr_core.geometry."""
