@@ -239,8 +239,12 @@ def _scan(root: Path, needles: tuple[str, ...]) -> list[str]:
 
 async def _prefect_records(flow_run_id) -> str:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, \
-        LogFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     async with get_client() as client:
@@ -264,7 +268,7 @@ def test_no_secret_in_flow_outputs_logs_or_prefect(prefect_harness, moto_s3, rep
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setattr(storage, "_clients", {})  # a client built with these credentials
+    monkeypatch.setattr(storage.s3, "_clients", {})  # a client built with these credentials
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setenv("SR_SCRATCH", str(scratch))
@@ -317,14 +321,15 @@ def test_no_secret_in_debug_logs_of_an_s3_upscale(moto_s3, repo_data, dask_addre
     """With boto3, botocore, s3transfer and urllib3 logging at DEBUG (botocore then dumps every
     request's headers: the SigV4 Authorization names the access key id, X-Amz-Security-Token
     carries the session token), an S3-to-S3 upscale logs neither the access key id, the secret
-    nor the session token: sr_core redacts those records (sr_core.storage.security.redact_s3_logs)."""
+    nor the session token: sr_core redacts those records
+    (sr_core.storage.security.redact_s3_logs)."""
     from sr_core.pipeline import UpscaleConfig, run_upscale
     from sr_core.storage.security import REDACTED, REDACTED_LOGGERS
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_SESSION_TOKEN", TOKEN)
-    monkeypatch.setattr(storage, "_clients", {})  # a client built with these credentials
+    monkeypatch.setattr(storage.s3, "_clients", {})  # a client built with these credentials
     bucket = bucket_with_scene("debug", repo_data, tmp_path)
     capfd.readouterr()
     for name in REDACTED_LOGGERS:

@@ -256,7 +256,7 @@ def test_access_denied_is_storage_error(bucket: str, monkeypatch: pytest.MonkeyP
     stub = Stubber(client)
     stub.add_client_error("head_bucket", service_error_code="403", http_status_code=403)
     stub.add_client_error("head_object", service_error_code="403", http_status_code=403)
-    monkeypatch.setattr(storage, "s3_client", lambda: client)
+    monkeypatch.setattr(storage.s3, "s3_client", lambda: client)
     dst = f"s3://{bucket}/secret.tif"
     with stub:
         with pytest.raises(StorageError, match="access denied") as info:
@@ -272,7 +272,7 @@ def test_unreachable_endpoint_is_storage_error(monkeypatch: pytest.MonkeyPatch,
     client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
                           config=Config(retries={"mode": "standard", "max_attempts": 1},
                                         connect_timeout=2))
-    monkeypatch.setattr(storage, "s3_client", lambda: client)
+    monkeypatch.setattr(storage.s3, "s3_client", lambda: client)
     uri = "s3://bucket/scene.tif"
     with pytest.raises(StorageError) as info:
         storage.fetch(uri, tmp_path / "scratch")

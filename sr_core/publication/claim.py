@@ -1,11 +1,13 @@
 """The publication claim: one run at a time writes a destination's files, across hosts too.
 
-The work-key lock (:mod:`sr_core.publication.journal`) is a local ``flock``: it keeps two runs of one job on
-one host apart, not runs on two hosts (or with two scratch folders, or with different models)
+The work-key lock (:mod:`sr_core.publication.journal`) is a local ``flock``: it keeps two runs of
+one job on one host apart, not runs on two hosts (or with two scratch folders, or with different
+models)
 that publish to one destination. Their manifest writes are conditional, so only one manifest
 wins; but without more, the loser could already have overwritten the winner's files at the fixed
 names. So before it writes anything at DST a run takes DST's **claim**, a small object beside
-the manifest, ``DST_STEM.claim.json``, created only if absent:
+the manifest, ``DST_STEM.claim.json``, created only if absent
+(:meth:`sr_core.storage.Store.put` with ``if_none_match``):
 
 * S3: ``PutObject`` with ``IfNoneMatch="*"`` (and the SSE settings of every write);
 * local: :func:`os.link` of a complete temporary file (fails if the name exists).
@@ -14,10 +16,10 @@ It holds the owner's id, host and PID and an expiry (now + :data:`LEASE_ENV` sec
 :data:`DEFAULT_LEASE_S`). A run that finds a live claim raises :class:`~sr_core.errors.BusyError`
 ("another run ... is publishing DST"), having written nothing there. A claim is *stale*, and
 taken over, when it has expired, or when its host is this host and its PID is not running (a run
-killed with ``kill -9`` on this host: a rerun need not wait for the lease). On S3 the takeover
-is a ``PutObject`` with ``IfMatch=<the stale claim's ETag>``, so of two runs taking over one
-stale claim exactly one succeeds; locally the stale claim is renamed away first (only one
-rename succeeds), then linked anew.
+killed with ``kill -9`` on this host: a rerun need not wait for the lease). The takeover is a
+put with ``if_match=<the stale claim's version>`` (S3: ``PutObject`` with ``IfMatch=<ETag>``;
+local: a rename over the stale claim under a lock on it), so of two runs taking over one stale
+claim exactly one succeeds.
 
 The owner checks that the claim is still its own before each file it writes
 (:meth:`Claim.check`) and removes it when done (:meth:`Claim.release`, S3 ``DeleteObject`` on
@@ -36,9 +38,8 @@ import uuid
 from dataclasses import dataclass
 
 from sr_core import storage
-from sr_core.errors import BusyError, InputError, StorageError
+from sr_core.errors import BusyError, InputError
 from sr_core.publication.manifest import strip_ext
-from sr_core.storage.security import sse_args
 
 #: Environment variable: seconds a publication claim lasts (a crashed run's claim on another
 #: host is taken over after that).
@@ -115,68 +116,38 @@ class Claim:
             doc = _read(self.uri)[0]
             if (doc or {}).get("owner") != self.owner:
                 return
-            if storage.is_s3(self.uri):
-                bucket, key = storage.parse_s3(self.uri)
-                storage.s3_client().delete_object(Bucket=bucket, Key=key)
-            else:
-                os.remove(self.uri)
+            storage.store_for(self.uri).delete(self.uri)
         except Exception:  # noqa: BLE001 - a claim left behind only expires
             pass
 
 
 def _read(uri: str) -> tuple[dict | None, str | None]:
-    """The claim at ``uri`` (``None`` when absent) and its ETag (S3)."""
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3(uri)
-        try:
-            obj = storage.s3_client().get_object(Bucket=bucket, Key=key)
-            text, etag = obj["Body"].read().decode("utf-8", "replace"), obj["ETag"]
-        except Exception as exc:  # noqa: BLE001
-            err = storage._s3_error(uri, exc)
-            if isinstance(err, InputError):
-                return None, None
-            raise err from None
-    else:
-        text, etag = storage.read_text(uri), None
-        if text is None:
-            return None, None
+    """The claim at ``uri`` (``None`` when absent) and its version (S3 ETag)."""
     try:
-        doc = json.loads(text)
+        blob = storage.store_for(uri).read(uri)
+    except storage.NotFound:
+        return None, None
+    try:
+        doc = json.loads(blob.text())
     except json.JSONDecodeError:
         doc = {}
-    return (doc if isinstance(doc, dict) else {}), etag
+    return (doc if isinstance(doc, dict) else {}), blob.version
 
 
-def _put(uri: str, text: str, cond: dict) -> bool:
-    """Conditional write of an S3 claim; ``False`` when the condition failed."""
-    bucket, key = storage.parse_s3(uri)
+def _put(uri: str, text: str, *, if_none_match: bool = False, if_match: str | None = None
+         ) -> bool:
+    """Conditional write of a claim (:meth:`sr_core.storage.Store.put`); ``False`` when the
+    condition failed.
+
+    Raises:
+        StorageError: the claim cannot be written.
+    """
     try:
-        storage.s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode(),
-                                       ContentType="application/json", **sse_args(), **cond)
-    except Exception as exc:  # noqa: BLE001
-        ce = storage._client_error(exc)
-        code = str(ce.response.get("Error", {}).get("Code", "")) if ce is not None else ""
-        if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-            return False
-        raise storage._s3_error(uri, exc, missing="no such bucket") from None
-    return True
-
-
-def _link(uri: str, text: str, scratch: str) -> bool:
-    """Create a local claim (complete content, then a link that fails if the name exists)."""
-    tmp = storage.temp_path_for(uri, scratch)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.link(tmp, uri)
-        return True
-    except FileExistsError:
+        storage.store_for(uri).put(uri, text.encode(), if_none_match=if_none_match,
+                                   if_match=if_match, content_type="application/json")
+    except storage.ConditionFailed:
         return False
-    except OSError as exc:
-        raise StorageError(f"{uri}: cannot write the publication claim "
-                           f"({exc.strerror or exc})") from None
-    finally:
-        storage.discard(tmp)
+    return True
 
 
 def acquire(dst: str, scratch: str) -> Claim:
@@ -184,7 +155,8 @@ def acquire(dst: str, scratch: str) -> Claim:
 
     Args:
         dst: the output's URI (local path or ``s3://``).
-        scratch: the run's scratch folder (local temporaries).
+        scratch: the run's scratch folder (not used: the store writes its own temporary beside
+            a local claim; it stays for callers).
 
     Returns:
         The claim, to :meth:`Claim.check` before each write and :meth:`Claim.release` after.
@@ -199,10 +171,7 @@ def acquire(dst: str, scratch: str) -> Claim:
         now = time.time()
         text = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
                            "created": now, "expires": now + lease_s(), "dst": dst})
-        if storage.is_s3(uri):
-            if _put(uri, text, {"IfNoneMatch": "*"}):
-                return Claim(uri, owner, dst)
-        elif _link(uri, text, scratch):
+        if _put(uri, text, if_none_match=True):
             return Claim(uri, owner, dst)
         doc, etag = _read(uri)
         if doc is None:
@@ -212,15 +181,7 @@ def acquire(dst: str, scratch: str) -> Claim:
             raise BusyError(f"{dst}: another run (pid {doc.get('pid')} on {doc.get('host')}) is "
                             f"publishing this destination (its claim lasts {left} s more); "
                             "this run's result was not published")
-        if storage.is_s3(uri):
-            if _put(uri, text, {"IfMatch": etag}):
-                return Claim(uri, owner, dst)
-        else:
-            away = f"{uri}.stale-{owner}"
-            try:
-                os.rename(uri, away)  # only one taker renames it
-            except FileNotFoundError:
-                continue
-            storage.discard(away)
+        if _put(uri, text, if_match=etag):
+            return Claim(uri, owner, dst)
     raise BusyError(f"{dst}: the publication claim kept changing hands; this run's result was "
                     "not published")

@@ -221,5 +221,6 @@ def mark_tile(work: str, result, chunk_files=(), chunk_root: str | None = None) 
 
 
 def completed_tile(work: str, row: int, col: int) -> dict | None:
-    """The recorded :class:`~sr_core.compute.infer.TileResult` fields of a completed tile, or ``None``."""
+    """The recorded :class:`~sr_core.compute.infer.TileResult` fields of a completed tile, or
+    ``None``."""
     return _read_json(tile_marker(work, row, col))

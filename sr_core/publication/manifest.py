@@ -1,7 +1,8 @@
 """Publication manifests: the last file a run writes, and the only thing consumers should trust.
 
 One manifest per output, beside it: ``DST_STEM.manifest.json`` (``out/scene_x2.tif`` ->
-``out/scene_x2.manifest.json``; a DICOM series folder ``out/series/`` -> ``out/series.manifest.json``).
+``out/scene_x2.manifest.json``; a DICOM series folder ``out/series/`` ->
+``out/series.manifest.json``).
 The archive flow uses the same file as its idempotency manifest (:mod:`sr_core.archive`).
 
 Contents (JSON)::
@@ -12,7 +13,8 @@ Contents (JSON)::
     weights_sha256     SHA-256 of the model weights ("none:<name>" for bicubic)
     parameters         {"model", "scale", "wald_window_px"}: what changes the output (the tile size
                        does not: tiled output equals whole-image output)
-    work_key           the run's work key (:mod:`sr_core.publication.journal`; includes tile size and halo)
+    work_key           the run's work key (:mod:`sr_core.publication.journal`; includes tile
+                       size and halo)
     source, created, tool
     outputs            name -> {"uri", "bytes", "sha256"} for every file published (the output,
                        its reports, the STAC item of an archive scene); a folder output (DICOM
@@ -25,7 +27,9 @@ that crashed before its manifest) are not results.
 The manifest is written last, with a **conditional write**: on S3 ``PutObject`` with
 ``IfNoneMatch="*"`` (no manifest before) or ``IfMatch=<ETag read when the run started>`` (replacing
 one), so of two runs racing to one destination exactly one commits; locally :func:`os.link`
-(fails if the name exists) or a check that the manifest is unchanged before :func:`os.replace`.
+(fails if the name exists) or a check, under a lock on the file, that the manifest is unchanged
+before :func:`os.replace`. Both are :meth:`sr_core.storage.Store.put` with ``if_none_match`` /
+``if_match`` (the manifest's version).
 Before any of its files is written, a run takes the destination's publication claim
 (:mod:`sr_core.publication.claim`), so a run that loses never overwrites the winner's files either.
 
@@ -52,7 +56,6 @@ is *retracted* instead (rewritten with no outputs, conditionally).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -61,7 +64,6 @@ from dataclasses import dataclass
 import sr_core
 from sr_core import storage
 from sr_core.errors import BusyError, InputError, StorageError
-from sr_core.storage.security import sse_args
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,8 @@ class Existing:
 
     Attributes:
         doc: the parsed manifest (``{}`` when unreadable); text: its bytes as text; etag: its
-            S3 ETag (``None`` for a local file).
+            version (:class:`sr_core.storage.Blob`: the S3 ETag, or a local file's
+            inode/mtime/size token), for a later conditional write.
     """
 
     doc: dict
@@ -134,33 +137,7 @@ def fingerprint(uri: str) -> dict:
         InputError: no such file, folder or object.
         StorageError: S3 unreachable or access denied.
     """
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3(uri)
-        if key.endswith("/"):
-            h, size, n = hashlib.sha256(), 0, 0
-            for k, etag, sz in storage.list_s3(uri):
-                if "/" not in k[len(key):] and not k.endswith("/"):
-                    h.update(f"{k[len(key):]}\0{etag}\0{sz}\n".encode())
-                    size, n = size + sz, n + 1
-            if not n:
-                raise InputError(f"{uri}: no objects under this prefix")
-            return {"sha256": h.hexdigest(), "size": size, "files": n}
-        try:
-            head = storage.s3_client().head_object(Bucket=bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001
-            raise storage._s3_error(uri, exc) from None
-        return {"etag": head["ETag"].strip('"'), "size": int(head["ContentLength"])}
-    if os.path.isdir(uri):
-        h, size, n = hashlib.sha256(), 0, 0
-        for name in sorted(os.listdir(uri)):
-            path = os.path.join(uri, name)
-            if os.path.isfile(path):
-                h.update(f"{name}\0{storage.sha256_file(path)}\n".encode())
-                size, n = size + os.path.getsize(path), n + 1
-        return {"sha256": h.hexdigest(), "size": size, "files": n}
-    if not os.path.isfile(uri):
-        raise InputError(f"{uri}: no such file")
-    return {"sha256": storage.sha256_file(uri), "size": os.path.getsize(uri)}
+    return storage.store_for(uri).fingerprint(uri)
 
 
 def describe(local: str, uri: str) -> dict:
@@ -184,30 +161,21 @@ def build(match: dict, outputs: dict, *, work_key: str, source: str, extra: dict
 
 
 def read(uri: str) -> Existing | None:
-    """The manifest at ``uri`` with its ETag (S3), or ``None`` when there is none.
+    """The manifest at ``uri`` with its version (S3 ETag), or ``None`` when there is none.
 
     Raises:
         StorageError: the location cannot be read.
     """
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3(uri)
-        try:
-            obj = storage.s3_client().get_object(Bucket=bucket, Key=key)
-            text, etag = obj["Body"].read().decode("utf-8"), obj["ETag"]
-        except Exception as exc:  # noqa: BLE001
-            err = storage._s3_error(uri, exc)
-            if isinstance(err, InputError):
-                return None
-            raise err from None
-    else:
-        text, etag = storage.read_text(uri), None
-        if text is None:
-            return None
+    try:
+        blob = storage.store_for(uri).read(uri)
+    except storage.NotFound:
+        return None
+    text = blob.text()
     try:
         doc = json.loads(text)
     except json.JSONDecodeError:
         doc = {}
-    return Existing(doc if isinstance(doc, dict) else {}, text, etag)
+    return Existing(doc if isinstance(doc, dict) else {}, text, blob.version)
 
 
 def mismatch(found: dict, expected: dict) -> str | None:
@@ -241,25 +209,16 @@ def missing_output(doc: dict) -> str | None:
 
 
 def _size(uri: str) -> int | None:
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3(uri)
-        try:
-            return int(storage.s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
-        except Exception as exc:  # noqa: BLE001
-            err = storage._s3_error(uri, exc)
-            if isinstance(err, InputError):
-                return None
-            raise err from None
-    try:
-        return os.path.getsize(uri)
-    except OSError:
-        return None
+    info = storage.store_for(uri).stat(uri)
+    return None if info is None else info.size
 
 
 def commit(uri: str, doc: dict, previous: Existing | None, scratch: str) -> Existing:
     """Write a manifest conditionally: only if the destination's manifest is still ``previous``
-    (none, or the one read when the run started). On S3 with the server-side encryption of
-    :func:`sr_core.storage.security.sse_args`, like every upload.
+    (none, or the one read when the run started), through
+    :meth:`sr_core.storage.Store.put`. On S3 with the server-side encryption of
+    :func:`sr_core.storage.security.sse_args`, like every upload. ``scratch`` is not used (the
+    store writes its own temporary beside a local manifest); it stays for callers.
 
     Returns:
         What is now at ``uri`` (for a later conditional write by the same run).
@@ -271,40 +230,13 @@ def commit(uri: str, doc: dict, previous: Existing | None, scratch: str) -> Exis
     text = json.dumps(doc, indent=2) + "\n"
     lost = BusyError(f"{uri}: another run published this destination first; this run's "
                      "manifest was not written")
-    if storage.is_s3(uri):
-        bucket, key = storage.parse_s3(uri)
-        cond = {"IfNoneMatch": "*"} if previous is None else {"IfMatch": previous.etag}
-        try:
-            put = storage.s3_client().put_object(
-                Bucket=bucket, Key=key, Body=text.encode(), ContentType="application/json",
-                ChecksumAlgorithm=storage.UPLOAD_CHECKSUM, **sse_args(), **cond)
-        except Exception as exc:  # noqa: BLE001
-            ce = storage._client_error(exc)
-            code = str(ce.response.get("Error", {}).get("Code", "")) if ce is not None else ""
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                raise lost from None
-            raise storage._s3_error(uri, exc, missing="no such bucket") from None
-        return Existing(doc, text, put["ETag"])
-    tmp = storage.temp_path_for(uri, scratch)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if previous is None:
-            try:
-                os.link(tmp, uri)  # fails if a manifest appeared meanwhile
-            except FileExistsError:
-                raise lost from None
-        else:
-            if storage.read_text(uri) != previous.text:
-                raise lost
-            os.replace(tmp, uri)
-    except OSError as exc:
-        raise StorageError(f"{uri}: cannot write the manifest ({exc.strerror or exc})") from None
-    finally:
-        storage.discard(tmp)
-    return Existing(doc, text, None)
+        version = storage.store_for(uri).put(
+            uri, text.encode(), if_none_match=previous is None,
+            if_match=None if previous is None else previous.etag, content_type="application/json")
+    except storage.ConditionFailed:
+        raise lost from None
+    return Existing(doc, text, version)
 
 
 def _files(entry: dict) -> list[tuple[str, str]]:
@@ -379,11 +311,8 @@ def drop_unlisted(entries: list[dict]) -> None:
         try:
             if entry.get("files") is not None:
                 storage.remove_tree(uri)
-            elif storage.is_s3(uri):
-                bucket, key = storage.parse_s3(uri)
-                storage.s3_client().delete_object(Bucket=bucket, Key=key)
             else:
-                storage.discard(uri)
+                storage.store_for(uri).delete(uri)
         except Exception as exc:  # noqa: BLE001 - S3 or OS errors alike: logged, not fatal
             log.warning("%s: a replaced publication's file stays there, listed by no manifest "
                         "(%s)", uri, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
