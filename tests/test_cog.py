@@ -15,10 +15,12 @@ from affine import Affine
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-from sr_core.formats.cog import _stage_windows, upscaled_transform, validate_cog, write_cog
 from sr_core.errors import InputError
-from sr_core.formats.geotiff import SceneInfo, open_scene, read_window
+from sr_core.formats.base import SceneInfo
+from sr_core.formats.cog import CogOptions, _stage_windows, validate_cog, write_cog
+from sr_core.formats.geotiff import open_scene, read_window
 from sr_core.geometry.tiling import PixelWindow
+from sr_core.geometry.transforms import upscaled_transform
 
 
 def build_output_zarr(scene: SceneInfo, store: Path, scale: int, tile: int) -> tuple[np.ndarray,
@@ -117,7 +119,8 @@ def test_landsat_rgb_uint8_nodata(repo_data, tmp_path: Path) -> None:
     image, _ = build_output_zarr(scene, tmp_path / "out.zarr", scale=2, tile=256)
     dst = tmp_path / "out" / "landsat_x2.tif"
     dst.parent.mkdir()
-    info = write_cog(tmp_path / "out.zarr", scene, 2, dst, extra_tags={"SR_MODEL": "nearest"})
+    info = write_cog(tmp_path / "out.zarr", scene, 2, dst,
+                     CogOptions(extra_tags={"SR_MODEL": "nearest"}))
     assert info["width"] == 2 * scene.width and info["height"] == 2 * scene.height
     assert info["overviews"] == [2, 4] and info["bytes"] == dst.stat().st_size
     assert info["layout"] == "COG"
@@ -138,7 +141,7 @@ def test_sentinel2_uint16_unaligned_chunks(repo_data, tmp_path: Path) -> None:
     assert scene.dtype == "uint16" and scene.nodata == 0
     image, _ = build_output_zarr(scene, tmp_path / "out.zarr", scale=2, tile=250)
     dst = tmp_path / "s2_x2.tif"
-    info = write_cog(tmp_path / "out.zarr", scene, 2, dst, compress="ZSTD")
+    info = write_cog(tmp_path / "out.zarr", scene, 2, dst, CogOptions(compress="ZSTD"))
     assert info["compress"] == "ZSTD"
     with check_cog(dst, scene, 2, image) as out:
         assert out.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "ZSTD"
@@ -162,7 +165,7 @@ def test_float_dem_nan_descriptions_units_tags(repo_data, tmp_path: Path) -> Non
     image, valid = build_output_zarr(scene, tmp_path / "out.zarr", scale=2, tile=128)
     assert np.isnan(image).sum() == 4 * 40 * 40
     dst = tmp_path / "dem_x2.tif"
-    write_cog(tmp_path / "out.zarr", scene, 2, dst, extra_tags={"SR_MODEL": "m"})
+    write_cog(tmp_path / "out.zarr", scene, 2, dst, CogOptions(extra_tags={"SR_MODEL": "m"}))
     with check_cog(dst, scene, 2, image) as out:
         assert out.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "3"  # floating-point predictor
         assert out.tags(1)["SOURCE_BAND"] == "DEM"
@@ -222,7 +225,7 @@ def test_contract_violations(repo_data, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not an output Zarr"):
         write_cog(tmp_path / "nothing.zarr", scene, 2, tmp_path / "x.tif")
     with pytest.raises(InputError, match="blocksize"):
-        write_cog(tmp_path / "out.zarr", scene, 2, tmp_path / "x.tif", blocksize=100)
+        write_cog(tmp_path / "out.zarr", scene, 2, tmp_path / "x.tif", CogOptions(blocksize=100))
     assert not (tmp_path / "x.tif").exists()
 
 

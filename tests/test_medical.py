@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -22,13 +22,22 @@ import numpy as np
 import pydicom
 import pytest
 import tifffile
+from conftest import EX4D, MED, SERIES, SVS, pydicom_file, run_main
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian
 from tifffile.tifffile import svs_description_metadata as svs_meta
 
-from conftest import EX4D, MED, SERIES, SVS, pydicom_file, run_main
-
-from sr_core.formats import detect_format, iter_blocks, open_input
+from sr_core.formats import (
+    FORMATS,
+    REGISTRY,
+    Format,
+    detect,
+    detect_format,
+    format_for_head,
+    format_named,
+    iter_blocks,
+    open_input,
+)
 from sr_core.formats.dicom import SPACING_TAGS
 from sr_core.formats.nifti import in_plane_matrix
 from sr_core.pipeline import UpscaleConfig, run_upscale
@@ -76,6 +85,33 @@ def test_format_detected_from_content(tmp_path):
             renamed = tmp_path / f"renamed_{fmt}.tif"
             shutil.copy(src, renamed)
             assert detect_format(str(renamed)) == fmt
+
+
+def test_one_format_contract_for_every_format(repo_data, tmp_path):
+    """One registry list; each format sniffs, opens and names its own inputs, and a lookup by
+    name or by first bytes gives the same format object (as zarr's StoreTests run per store)."""
+    assert FORMATS == tuple(f.name for f in REGISTRY) and len(set(FORMATS)) == len(REGISTRY)
+    assert REGISTRY[-1].name == "geotiff"  # the fallback sniffs last
+    samples = {"geotiff": repo_data.path("S2A_29RKH_20200219_L2A_B04.tif"), "dicom": CT_SMALL,
+               "nifti": EX4D, "wsi": SVS}
+    for fmt in REGISTRY:
+        assert isinstance(fmt, Format) and format_named(fmt.name) is fmt
+        src = str(samples[fmt.name])
+        assert detect(src) is fmt
+        scene = fmt.open(src, src)
+        assert scene.format == fmt.name and scene.count >= 1
+        with open(src, "rb") as f:
+            head = f.read(1024)
+        by_head = format_for_head(head)
+        assert by_head is None or by_head is fmt
+        assert fmt.output_name(str(tmp_path / "x"), head).startswith(str(tmp_path / "x."))
+        rep = {"input": scene.to_dict(), "output": {}, "scale": 2}
+        planes, label = fmt.display_planes(rep)
+        assert planes and all(0 <= p < scene.count for p in planes) and label
+        assert fmt.value_units(rep)[0] > 0
+    assert format_named(None).name == "geotiff"
+    with pytest.raises(KeyError):
+        format_named("jpeg")
 
 
 @pytest.mark.parametrize("case", list(DICOM_CASES))
@@ -359,7 +395,8 @@ def test_no_patient_data_in_report_or_log(src, dst_name, dask_address, tmp_path,
     assert "dicom" in texts["report.json"]
     # the HTML page is the full one (pictures, physical geometry), not an empty shell
     assert texts["report.html"].count('data-figure="') >= 4
-    assert "Pixel Spacing" in texts["report.html"] and "report_html_error" not in texts["report.json"]
+    assert ("Pixel Spacing" in texts["report.html"]
+            and "report_html_error" not in texts["report.json"])
     for where, text in texts.items():
         leaked = sorted(v for v in values if v.lower() in text.lower())
         assert not leaked, f"{where} contains patient data {leaked}"

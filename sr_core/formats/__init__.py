@@ -1,52 +1,65 @@
 """Image formats: detected from the file's content, staged as 2-D planes, written back natively.
 
-One pipeline serves every format. A format contributes three things:
+One pipeline serves every format. Each format is one module implementing the
+:class:`~sr_core.formats.base.Format` contract, and :data:`REGISTRY` lists them, in sniffing
+order; callers look a format up by content (:func:`detect`, :func:`format_for_head`) or by name
+(:func:`format_named`) and never branch on its name. A format contributes:
 
-* ``open_<format>(path, name) -> SceneInfo``: validation before any model work (one-line
+* ``sniff``: whether a file (path and first bytes) is in the format;
+* ``open(path, name) -> SceneInfo``: validation before any model work (one-line
   :class:`~sr_core.errors.InputError` naming the file) and the metadata the writer needs;
 * ``iter_blocks(scene, tile_size_px)``: the pixels, streamed into the input Zarr as
   ``(planes, window, data, valid)`` blocks (:func:`iter_blocks`);
-* ``write_<format>(store_path, scene, scale, dst_path, model_name) -> dict``: the output Zarr
-  turned into the format's own container.
+* ``write(store_path, scene, scale, dst_path, ...) -> dict``: the output Zarr turned into the
+  format's own container (:func:`write_output`);
+* the output name: which destinations fit (:func:`check_output`) and an archive's output path;
+* display hints for the reports: planes shown, window or stretch, value units, geometry rows
+  (:func:`medical_planes`, :func:`medical_display`, :func:`value_units`, :func:`geometry_rows`).
 
-| format | detected by | planes (the Zarr's first axis) | written as |
-|---|---|---|---|
-| ``geotiff`` | anything else (rasterio / GDAL's GTiff driver decides) | bands | COG (:mod:`sr_core.formats.cog`) |
-| ``dicom`` | ``DICM`` at byte 128, or a folder (a series) | instances x frames x samples | a DICOM series (:mod:`.dicom`) |
-| ``nifti`` | ``n+1`` / ``ni1`` at byte 344 (NIfTI-1) or ``n+2`` at byte 4 (NIfTI-2), gzip or not | every (k, t, ...) of the volume | NIfTI (:mod:`.nifti`) |
-| ``wsi`` | a TIFF whose first page is Aperio SVS or OME-TIFF | colour samples | tiled pyramidal TIFF (:mod:`.wsi`) |
+The formats (format: detected by; planes, the Zarr's first axis; written as):
+
+* ``geotiff``: anything else (rasterio / GDAL's GTiff driver decides); bands; COG
+  (:mod:`sr_core.formats.cog`);
+* ``dicom``: ``DICM`` at byte 128, or a folder (a series); instances x frames x samples; a DICOM
+  series (:mod:`.dicom`);
+* ``nifti``: ``n+1`` / ``ni1`` at byte 344 (NIfTI-1) or ``n+2`` at byte 4 (NIfTI-2), gzip or
+  not; every (k, t, ...) of the volume; NIfTI (:mod:`.nifti`);
+* ``wsi``: a TIFF whose first page is Aperio SVS or OME-TIFF; colour samples; tiled pyramidal
+  TIFF (:mod:`.wsi`).
 
 Each plane is upscaled in-plane only: rows and columns of every plane are multiplied by the scale,
 the other axes (slices, time, frames) are kept.
+
+Modules: :mod:`.base` (the contract, shared helpers), :mod:`.geotiff` and :mod:`.cog` (GeoTIFF
+in, COG out), :mod:`.dicom`, :mod:`.nifti`, :mod:`.wsi`. May import: :mod:`sr_core.errors`,
+:mod:`sr_core.geometry`, :mod:`sr_core.storage` (and the format libraries); nothing above.
 """
 
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
 from sr_core.errors import InputError
-from sr_core.formats.geotiff import SceneInfo
-from sr_core.storage.security import check_size
+from sr_core.formats import dicom, geotiff, nifti, wsi
+from sr_core.formats.base import Display, Format, SceneInfo, file_ext
 from sr_core.geometry.tiling import PixelWindow
 
-FORMATS = ("geotiff", "dicom", "nifti", "wsi")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")
-_NIFTI2_MAGIC = (b"n+2\x00",)
+#: Every format, in sniffing order: the first whose ``sniff`` says yes reads the input; GeoTIFF,
+#: last, takes anything else (GDAL's own validation names the problem).
+REGISTRY: tuple[Format, ...] = (dicom.FORMAT, nifti.FORMAT, wsi.FORMAT, geotiff.FORMAT)
+FORMATS = tuple(f.name for f in REGISTRY)
 
 #: What DST may look like for each input format (checked before any work).
-OUTPUTS = {
-    "geotiff": "a COG path (.tif)",
-    "dicom": "a folder for the new series (or NAME.dcm for a single-instance input)",
-    "nifti": "NAME.nii or NAME.nii.gz",
-    "wsi": "NAME.tif, NAME.tiff or NAME.svs (tiled pyramidal TIFF)",
-}
+OUTPUTS = {f.name: f.outputs for f in REGISTRY}
+
+__all__ = ["FORMATS", "OUTPUTS", "REGISTRY", "Display", "Format", "SceneInfo", "check_output",
+           "detect", "detect_format", "format_for_head", "format_named", "geometry_rows",
+           "iter_blocks", "medical_display", "medical_planes", "open_input", "output_is_folder",
+           "value_units", "write_output"]
 
 
 def _head(path: str, n: int = 512) -> bytes:
@@ -61,33 +74,24 @@ def _head(path: str, n: int = 512) -> bytes:
     return head
 
 
-@contextmanager
-def quiet_tifffile() -> Iterator[None]:
-    """Keep tifffile's warnings about broken files off stderr: the caller turns them into one
-    InputError line."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def format_named(name: str | None) -> Format:
+    """The registered format called ``name`` (a report's ``input.format``; ``None``: GeoTIFF,
+    as reports written before formats were recorded).
+
+    Raises:
+        KeyError: no format has that name.
+    """
+    name = name or geotiff.FORMAT.name
+    for fmt in REGISTRY:
+        if fmt.name == name:
+            return fmt
+    raise KeyError(f"unknown image format {name!r} (known: {', '.join(FORMATS)})")
 
 
-def _is_wsi(path: str) -> bool:
-    import tifffile
-
-    try:
-        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            return bool(tif.is_svs or tif.is_ome)
-    except Exception:  # noqa: BLE001 - not parsable by tifffile: GDAL's open decides
-        return False
-
-
-def format_of_head(head: bytes) -> str | None:
-    """The format the first bytes of a file say, without opening it further: ``"dicom"``,
-    ``"nifti"`` (gzip-compressed too, when ``head`` holds enough of the stream), ``"tiff"`` (a
-    GeoTIFF or a whole-slide TIFF: :func:`detect_format` tells them apart) or ``None``."""
+def format_for_head(head: bytes) -> Format | None:
+    """The format the first bytes of a file say, without opening it further (an archive
+    listing: gzip-compressed NIfTI too, when ``head`` holds enough of the stream), or ``None``
+    when the bytes alone do not tell (a GeoTIFF or whole-slide TIFF, or anything else)."""
     if head[:2] == b"\x1f\x8b":
         import zlib
 
@@ -95,37 +99,31 @@ def format_of_head(head: bytes) -> str | None:
             head = zlib.decompressobj(wbits=31).decompress(head, 512)
         except zlib.error:
             return None
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head[344:348] in _NIFTI1_MAGIC or head[4:8] in _NIFTI2_MAGIC:
-        return "nifti"
-    if head[:4] in _TIFF_MAGIC:
-        return "tiff"
-    return None
+    return next((fmt for fmt in REGISTRY if fmt.sniff_head(head)), None)
 
 
-def detect_format(path: str) -> str:
+def detect(path: str) -> Format:
     """The format of a local file or folder, from its content (not its name).
 
     Args:
         path: local path (a folder is taken as a DICOM series).
 
     Returns:
-        One of :data:`FORMATS`; ``"geotiff"`` for anything unrecognised, so GDAL's own
-        validation names the problem.
+        The first format of :data:`REGISTRY` that sniffs it; GeoTIFF for anything unrecognised,
+        missing or empty, so GDAL's own validation names the problem.
     """
     if os.path.isdir(path):
-        return "dicom"
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        return "geotiff"  # open_scene names the problem (missing, empty)
-    head = _head(path)
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head[344:348] in _NIFTI1_MAGIC or head[4:8] in _NIFTI2_MAGIC:
-        return "nifti"
-    if head[:4] in _TIFF_MAGIC and _is_wsi(path):
-        return "wsi"
-    return "geotiff"
+        head = b""
+    elif not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return geotiff.FORMAT  # open_scene names the problem (missing, empty)
+    else:
+        head = _head(path)
+    return next(fmt for fmt in REGISTRY if fmt.sniff(path, head))
+
+
+def detect_format(path: str) -> str:
+    """The name of :func:`detect`'s format: one of :data:`FORMATS`."""
+    return detect(path).name
 
 
 def open_input(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
@@ -136,33 +134,14 @@ def open_input(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
         name: how messages and reports name it (the user's SRC).
 
     Returns:
-        The input's :class:`~sr_core.formats.geotiff.SceneInfo` with ``format`` set.
+        The input's :class:`~sr_core.formats.base.SceneInfo` with ``format`` set.
 
     Raises:
         InputError: missing, empty, truncated, corrupt or unsupported input, or larger than the
             size caps of :func:`sr_core.storage.security.check_size` (one line).
     """
     path = os.fspath(path)
-    name = name or path
-    fmt = detect_format(path)
-    if fmt == "dicom":
-        from sr_core.formats.dicom import open_dicom
-
-        info = open_dicom(path, name)
-    elif fmt == "nifti":
-        from sr_core.formats.nifti import open_nifti
-
-        info = open_nifti(path, name)
-    elif fmt == "wsi":
-        from sr_core.formats.wsi import open_wsi
-
-        info = open_wsi(path, name)
-    else:
-        from sr_core.formats.geotiff import open_scene
-
-        return open_scene(path, name)  # checks the size caps itself, before the TIFF's extent
-    check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
-    return info
+    return detect(path).open(path, name or path)
 
 
 def iter_blocks(scene: SceneInfo, tile_size_px: int
@@ -182,25 +161,12 @@ def iter_blocks(scene: SceneInfo, tile_size_px: int
     Raises:
         InputError: a block cannot be decoded (truncated or corrupt file).
     """
-    if scene.format == "dicom":
-        from sr_core.formats.dicom import iter_blocks as blocks
-    elif scene.format == "nifti":
-        from sr_core.formats.nifti import iter_blocks as blocks
-    elif scene.format == "wsi":
-        from sr_core.formats.wsi import iter_blocks as blocks
-    else:
-        from sr_core.formats.geotiff import iter_blocks as blocks
-    yield from blocks(scene, tile_size_px)
+    yield from format_named(scene.format).iter_blocks(scene, tile_size_px)
 
 
 def output_is_folder(scene: SceneInfo, dst: str) -> bool:
     """Whether the output for ``dst`` is a folder of files (a DICOM series) rather than one file."""
-    return scene.format == "dicom" and not _ext(dst).endswith(".dcm")
-
-
-def _ext(uri: str) -> str:
-    tail = str(uri).rstrip("/").rsplit("/", 1)[-1].lower()
-    return tail[tail.find("."):] if "." in tail else ""
+    return format_named(scene.format).output_is_folder(scene, dst)
 
 
 def check_output(scene: SceneInfo, dst: str) -> None:
@@ -214,26 +180,16 @@ def check_output(scene: SceneInfo, dst: str) -> None:
     Raises:
         InputError: the extension does not fit the input's format.
     """
-    ext = _ext(dst)
-    medical_ext = ext.endswith((".nii", ".nii.gz", ".dcm", ".svs"))
-    fmt = scene.format
-    ok = {
-        "geotiff": not medical_ext,
-        "nifti": ext.endswith((".nii", ".nii.gz")),
-        "dicom": not ext.endswith((".tif", ".tiff", ".nii", ".nii.gz", ".svs")),
-        "wsi": ext.endswith((".tif", ".tiff", ".svs")),
-    }[fmt]
-    if not ok:
-        raise InputError(f"{dst}: a {fmt} input is written as {OUTPUTS[fmt]}; this destination's "
-                         f"extension does not fit")
-    if fmt == "dicom" and ext.endswith(".dcm") and scene.meta.instances > 1:
-        raise InputError(f"{dst}: the input series has {scene.meta.instances} instances; give a "
-                         "folder name (no .dcm) for the new series")
+    fmt = format_named(scene.format)
+    if not fmt.output_fits(scene, file_ext(dst)):
+        raise InputError(f"{dst}: a {fmt.name} input is written as {fmt.outputs}; this "
+                         "destination's extension does not fit")
+    fmt.check_output(scene, dst)
 
 
 def write_output(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
                  model_name: str, dst_uri: str | None = None) -> dict:
-    """Write the output Zarr in the input's format (see the table in the module docstring).
+    """Write the output Zarr in the input's format (see the list in the module docstring).
 
     Args:
         store_path: the output Zarr group (``image`` ``(planes, H*s, W*s)``, ``valid``).
@@ -250,29 +206,49 @@ def write_output(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *
     Raises:
         StorageError: the output cannot be written; nothing is left at ``dst_path``.
     """
-    dst_uri = str(dst_uri or dst_path)
-    if scene.format == "dicom":
-        from sr_core.formats.dicom import write_dicom
-
-        return write_dicom(store_path, scene, scale, dst_path, model_name=model_name,
-                           folder=output_is_folder(scene, dst_uri))
-    if scene.format == "nifti":
-        from sr_core.formats.nifti import write_nifti
-
-        return write_nifti(store_path, scene, scale, dst_path, model_name=model_name,
-                           compress=dst_uri.lower().endswith(".gz"))
-    if scene.format == "wsi":
-        from sr_core.formats.wsi import write_wsi
-
-        return write_wsi(store_path, scene, scale, dst_path, model_name=model_name)
-    from sr_core.formats.cog import write_cog
-
-    out = write_cog(store_path, scene, scale, dst_path,
-                    extra_tags={"SR_SCALE": str(scale), "SR_MODEL": model_name})
-    return {"format": "cog", **out}
+    return format_named(scene.format).write(store_path, scene, scale, dst_path,
+                                            model_name=model_name,
+                                            dst_uri=str(dst_uri or dst_path))
 
 
-def first_line(exc: BaseException) -> str:
-    """An exception's first line (its type name when it has no message)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+# -------------------------------------------------------------- display hints, by report
+
+def medical_planes(rep: dict) -> tuple[list[int], str]:
+    """The planes a medical report shows and the sentence that says which.
+
+    Returns:
+        ``(planes, label)``: the middle image of the volume or series (middle slice of the first
+        time point for NIfTI, middle instance and frame for DICOM), its three colour samples
+        when it has them (DICOM RGB, whole-slide RGB), else its one plane
+        (the format's :meth:`~sr_core.formats.base.Format.display_planes`).
+    """
+    return format_named(rep["input"]["format"]).display_planes(rep)
+
+
+def medical_display(rep: dict, planes: list[int], thumb: np.ndarray, valid: np.ndarray,
+                    label: str) -> Display:
+    """The display window of a medical image, in stored values.
+
+    DICOM with a VOI window: the file's first Window Center / Width (modality units), taken back
+    to stored values through Rescale Slope / Intercept (PS3.3 C.11.2; MONOCHROME1 shown inverted).
+    8-bit RGB: 0-255. Otherwise each band between its
+    :data:`~sr_core.formats.base.MEDICAL_STRETCH_PERCENTILES` of valid input pixels
+    (the format's :meth:`~sr_core.formats.base.Format.display_window`).
+
+    Args:
+        rep: the scene's JSON report; planes: from :func:`medical_planes`;
+        thumb, valid: ``(len(planes), h, w)`` float64 decimated input values and bool validity;
+        label: the sentence saying what is shown.
+    """
+    return format_named(rep["input"]["format"]).display_window(rep, planes, thumb, valid, label)
+
+
+def value_units(rep: dict) -> tuple[float, str]:
+    """``(value_scale, units)`` of a report's image for the difference maps: DICOM Rescale Slope
+    in Rescale Type, NIfTI ``scl_slope``, else ``(1.0, "stored values")``."""
+    return format_named(rep["input"]["format"]).value_units(rep)
+
+
+def geometry_rows(rep: dict) -> list[tuple[str, str, str]]:
+    """``(what, input, output)`` rows of a medical image's physical geometry (no patient data)."""
+    return format_named(rep["input"]["format"]).geometry_rows(rep)

@@ -29,18 +29,19 @@ from __future__ import annotations
 import math
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rasterio
 import rasterio.shutil
-from affine import Affine
 from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from sr_core.errors import InputError, StorageError
-from sr_core.formats.geotiff import SceneInfo
+from sr_core.formats.base import SceneInfo, first_line
+from sr_core.geometry.transforms import upscaled_transform
 
 #: Compressions for which a predictor helps (``PREDICTOR=YES``: horizontal differencing for
 #: integers, floating-point predictor for floats).
@@ -48,22 +49,6 @@ _PREDICTOR_COMPRESSIONS = {"DEFLATE", "LZW", "ZSTD", "LZMA"}
 #: Compression of the temporary GeoTIFF: fast, lossless; re-encoded by the COG driver.
 _STAGE_COMPRESSION = {"compress": "ZSTD", "zstd_level": 1}
 _STAGE_FALLBACK_COMPRESSION = {"compress": "DEFLATE", "zlevel": 1}
-
-
-def upscaled_transform(transform: tuple[float, ...] | Affine, scale: int) -> Affine:
-    """The affine transform of the grid ``scale`` times finer than ``transform``'s.
-
-    ``transform @ Affine.scale(1 / scale)``: same origin, pixel size divided by ``scale``, rotation
-    and shear terms kept, so the upscaled image covers exactly the same area.
-
-    Args:
-        transform: ``(a, b, c, d, e, f)`` of the LR grid (pixel (col, row) -> CRS coordinates).
-        scale: integer upscaling factor >= 1.
-
-    Returns:
-        The HR grid's :class:`affine.Affine`.
-    """
-    return Affine(*tuple(transform)[:6]) @ Affine.scale(1.0 / scale)
 
 
 def _open_output(store_path: str, scene: SceneInfo, scale: int, array: str = "image"
@@ -77,9 +62,11 @@ def _open_output(store_path: str, scene: SceneInfo, scale: int, array: str = "im
         image, valid = group[array], group["valid"]
     except (FileNotFoundError, KeyError) as exc:
         raise InputError(f"{store_path}: not an output Zarr with arrays '{array}' and 'valid' "
-                         f"({_first_line(exc)})") from None
+                         f"({first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - zarr raises many types for unreadable stores
-        raise StorageError(f"{store_path}: cannot open output Zarr ({_first_line(exc)})") from None
+        raise StorageError(f"{store_path}: cannot open output Zarr ({first_line(exc)})") from None
+    if not isinstance(image, zarr.Array) or not isinstance(valid, zarr.Array):
+        raise InputError(f"{store_path}: '{array}' and 'valid' must be arrays, not groups")
     expected = (scene.count, scene.height * scale, scene.width * scale)
     if tuple(image.shape) != expected:
         raise InputError(f"{store_path}: '{array}' has shape {tuple(image.shape)}, expected "
@@ -93,11 +80,6 @@ def _open_output(store_path: str, scene: SceneInfo, scale: int, array: str = "im
     if np.dtype(valid.dtype) != np.dtype(bool):
         raise InputError(f"{store_path}: 'valid' has dtype {valid.dtype}, expected bool")
     return image, valid
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _stage_windows(height: int, width: int, chunk_h: int, chunk_w: int, blocksize: int
@@ -187,20 +169,11 @@ def _cog_options(scene: SceneInfo, compress: str, blocksize: int, overview_resam
     return opts
 
 
-def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
-              dst_path: str | os.PathLike, *, compress: str = "DEFLATE", blocksize: int = 512,
-              overview_resampling: str = "average", extra_tags: dict | None = None,
-              cache_mb: int = 64, array: str = "image") -> dict:
-    """Write the output Zarr as a Cloud-Optimized GeoTIFF, streaming (bounded memory).
+@dataclass(frozen=True)
+class CogOptions:
+    """Options of :func:`write_cog`; the defaults suit the pipeline's outputs.
 
-    Args:
-        store_path: local path of the output Zarr group (see the module docstring for its contract:
-            ``image`` ``(count, H*scale, W*scale)`` in ``scene.dtype``, ``valid`` same shape bool).
-        scene: the input scene's metadata (CRS, transform, nodata, mask kind, band metadata, tags).
-        scale: integer upscaling factor the Zarr was written at.
-        dst_path: local path of the COG to write (normally a temporary path from
-            :func:`sr_core.storage.temp_path_for`; an existing file is replaced). Its directory
-            must exist; the temporary GeoTIFF and GDAL's overview temporaries are made there.
+    Attributes:
         compress: COG compression (``DEFLATE``, ``ZSTD``, ``LZW``, ``LERC``, ``NONE``, ...).
             ``PREDICTOR=YES`` is added for DEFLATE/LZW/ZSTD/LZMA.
         blocksize: COG tile edge in pixels (multiple of 16, >= 128).
@@ -213,8 +186,32 @@ def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
             output than for a 4096 px one. 64 MiB holds two rows of 512 px blocks of a 32768 px
             wide uint16 output, which is all a streamed write needs.
         array: the Zarr array written: ``"image"``, or ``"uncertainty"`` (the self-ensemble's
-            standard deviation, float32; :mod:`sr_core.quality.uncertainty` passes a ``scene`` whose
-            dtype, nodata and band metadata describe it).
+            standard deviation, float32; :mod:`sr_core.quality.uncertainty` passes a ``scene``
+            whose dtype, nodata and band metadata describe it).
+    """
+
+    compress: str = "DEFLATE"
+    blocksize: int = 512
+    overview_resampling: str = "average"
+    extra_tags: dict | None = None
+    cache_mb: int = 64
+    array: str = "image"
+
+
+def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
+              dst_path: str | os.PathLike, options: CogOptions | None = None) -> dict:
+    """Write the output Zarr as a Cloud-Optimized GeoTIFF, streaming (bounded memory).
+
+    Args:
+        store_path: local path of the output Zarr group (see the module docstring for its contract:
+            ``image`` ``(count, H*scale, W*scale)`` in ``scene.dtype``, ``valid`` same shape bool).
+        scene: the input scene's metadata (CRS, transform, nodata, mask kind, band metadata, tags).
+        scale: integer upscaling factor the Zarr was written at.
+        dst_path: local path of the COG to write (normally a temporary path from
+            :func:`sr_core.storage.temp_path_for`; an existing file is replaced). Its directory
+            must exist; the temporary GeoTIFF and GDAL's overview temporaries are made there.
+        options: compression, tile size, overview resampling, extra tags, GDAL cache and the
+            array written (:class:`CogOptions`; its defaults when None).
 
     Returns:
         ``{"path", "width", "height", "count", "dtype", "crs", "transform" (6 floats), "nodata",
@@ -228,46 +225,31 @@ def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
             permission), or GDAL's result is not a valid COG. No partial ``dst_path`` is left.
     """
     store_path, dst_path = os.fspath(store_path), os.fspath(dst_path)
+    opts = options if options is not None else CogOptions()
+    compress, blocksize = opts.compress, opts.blocksize
     if not isinstance(scale, int) or scale < 1:
         raise InputError(f"scale must be an integer >= 1, got {scale!r}")
     if blocksize < 128 or blocksize % 16:
         raise InputError(f"blocksize must be a multiple of 16 and >= 128, got {blocksize}")
-    image, valid = _open_output(store_path, scene, scale, array)
-    height, width = scene.height * scale, scene.width * scale
-    chunk_h, chunk_w = int(image.chunks[1]), int(image.chunks[2])
-    tile_h, tile_w, windows = _stage_windows(height, width, chunk_h, chunk_w, blocksize)
-    write_mask = scene.mask_kind == "per_dataset" and "alpha" not in scene.colorinterp
-
+    arrays = _open_output(store_path, scene, scale, opts.array)
     dst_dir = os.path.dirname(os.path.abspath(dst_path))
     stage = os.path.join(dst_dir, f".{os.path.basename(dst_path)}.stage-{uuid.uuid4().hex}.tif")
     try:
-        profile = _stage_profile(scene, scale, tile_h, tile_w)
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=int(cache_mb)):
-            try:
-                dst = rasterio.open(stage, "w", **profile, **_STAGE_COMPRESSION)
-            except RasterioError:
-                dst = rasterio.open(stage, "w", **profile, **_STAGE_FALLBACK_COMPRESSION)
-            with dst:
-                _apply_metadata(dst, scene, scale, extra_tags)
-                for win in windows:
-                    rows = slice(win.row_off, win.row_off + win.height)
-                    cols = slice(win.col_off, win.col_off + win.width)
-                    dst.write(np.asarray(image[:, rows, cols]), window=win)
-                    if write_mask:
-                        ok = np.asarray(valid[:, rows, cols]).any(axis=0)
-                        dst.write_mask(ok.astype(np.uint8) * np.uint8(255), window=win)
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=int(opts.cache_mb)):
+            _write_stage(stage, arrays, scene, scale, blocksize, opts.extra_tags)
             rasterio.shutil.copy(stage, dst_path, driver="COG",
-                                 **_cog_options(scene, compress, blocksize, overview_resampling))
+                                 **_cog_options(scene, compress, blocksize,
+                                                 opts.overview_resampling))
     except (InputError, StorageError):
         _remove(dst_path)
         raise
     except (RasterioError, OSError) as exc:
         _remove(dst_path)
-        raise StorageError(f"{dst_path}: cannot write COG ({_first_line(exc)})") from None
+        raise StorageError(f"{dst_path}: cannot write COG ({first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - zarr decode errors and the like
         _remove(dst_path)
         raise StorageError(f"{dst_path}: cannot write COG from {store_path} "
-                           f"({_first_line(exc)})") from None
+                           f"({first_line(exc)})") from None
     finally:
         _remove(stage)
         _remove(stage + ".msk")
@@ -276,8 +258,39 @@ def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
     if problems:
         _remove(dst_path)
         raise StorageError(f"{dst_path}: GDAL's output is not a valid COG ({'; '.join(problems)})")
+    return _describe_cog(dst_path, scene, blocksize, compress)
+
+
+def _write_stage(stage: str, arrays: tuple[Any, Any], scene: SceneInfo, scale: int,
+                 blocksize: int, extra_tags: dict | None) -> None:
+    """Step 1 of :func:`write_cog`: every chunk of the output Zarr's ``(image, valid)`` arrays
+    read once and written as whole tiles of the temporary tiled GeoTIFF ``stage`` (metadata
+    and, for a per-dataset mask, the internal mask included)."""
+    image, valid = arrays
+    height, width = scene.height * scale, scene.width * scale
+    chunk_h, chunk_w = int(image.chunks[1]), int(image.chunks[2])
+    tile_h, tile_w, windows = _stage_windows(height, width, chunk_h, chunk_w, blocksize)
+    write_mask = scene.mask_kind == "per_dataset" and "alpha" not in scene.colorinterp
+    profile = _stage_profile(scene, scale, tile_h, tile_w)
+    try:
+        dst = rasterio.open(stage, "w", **profile, **_STAGE_COMPRESSION)
+    except RasterioError:
+        dst = rasterio.open(stage, "w", **profile, **_STAGE_FALLBACK_COMPRESSION)
+    with dst:
+        _apply_metadata(dst, scene, scale, extra_tags)
+        for win in windows:
+            rows = slice(win.row_off, win.row_off + win.height)
+            cols = slice(win.col_off, win.col_off + win.width)
+            dst.write(np.asarray(image[:, rows, cols]), window=win)
+            if write_mask:
+                ok = np.asarray(valid[:, rows, cols]).any(axis=0)
+                dst.write_mask(ok.astype(np.uint8) * np.uint8(255), window=win)
+
+
+def _describe_cog(dst_path: str, scene: SceneInfo, blocksize: int, compress: str) -> dict:
+    """:func:`write_cog`'s description of the written COG, read back from the file."""
     with rasterio.open(dst_path) as out:
-        result = {
+        return {
             "path": dst_path, "width": out.width, "height": out.height, "count": out.count,
             "dtype": out.dtypes[0], "crs": out.crs.to_string() if out.crs else None,
             "transform": list(out.transform)[:6], "nodata": out.nodata, "mask": scene.mask_kind,
@@ -285,7 +298,6 @@ def write_cog(store_path: str | os.PathLike, scene: SceneInfo, scale: int,
             "overviews": out.overviews(1), "layout": "COG",
             "bytes": os.path.getsize(dst_path),
         }
-    return result
 
 
 def validate_cog(path: str | os.PathLike) -> list[str]:
@@ -317,10 +329,11 @@ def validate_cog(path: str | os.PathLike) -> list[str]:
             if (src.width > bw or src.height > bh) and not src.overviews(1):
                 problems.append("no overviews although the image is larger than one tile")
     except RasterioError as exc:
-        return [f"not readable by GDAL ({_first_line(exc)})"]
+        return [f"not readable by GDAL ({first_line(exc)})"]
     try:
         with tifffile.TiffFile(path) as tif:
-            pages = list(tif.pages)
+            # (tif.pages yields TiffPage unless frames were asked for: aspage() never runs)
+            pages = [p if isinstance(p, tifffile.TiffPage) else p.aspage() for p in tif.pages]
             ifd_end = max(p.offset for p in pages)
             first_data = math.inf
             data_starts = []
@@ -340,7 +353,7 @@ def validate_cog(path: str | os.PathLike) -> list[str]:
                 if any(o > full_start for w, o in data_starts if w < widest):
                     problems.append("overview data stored after full-resolution data")
     except Exception as exc:  # noqa: BLE001
-        problems.append(f"not parsable as TIFF ({_first_line(exc)})")
+        problems.append(f"not parsable as TIFF ({first_line(exc)})")
     return problems
 
 

@@ -29,76 +29,40 @@ compressed pixel data is decoded once.
 
 Patient data never leaves the dataset: :attr:`SceneInfo.geometry` holds geometry and pixel format
 only, and messages name files and tags, never values.
+
+Reading and the format's contract (:class:`Dicom`) are here; writing is in
+:mod:`sr_core.formats.dicom_write`; what both use (the writer's metadata, the tags it changes,
+the quiet pydicom context) is in :mod:`sr_core.formats.dicom_meta`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 
-from sr_core.errors import InputError, StorageError
-from sr_core.formats import first_line
-from sr_core.formats.geotiff import SceneInfo
-from sr_core.storage.security import check_size
-from sr_core.storage import discard
+from sr_core.errors import InputError
+from sr_core.formats.base import (
+    Display,
+    Format,
+    SceneInfo,
+    file_ext,
+    first_line,
+    pair,
+    percentile_display,
+)
+from sr_core.formats.dicom_meta import (
+    SPACING_TAGS,
+    DicomMeta,
+    _attr,
+    _snake,
+    quiet_pydicom,
+)
 from sr_core.geometry.tiling import PixelWindow
+from sr_core.storage.security import check_size
 
-#: Spacing attributes divided by the scale (row spacing \\ column spacing, mm).
-SPACING_TAGS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
-#: Attributes that describe the input's pixel values and would be wrong for the output.
-DROPPED_TAGS = ("SmallestImagePixelValue", "LargestImagePixelValue",
-                "SmallestPixelValueInSeries", "LargestPixelValueInSeries")
 _SKIPPED_NAMES = ("DICOMDIR",)
-
-
-@dataclass(frozen=True)
-class DicomMeta:
-    """What the writer needs (no patient data).
-
-    Attributes:
-        files: instance files in plane order.
-        frames: frames per instance; samples: samples per pixel.
-        bits_stored: Bits Stored; signed: Pixel Representation 1.
-        photometric: Photometric Interpretation of the decoded pixels.
-    """
-
-    files: tuple[str, ...]
-    frames: int
-    samples: int
-    bits_stored: int
-    signed: bool
-    photometric: str
-
-    @property
-    def instances(self) -> int:
-        return len(self.files)
-
-    def value_range(self) -> tuple[int, int]:
-        """The stored values Bits Stored and Pixel Representation allow."""
-        b = self.bits_stored
-        return (-(1 << (b - 1)), (1 << (b - 1)) - 1) if self.signed else (0, (1 << b) - 1)
-
-
-@contextmanager
-def quiet_pydicom() -> Iterator[None]:
-    """Silence pydicom's warnings and log records while it reads or writes: its validation
-    messages quote element values (``Invalid value for VR DA: '...'``), which may be patient
-    data, and stray warnings would break the CLI's one-line errors."""
-    logger = logging.getLogger("pydicom")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _files_of(path: str, name: str) -> list[str]:
@@ -133,9 +97,9 @@ def _read_header(f: str, label: str):
 
 def _check_header(ds, label: str, name: str, instances: int) -> np.dtype:
     """Check the pixel format one dataset's header declares, and the size caps of
-    :func:`sr_core.storage.security.check_size` for ``instances`` files of that size (the series, all
-    of whose files must match), before any pixel data is read or decoded; return the dtype of
-    its decoded pixels."""
+    :func:`sr_core.storage.security.check_size` for ``instances`` files of that size (the series,
+    all of whose files must match), before any pixel data is read or decoded; return the dtype
+    of its decoded pixels."""
     if "PixelData" not in ds:
         what = "float pixel data" if ("FloatPixelData" in ds or "DoubleFloatPixelData" in ds) \
             else "no pixel data"
@@ -228,7 +192,8 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
         dt = _check_header(ds, label, name, len(files))
         total_bytes += os.path.getsize(f)
         key = (int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1),
-               int(ds.get("SamplesPerPixel", 1)), dt.str, int(ds.get("BitsStored", 8 * dt.itemsize)),
+               int(ds.get("SamplesPerPixel", 1)), dt.str,
+               int(ds.get("BitsStored", 8 * dt.itemsize)),
                str(ds.get("SeriesInstanceUID", "")), _padding(ds))
         if first is None:
             first, dtype, ref = key, dt, ds
@@ -240,6 +205,8 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
         entries.append((int(ds.get("InstanceNumber", 0) or 0), _position_along_normal(ds), f))
         del ds
     entries.sort(key=lambda e: (e[0], e[1]))
+    if first is None or dtype is None:  # unreachable: _files_of never returns an empty list
+        raise InputError(f"{name}: folder holds no DICOM files")
     rows, cols, frames, samples, _, bits_stored, _, padding = first
     photometric = str(ref.get("PhotometricInterpretation", "MONOCHROME2"))
     if samples == 3:
@@ -279,21 +246,6 @@ def _open_dicom(path: str, name: str) -> SceneInfo:
         file_bytes=total_bytes, format="dicom", geometry=geometry, meta=meta)
 
 
-def _attr(ds, group: str, tag: str):
-    """``tag`` of the dataset, else of its enhanced multi-frame functional groups: the
-    ``group`` macro (e.g. ``PixelMeasuresSequence``) of the Shared Functional Groups Sequence,
-    else of the first frame's Per-frame Functional Groups item (DICOM PS3.3 C.7.6.16)."""
-    if ds.get(tag) not in (None, ""):
-        return ds.get(tag)
-    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        items = ds.get(seq) or []
-        for item in items[:1]:
-            for macro in item.get(group) or []:
-                if macro.get(tag) not in (None, ""):
-                    return macro.get(tag)
-    return None
-
-
 def _first(value) -> float | None:
     """The first value of a number or multi-valued attribute, as float (``None`` if absent)."""
     if value is None or value == "":
@@ -304,10 +256,6 @@ def _first(value) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _snake(tag: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(tag))
 
 
 def _planes_of(arr: np.ndarray, meta: DicomMeta) -> np.ndarray:
@@ -341,124 +289,108 @@ def iter_blocks(scene: SceneInfo, tile_size_px: int
         yield slice(i * per, (i + 1) * per), window, data, valid
 
 
-def _scaled_spacing(ds, scale: int) -> None:
-    from pydicom.valuerep import DSfloat
+class Dicom(Format):
+    """DICOM in, a DICOM series (or one ``.dcm``) out; a folder is a series."""
 
-    def fix(item) -> None:
-        for tag in SPACING_TAGS:
-            if tag in item and item.get(tag):
-                setattr(item, tag, [DSfloat(float(v) / scale, auto_format=True)
-                                    for v in item.get(tag)])
+    name = "dicom"
+    output_labels = {"dicom": "DICOM"}
+    outputs = "a folder for the new series (or NAME.dcm for a single-instance input)"
+    folder_is_series = True
 
-    fix(ds)
-    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        for group in ds.get(seq, []):
-            for measures in group.get("PixelMeasuresSequence", []):
-                fix(measures)
+    def sniff(self, path: str, head: bytes) -> bool:
+        return os.path.isdir(path) or self.sniff_head(head)
+
+    def sniff_head(self, head: bytes) -> bool:
+        """``DICM`` at byte 128 (PS3.10)."""
+        return head[128:132] == b"DICM"
+
+    def open(self, path: str, name: str) -> SceneInfo:
+        info = open_dicom(path, name)
+        check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
+        return info
+
+    def iter_blocks(self, scene: SceneInfo, tile_size_px: int
+                    ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:
+        return iter_blocks(scene, tile_size_px)
+
+    def write(self, store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
+              model_name: str, dst_uri: str) -> dict:
+        from sr_core.formats.dicom_write import write_dicom
+
+        return write_dicom(store_path, scene, scale, dst_path, model_name=model_name,
+                           folder=self.output_is_folder(scene, dst_uri))
+
+    def output_fits(self, scene: SceneInfo, ext: str) -> bool:
+        return not ext.endswith((".tif", ".tiff", ".nii", ".nii.gz", ".svs"))
+
+    def check_output(self, scene: SceneInfo, dst: str) -> None:
+        """A ``.dcm`` destination holds one instance only."""
+        if file_ext(dst).endswith(".dcm") and scene.meta.instances > 1:
+            raise InputError(f"{dst}: the input series has {scene.meta.instances} instances; "
+                             "give a folder name (no .dcm) for the new series")
+
+    def output_is_folder(self, scene: SceneInfo, dst: str) -> bool:
+        return not file_ext(dst).endswith(".dcm")
+
+    def output_name(self, base: str, head: bytes) -> str:
+        return base + ".dcm"
+
+    def display_planes(self, rep: dict) -> tuple[list[int], str]:
+        """The middle image of the series (instance x frame), RGB when it has three samples."""
+        geo, count = rep["input"].get("geometry") or {}, int(rep["input"]["bands"])
+        samples = int(geo.get("samples_per_pixel") or 1)
+        images = count // samples
+        m = images // 2
+        where = (f"image {m + 1} of {images} (instance x frame, in series order)"
+                 if images > 1 else "the image")
+        if samples == 3:
+            return [m * 3, m * 3 + 1, m * 3 + 2], f"{where}, RGB"
+        return [m], f"{where} in grey levels"
+
+    def display_window(self, rep: dict, planes: list[int], thumb: np.ndarray,
+                       valid: np.ndarray, label: str) -> Display:
+        """With a VOI window: the file's first Window Center / Width (modality units), taken
+        back to stored values through Rescale Slope / Intercept (PS3.3 C.11.2; MONOCHROME1
+        shown inverted); else :func:`~sr_core.formats.base.percentile_display`."""
+        geo = rep["input"].get("geometry") or {}
+        centre, width = geo.get("window_center"), geo.get("window_width")
+        if len(planes) != 1 or centre is None or not width:
+            return percentile_display(rep, planes, thumb, valid, label)
+        m, b = geo.get("rescale_slope") or 1.0, geo.get("rescale_intercept") or 0.0
+        lo, hi = (centre - width / 2 - b) / m, (centre + width / 2 - b) / m
+        unit = geo.get("rescale_type") or "modality units"
+        text = (f"{label}; window: the file's VOI window, centre {centre:g} / width {width:g} "
+                f"{unit}")
+        if geo.get("photometric") == "MONOCHROME1":
+            lo, hi = hi, lo
+            text += " (MONOCHROME1: low values white)"
+        return Display((0,), (lo,), (hi,), text)
+
+    def value_units(self, rep: dict) -> tuple[float, str]:
+        """Rescale Slope's size, in Rescale Type (or "modality units")."""
+        geo = rep["input"].get("geometry") or {}
+        return abs(geo.get("rescale_slope") or 1.0), geo.get("rescale_type") or "modality units"
+
+    def geometry_rows(self, rep: dict) -> list[tuple[str, str, str]]:
+        """Modality, pixel spacings (divided by the scale), images, slice thickness, rescale."""
+        geo, out, s = rep["input"].get("geometry") or {}, rep["output"], int(rep["scale"])
+        rows = [("modality", geo.get("modality") or "?", geo.get("modality") or "?")]
+        for key, what in (("pixel_spacing_mm", "Pixel Spacing (row x column, mm)"),
+                          ("imager_pixel_spacing_mm", "Imager Pixel Spacing (mm)"),
+                          ("nominal_scanned_pixel_spacing_mm",
+                           "Nominal Scanned Pixel Spacing (mm)")):
+            if geo.get(key):
+                rows.append((what, pair(geo[key]), pair(out.get(key) or
+                                                        [v / s for v in geo[key]])))
+        rows.append(("images", f"{geo.get('instances')} instance(s) x {geo.get('frames')} frame(s)",
+                     "the same"))
+        if geo.get("slice_thickness_mm"):
+            rows.append(("Slice Thickness (mm)", f"{geo['slice_thickness_mm']:g}", "kept"))
+        unit = geo.get("rescale_type") or "modality units"
+        rows.append(("values", f"stored x {geo.get('rescale_slope'):g} + "
+                     f"{geo.get('rescale_intercept'):g} = {unit}",
+                     "the same rescale (values in the original units)"))
+        return rows
 
 
-def derived_dataset(ds, pixels: np.ndarray, meta: DicomMeta, scale: int, series_uid: str,
-                    model_name: str):
-    """Turn one input dataset (header) into the output instance holding ``pixels``.
-
-    Args:
-        ds: the input instance, read with pydicom (modified in place).
-        pixels: ``(frames, rows*s, cols*s[, samples])`` stored values in the input's dtype.
-        meta: the series' :class:`DicomMeta`; scale: the upscaling factor.
-        series_uid: the new Series Instance UID; model_name: recorded in Derivation Description.
-
-    Returns:
-        ``ds``, ready to save.
-    """
-    import sr_core
-    from pydicom.dataset import Dataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    source = Dataset()
-    source.ReferencedSOPClassUID = ds.SOPClassUID
-    source.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    for tag in DROPPED_TAGS:
-        if tag in ds:
-            delattr(ds, tag)
-    lo, hi = meta.value_range()
-    arr = np.clip(pixels, lo, hi).astype(pixels.dtype)
-    if meta.frames == 1:
-        arr = arr[0]
-    ds.set_pixel_data(arr, meta.photometric, meta.bits_stored, generate_instance_uid=True)
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.SeriesInstanceUID = series_uid
-    _scaled_spacing(ds, scale)
-    image_type = [str(v) for v in ds.get("ImageType", [])] or ["DERIVED", "SECONDARY"]
-    image_type[0] = "DERIVED"
-    if len(image_type) < 2:
-        image_type.append("SECONDARY")
-    ds.ImageType = image_type
-    ds.DerivationDescription = (f"Super-resolved x{scale} in-plane by sr-pipeline "
-                                f"{sr_core.__version__}, model {model_name}")[:1024]
-    ds.SourceImageSequence = [source]
-    if ds.get("SeriesDescription"):
-        ds.SeriesDescription = f"{ds.SeriesDescription} SR x{scale}"[-64:]
-    return ds
-
-
-def write_dicom(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
-                model_name: str, folder: bool | None = None) -> dict:
-    """Write the output Zarr as a new DICOM series (see the module docstring).
-
-    Args:
-        store_path: output Zarr group (``image`` ``(planes, H*s, W*s)``).
-        scene: the input (``format == "dicom"``).
-        scale: upscaling factor.
-        dst_path: local temporary path: a file (single-instance input) or a folder to create,
-            which receives ``IM00001.dcm``, ``IM00002.dcm``, ... in plane order.
-        model_name: recorded in Derivation Description.
-        folder: write a folder; ``None``: a folder unless ``dst_path`` ends in ``.dcm``.
-
-    Returns:
-        ``{"path", "format": "dicom", "files", "rows", "columns", "pixel_spacing_mm", ...}``.
-
-    Raises:
-        StorageError: a file cannot be written (nothing is left at ``dst_path``).
-    """
-    import pydicom
-    import zarr
-    from pydicom.uid import generate_uid
-
-    meta: DicomMeta = scene.meta
-    image = zarr.open_group(store_path, mode="r")["image"]
-    single = not folder if folder is not None else dst_path.lower().endswith(".dcm")
-    if single and meta.instances > 1:
-        raise StorageError(f"{dst_path}: {meta.instances} instances need a folder")
-    series_uid = generate_uid()
-    per = meta.frames * meta.samples
-    h, w = scene.height * scale, scene.width * scale
-    written = []
-    try:
-        if not single:
-            os.makedirs(dst_path)
-        with quiet_pydicom():
-            for i, f in enumerate(meta.files):
-                planes = np.asarray(image[i * per:(i + 1) * per])
-                pixels = planes.reshape(meta.frames, meta.samples, h, w).transpose(0, 2, 3, 1)
-                if meta.samples == 1:
-                    pixels = pixels[..., 0]
-                ds = pydicom.dcmread(f)
-                del ds.PixelData
-                ds = derived_dataset(ds, np.ascontiguousarray(pixels), meta, scale, series_uid,
-                                     model_name)
-                out = dst_path if single else os.path.join(dst_path, f"IM{i + 1:05d}.dcm")
-                ds.save_as(out, enforce_file_format=True)
-                written.append(out)
-    except Exception as exc:  # noqa: BLE001 - disk full, permissions, encoder refusals
-        discard(dst_path)
-        raise StorageError(f"{dst_path}: cannot write DICOM ({first_line(exc)})") from None
-    with quiet_pydicom():
-        check = pydicom.dcmread(written[0])
-    return {
-        "path": dst_path, "format": "dicom", "files": len(written), "rows": int(check.Rows),
-        "columns": int(check.Columns), "transfer_syntax": str(check.file_meta.TransferSyntaxUID),
-        **{f"{_snake(t)}_mm": [float(v) for v in _attr(check, "PixelMeasuresSequence", t)]
-           for t in SPACING_TAGS if _attr(check, "PixelMeasuresSequence", t)},
-        "bytes": sum(os.path.getsize(p) for p in written),
-    }
+FORMAT = Dicom()

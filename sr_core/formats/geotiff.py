@@ -3,8 +3,8 @@
 Validation happens before any model work and turns every user mistake into one
 :class:`~sr_core.errors.InputError` line that names the file: missing, empty (0 bytes), not a
 GeoTIFF, truncated, unsupported dtype (complex, palette, int8, int32, int64, ...), or a header
-larger than the size caps of :func:`sr_core.storage.security.check_size` (checked before any pixel is
-read).
+larger than the size caps of :func:`sr_core.storage.security.check_size` (checked before any
+pixel is read).
 
 Policies for odd but readable scenes:
 
@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -33,8 +31,9 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
 from sr_core.errors import InputError
-from sr_core.storage.security import check_size
+from sr_core.formats.base import Format, MaskKind, SceneInfo
 from sr_core.geometry.tiling import PixelWindow
+from sr_core.storage.security import check_size
 
 #: dtypes the pipeline reads and writes back unchanged.
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
@@ -42,81 +41,11 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 #: writes), and naming it refuses everything else, e.g. a VRT renamed .tif.
 ALLOWED_DRIVERS = "GTiff"
 
-MaskKind = Literal["nodata", "per_dataset", "none"]
-
-
-@dataclass(frozen=True)
-class SceneInfo:
-    """Metadata of one scene, read once at ingest.
-
-    Attributes:
-        path: local path of the file that is read.
-        name: how messages and reports name it (the user's SRC, e.g. an ``s3://`` URL).
-        height, width: size in pixels; count: number of bands.
-        dtype: numpy dtype name, one of :data:`SUPPORTED_DTYPES`.
-        crs: CRS as WKT (``None`` if the file has none); crs_label: short form (``"EPSG:32618"``).
-        transform: affine transform ``(a, b, c, d, e, f)`` from pixel (col, row) to CRS coordinates.
-        nodata: nodata value in scene units, or ``None``.
-        mask_kind: ``"nodata"`` (a nodata value), ``"per_dataset"`` (an internal/external mask band),
-            or ``"none"``. Non-finite float pixels always count as invalid too.
-        descriptions, colorinterp, units: per band; tags: dataset tags; band_tags: per band.
-        file_bytes: size of the file read (all files of a DICOM series folder).
-        format: ``"geotiff"``, ``"dicom"``, ``"nifti"`` or ``"wsi"`` (see :mod:`sr_core.formats`).
-        geometry: the physical geometry of a medical image (spacing, affine, MPP, ...; never
-            patient data), shown in reports; empty for GeoTIFFs.
-        meta: what the format's reader and writer need (file list, header facts); never reported.
-
-    For a medical image the ``count`` axis holds *planes*: the 2-D images that are upscaled
-    in-plane one by one (slices, frames, time points, colour samples; see each format's module).
-    """
-
-    path: str
-    name: str
-    height: int
-    width: int
-    count: int
-    dtype: str
-    crs: str | None
-    crs_label: str | None
-    transform: tuple[float, float, float, float, float, float]
-    nodata: float | None
-    mask_kind: MaskKind
-    descriptions: tuple[str | None, ...]
-    colorinterp: tuple[str, ...]
-    units: tuple[str | None, ...]
-    tags: dict = field(default_factory=dict)
-    band_tags: tuple[dict, ...] = ()
-    file_bytes: int = 0
-    format: str = "geotiff"
-    geometry: dict = field(default_factory=dict)
-    meta: Any = None
-
-    @property
-    def size_px(self) -> int:
-        return self.height * self.width
-
-    @property
-    def chunk_planes(self) -> int:
-        """Planes per Zarr chunk: all bands for a GeoTIFF (one chunk per tile), one for medical
-        images (one chunk per tile and plane, so a writer can read plane by plane)."""
-        return self.count if self.format == "geotiff" else 1
-
-    def to_dict(self) -> dict:
-        """JSON-ready metadata for reports."""
-        return {
-            "name": self.name, "width": self.width, "height": self.height, "bands": self.count,
-            "dtype": self.dtype, "crs": self.crs_label or self.crs, "transform": list(self.transform),
-            "nodata": self.nodata, "mask": self.mask_kind, "descriptions": list(self.descriptions),
-            "colorinterp": list(self.colorinterp), "file_bytes": self.file_bytes,
-            "format": self.format, **({"geometry": self.geometry} if self.geometry else {}),
-        }
-
-
 def check_tiff_extent(path: str, name: str, file_bytes: int) -> None:
     """Refuse a TIFF whose strips or tiles point past the end of the file (truncated download)."""
     import tifffile
 
-    from sr_core.formats import quiet_tifffile
+    from sr_core.formats.base import quiet_tifffile
 
     try:
         # tifffile logs tags it cannot parse (a float32 GDAL_NODATA of -3.4028230607370965e+38);
@@ -177,7 +106,8 @@ def open_scene(path: str | os.PathLike, name: str | None = None) -> SceneInfo:
             raise InputError(f"{name}: bands have different dtypes {sorted(dtypes)}; not supported")
         dtype = src.dtypes[0]
         if dtype.startswith("complex") or dtype.startswith("c"):
-            raise InputError(f"{name}: complex dtype {dtype} is not supported (take the amplitude first)")
+            raise InputError(f"{name}: complex dtype {dtype} is not supported (take the "
+                             "amplitude first)")
         if dtype not in SUPPORTED_DTYPES:
             raise InputError(f"{name}: dtype {dtype} is not supported (supported: "
                              f"{', '.join(SUPPORTED_DTYPES)})")
@@ -253,3 +183,59 @@ def iter_blocks(scene: SceneInfo, tile_size_px: int
         for tile in plan_tiles(scene.height, scene.width, tile_size_px=tile_size_px, halo_px=0):
             data, ok = read_window(src, tile.core, name=scene.name)
             yield slice(0, scene.count), tile.core, data, ok
+
+
+#: Destination extensions that name a medical container (refused for a GeoTIFF input).
+_MEDICAL_EXTS = (".nii", ".nii.gz", ".dcm", ".svs")
+
+
+class GeoTiff(Format):
+    """GeoTIFF / COG in, COG out (:mod:`sr_core.formats.cog`); the fallback of the registry:
+    anything no other format claims is opened here, so GDAL's own validation names the
+    problem."""
+
+    name = "geotiff"
+    outputs = "a COG path (.tif)"
+    planes_share_unit = False
+    writes_raster = True
+    output_labels = {"cog": "COG"}
+
+    def sniff(self, path: str, head: bytes) -> bool:
+        return True
+
+    def open(self, path: str, name: str) -> SceneInfo:
+        return open_scene(path, name)  # checks the size caps itself, before the TIFF's extent
+
+    def iter_blocks(self, scene: SceneInfo, tile_size_px: int
+                    ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:
+        return iter_blocks(scene, tile_size_px)
+
+    def write(self, store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
+              model_name: str, dst_uri: str) -> dict:
+        from sr_core.formats.cog import CogOptions, write_cog
+
+        tags = {"SR_SCALE": str(scale), "SR_MODEL": model_name}
+        out = write_cog(store_path, scene, scale, dst_path, CogOptions(extra_tags=tags))
+        return {"format": "cog", **out}
+
+    def output_fits(self, scene: SceneInfo, ext: str) -> bool:
+        return not ext.endswith(_MEDICAL_EXTS)
+
+    def output_name(self, base: str, head: bytes) -> str:
+        return base + ".tif"
+
+    def warnings(self, scene: SceneInfo) -> list[str]:
+        """A GeoTIFF without a CRS gives an output without one (the no-CRS policy above)."""
+        if not scene.crs and tuple(scene.transform) == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+            return ["input is not georeferenced (no CRS, no geotransform): the output COG is not "
+                    "either (pixel coordinates only)"]
+        if not scene.crs:
+            return ["input has no CRS: the output COG has none either (pixel coordinates only)"]
+        return []
+
+    def describe_input(self, inp: dict) -> str:
+        return (f"- Input: {inp['width']} x {inp['height']} px, {inp['bands']} bands, "
+                f"{inp['dtype']}, CRS {inp['crs']}, nodata {inp['nodata']}")
+
+
+FORMAT = GeoTiff()

@@ -34,10 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from sr_core.errors import InputError, StorageError
-from sr_core.formats import first_line
-from sr_core.formats.geotiff import SUPPORTED_DTYPES, SceneInfo
-from sr_core.storage import discard
+from sr_core.formats.base import Format, SceneInfo, first_line, pair
+from sr_core.formats.geotiff import SUPPORTED_DTYPES
 from sr_core.geometry.tiling import PixelWindow
+from sr_core.storage import discard
+from sr_core.storage.security import check_size
 
 _READ_CHUNK = 16 * 1024 * 1024
 
@@ -96,6 +97,7 @@ def open_nifti(path: str, name: str) -> SceneInfo:
             than two dimensions.
     """
     import nibabel as nib
+    from nibabel.arrayproxy import ArrayProxy
 
     gz = open(path, "rb").read(2) == b"\x1f\x8b"
     try:
@@ -112,6 +114,8 @@ def open_nifti(path: str, name: str) -> SceneInfo:
     if dtype.newbyteorder("=").name not in SUPPORTED_DTYPES:
         raise InputError(f"{name}: NIfTI dtype {dtype.name} is not supported (supported: "
                          f"{', '.join(SUPPORTED_DTYPES)})")
+    if not isinstance(img.dataobj, ArrayProxy):  # nib.load always gives a proxy
+        raise InputError(f"{name}: NIfTI image data is not file-backed")
     offset = int(img.dataobj.offset)  # vox_offset may be 0 (unset) in the header
     need = offset + math.prod(shape) * dtype.itemsize
     try:
@@ -232,7 +236,7 @@ def write_nifti(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
     compress = dst_path.endswith(".gz") if compress is None else compress
     hdr = output_header(file_header(scene.path), meta.shape, scale, model_name)
     dtype = np.dtype(meta.dtype)
-    image = zarr.open_group(store_path, mode="r")["image"]
+    image = zarr.open_array(store_path, path="image", mode="r")
     try:
         with (gzip.open(dst_path, "wb", compresslevel=6) if compress
               else open(dst_path, "wb")) as f:
@@ -252,3 +256,85 @@ def write_nifti(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
             "voxel_size": [float(z) for z in out.get_zooms()],
             "affine": np.asarray(out.get_best_affine(), dtype=float).round(9).tolist(),
             "bytes": os.path.getsize(dst_path)}
+
+
+#: NIfTI-1 magic at byte 344 (single file ``n+1``, pair ``ni1``); NIfTI-2 magic at byte 4.
+_NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")
+_NIFTI2_MAGIC = (b"n+2\x00",)
+
+
+class Nifti(Format):
+    """NIfTI-1 / NIfTI-2 in, NIfTI out (gzip when DST ends in ``.gz``)."""
+
+    name = "nifti"
+    output_labels = {"nifti": "NIfTI"}
+    outputs = "NAME.nii or NAME.nii.gz"
+
+    def sniff(self, path: str, head: bytes) -> bool:
+        return self.sniff_head(head)
+
+    def sniff_head(self, head: bytes) -> bool:
+        """``n+1`` / ``ni1`` at byte 344 (NIfTI-1) or ``n+2`` at byte 4 (NIfTI-2), of the
+        decompressed stream."""
+        return head[344:348] in _NIFTI1_MAGIC or head[4:8] in _NIFTI2_MAGIC
+
+    def open(self, path: str, name: str) -> SceneInfo:
+        info = open_nifti(path, name)
+        check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
+        return info
+
+    def iter_blocks(self, scene: SceneInfo, tile_size_px: int
+                    ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:
+        return iter_blocks(scene, tile_size_px)
+
+    def write(self, store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
+              model_name: str, dst_uri: str) -> dict:
+        return write_nifti(store_path, scene, scale, dst_path, model_name=model_name,
+                           compress=dst_uri.lower().endswith(".gz"))
+
+    def output_fits(self, scene: SceneInfo, ext: str) -> bool:
+        return ext.endswith((".nii", ".nii.gz"))
+
+    def output_name(self, base: str, head: bytes) -> str:
+        """``.nii.gz`` for a gzip-compressed input (``head`` as read, not decompressed)."""
+        return base + (".nii.gz" if head[:2] == b"\x1f\x8b" else ".nii")
+
+    def display_planes(self, rep: dict) -> tuple[list[int], str]:
+        """The middle slice (k) of the first time point."""
+        inp = rep["input"]
+        geo = inp.get("geometry") or {}
+        shape = list(geo.get("shape") or [inp["width"], inp["height"]])
+        k = shape[2] // 2 if len(shape) > 2 else 0
+        t = " of the first volume" if len(shape) > 3 and math.prod(shape[3:]) > 1 else ""
+        return [k], (f"slice k = {k} (of {shape[2]}){t}, voxel axis i across, j down, in grey "
+                     "levels" if len(shape) > 2 else "the image in grey levels")
+
+    def value_units(self, rep: dict) -> tuple[float, str]:
+        """``scl_slope``'s size when the header sets one, else stored values."""
+        geo = rep["input"].get("geometry") or {}
+        if geo.get("scl_slope") not in (None, 0):
+            return abs(geo["scl_slope"]), "values after scl_slope"
+        return 1.0, "stored values"
+
+    def geometry_rows(self, rep: dict) -> list[tuple[str, str, str]]:
+        """Voxel size, shape, affine (voxel -> world) and the header's value scaling."""
+        geo, out = rep["input"].get("geometry") or {}, rep["output"]
+        units = geo.get("units") or {}
+        vs = geo.get("voxel_size") or []
+        rows = [("voxel size (i x j x k ...)", f"{pair(vs)} {units.get('space') or ''}",
+                 f"{pair(out.get('voxel_size') or [])} {units.get('space') or ''}"),
+                ("shape", pair(geo.get("shape") or [], 9), pair(out.get("shape") or [], 9)),
+                ("affine (voxel -> world)", _json(geo.get("affine")), _json(out.get("affine")))]
+        if geo.get("scl_slope") is not None:
+            rows.append(("scl_slope / scl_inter", f"{geo['scl_slope']} / {geo.get('scl_inter')}",
+                         "kept"))
+        return rows
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, default=str)
+
+
+FORMAT = Nifti()

@@ -26,14 +26,16 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from sr_core.errors import InputError, StorageError
-from sr_core.formats import first_line, quiet_tifffile
-from sr_core.formats.geotiff import SceneInfo, check_tiff_extent
-from sr_core.storage import discard
+from sr_core.formats.base import Format, SceneInfo, first_line, pair, quiet_tifffile
+from sr_core.formats.geotiff import check_tiff_extent
 from sr_core.geometry.tiling import PixelWindow, plan_tiles
+from sr_core.storage import discard
+from sr_core.storage.security import check_size
 
 TILE_PX = 256
 #: Pyramid levels stop once both sides fit this (px).
@@ -109,7 +111,7 @@ def open_wsi(path: str, name: str) -> SceneInfo:
             # decode one tile: a codec that is missing fails now, not on a worker
             import zarr
 
-            arr = zarr.open(tif.aszarr(series=0, level=0), mode="r")
+            arr = zarr.open_array(tif.aszarr(series=0, level=0), mode="r")
             np.asarray(arr[(slice(0, 1),) * arr.ndim])
     except InputError:
         raise
@@ -154,7 +156,7 @@ def iter_blocks(scene: SceneInfo, tile_size_px: int
 
     meta: WsiMeta = scene.meta
     with tifffile.TiffFile(scene.path) as tif:
-        arr = zarr.open(tif.aszarr(series=0, level=0), mode="r")
+        arr = zarr.open_array(tif.aszarr(series=0, level=0), mode="r")
         for t in plan_tiles(scene.height, scene.width, tile_size_px=tile_size_px, halo_px=0):
             rows, cols = t.core.slices()
             try:
@@ -182,7 +184,10 @@ def build_levels(store_path: str, chunk_px: int = 1024) -> list:
     import zarr
 
     group = zarr.open_group(store_path, mode="r+")
-    levels = [group["image"]]
+    image = group["image"]
+    if not isinstance(image, zarr.Array):
+        raise InputError(f"{store_path}: 'image' is a group, not an array")
+    levels = [image]
     while max(levels[-1].shape[1:]) > SMALLEST_LEVEL_PX:
         src = levels[-1]
         s, h, w = src.shape
@@ -222,7 +227,8 @@ def _svs_description(meta: WsiMeta, scale: int, w: int, h: int, model_name: str)
     fields = meta.description.split("|", 1)[1] if "|" in meta.description else ""
     fields = "|" + fields
     if meta.mpp:
-        fields = _MPP.sub(lambda m: f"{m.group(1)}{meta.mpp[0] / scale:.6g}", fields)
+        mpp_x = meta.mpp[0] / scale
+        fields = _MPP.sub(lambda m: f"{m.group(1)}{mpp_x:.6g}", fields)
     fields = _APPMAG.sub(lambda m: f"{m.group(1)}{float(m.group(2)) * scale:g}", fields)
     return (f"Aperio Image Library (sr-pipeline {sr_core.__version__})\r\n{w}x{h} "
             f"({TILE_PX}x{TILE_PX}) super-resolved x{scale} by {model_name}{fields}")
@@ -284,7 +290,7 @@ def write_wsi(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
                     tif.write(_tiles(level), shape=shape_of(level), dtype=dtype,
                               tile=(TILE_PX, TILE_PX), **common)
         else:
-            metadata = {"axes": "YXS", "Name": "sr-pipeline x" + str(scale)}
+            metadata: dict[str, Any] = {"axes": "YXS", "Name": "sr-pipeline x" + str(scale)}
             if mpp:
                 metadata.update(PhysicalSizeX=mpp[0], PhysicalSizeXUnit="µm",
                                 PhysicalSizeY=mpp[1], PhysicalSizeYUnit="µm")
@@ -302,3 +308,69 @@ def write_wsi(store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
             "width": w, "height": h, "levels": [list(lv.shape[1:]) for lv in levels],
             "tile_px": TILE_PX, "mpp": list(mpp) if mpp else None,
             "bytes": os.path.getsize(dst_path), "compress": "DEFLATE"}
+
+
+#: The first bytes of a classic or BigTIFF file, little- or big-endian.
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _is_wsi(path: str) -> bool:
+    import tifffile
+
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            return bool(tif.is_svs or tif.is_ome)
+    except Exception:  # noqa: BLE001 - not parsable by tifffile: GDAL's open decides
+        return False
+
+
+class Wsi(Format):
+    """Whole-slide TIFF (Aperio SVS, OME-TIFF) in, a tiled pyramidal TIFF of the same kind out."""
+
+    name = "wsi"
+    output_labels = {"svs": "SVS", "ome-tiff": "OME-TIFF"}
+    outputs = "NAME.tif, NAME.tiff or NAME.svs (tiled pyramidal TIFF)"
+
+    def sniff(self, path: str, head: bytes) -> bool:
+        """A TIFF whose first page tifffile reads as Aperio SVS or OME-TIFF."""
+        return head[:4] in TIFF_MAGIC and _is_wsi(path)
+
+    def open(self, path: str, name: str) -> SceneInfo:
+        info = open_wsi(path, name)
+        check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
+        return info
+
+    def iter_blocks(self, scene: SceneInfo, tile_size_px: int
+                    ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:
+        return iter_blocks(scene, tile_size_px)
+
+    def write(self, store_path: str, scene: SceneInfo, scale: int, dst_path: str, *,
+              model_name: str, dst_uri: str) -> dict:
+        return write_wsi(store_path, scene, scale, dst_path, model_name=model_name)
+
+    def output_fits(self, scene: SceneInfo, ext: str) -> bool:
+        return ext.endswith((".tif", ".tiff", ".svs"))
+
+    def output_name(self, base: str, head: bytes) -> str:
+        return base + ".tif"
+
+    def display_planes(self, rep: dict) -> tuple[list[int], str]:
+        """Level 0, in RGB when it has three samples or more."""
+        geo = rep["input"].get("geometry") or {}
+        n = int(geo.get("samples") or int(rep["input"]["bands"]))
+        return (list(range(3)), "level 0 in RGB") if n >= 3 else ([0], "level 0 in grey levels")
+
+    def geometry_rows(self, rep: dict) -> list[tuple[str, str, str]]:
+        """Microns per pixel (divided by the scale), apparent magnification, kind."""
+        geo, s = rep["input"].get("geometry") or {}, int(rep["scale"])
+        mpp = geo.get("mpp")
+        rows = [("microns per pixel (x, y)", pair(mpp) if mpp else "not stated",
+                 pair([v / s for v in mpp]) if mpp else "not stated")]
+        if geo.get("app_mag"):
+            rows.append(("apparent magnification", f"{geo['app_mag']:g}x",
+                         f"{geo['app_mag'] * s:g}x"))
+        rows.append(("kind", geo.get("kind") or "?", "pyramidal tiled TIFF"))
+        return rows
+
+
+FORMAT = Wsi()
