@@ -35,8 +35,8 @@ def main() -> int:
     import distributed  # noqa: F401 - quiet its loggers after import
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
-    from sr_core.reports.html_report import build_scene_html
     from sr_core.pipeline import UpscaleConfig, run_upscale
+    from sr_core.reports.html import build_scene_html
 
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / "out.tif"

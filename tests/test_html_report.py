@@ -18,11 +18,11 @@ import rasterio
 from conftest import crop_scene
 from rasterio.transform import from_origin
 
-from sr_core.reports import html_report as hr
 from sr_core import pipeline
-from sr_core.quality.metrics import seam_metric
 from sr_core.pipeline import UpscaleConfig, run_upscale
+from sr_core.quality.metrics import seam_metric
 from sr_core.quality.scan import scan_raster
+from sr_core.reports import html as hr
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -272,6 +272,23 @@ def test_scan_equals_whole_array_and_seam_sees_offset_tiles(repo_data, tmp_path)
     assert seamed["profile"]["relative"][len(seamed["profile"]["offset_px"]) // 2] > 1.2
 
 
+def test_typed_report_round_trips(landsat_run):
+    """The typed report reads a run's JSON report back and writes the same document (keys,
+    order, values), and the writers read it as they read the dict."""
+    from sr_core.reports.document import SceneReport
+    from sr_core.reports.report import to_markdown, write_json
+
+    run, _ = landsat_run
+    text = open(run.published["report_json"], encoding="utf-8").read()
+    rep = json.loads(text)
+    typed = SceneReport.from_dict(rep)
+    assert json.dumps(typed.to_dict()) == json.dumps(rep)
+    assert write_json(typed) == write_json(rep)
+    assert to_markdown(typed, "x.html") == to_markdown(rep, "x.html")
+    assert typed.tiling.tile_size_px == 256 and typed.input.bands == 3
+    assert typed.throughput.output_mp_per_s == rep["throughput"]["output_mp_per_s"]
+
+
 def test_archive_report_sorts_and_links(landsat_run, browser, tmp_path):
     run, out = landsat_run
     rep = run.published["report"]
@@ -331,12 +348,12 @@ def test_cli_report_archive(landsat_run, tmp_path):
 def test_html_failure_keeps_json_and_markdown(repo_data, dask_address, tmp_path, monkeypatch):
     """Should the page fail, the run still publishes the JSON and markdown reports, says why, and
     leaves no HTML file."""
-    import sr_core.reports.html_report
+    import sr_core.reports.html
 
     def broken(*args, **kwargs):
         raise RuntimeError("figure failed")
 
-    monkeypatch.setattr(sr_core.reports.html_report, "build_scene_html", broken)
+    monkeypatch.setattr(sr_core.reports.html, "build_scene_html", broken)
     src = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "crop.tif",
                      row=300, col=300, height=90, width=100)
     run = run_upscale(UpscaleConfig(src=str(src), dst=str(tmp_path / "out.tif"), model="bicubic",

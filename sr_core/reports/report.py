@@ -9,39 +9,64 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import time
 
 import sr_core
+from sr_core.formats import format_named
 from sr_core.imaging.degradations import NAMED, REPORT
 from sr_core.quality.metrics import data_range_rule
-
-
-def _clean(value):
-    """JSON cannot hold inf/nan: write them as strings."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
+from sr_core.reports.document import (
+    ModelSection,
+    SceneInput,
+    SceneReport,
+    Throughput,
+    Tiling,
+    Tool,
+    as_report,
+)
 
 
 def scene_warnings(scene) -> list[str]:
     """What the user should know about an input the pipeline accepted (policies in
-    :mod:`sr_core.formats.geotiff`): a GeoTIFF without a CRS gives an output without one."""
-    if scene.format != "geotiff":
-        return []
-    if not scene.crs and tuple(scene.transform) == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
-        return ["input is not georeferenced (no CRS, no geotransform): the output COG is not "
-                "either (pixel coordinates only)"]
-    if not scene.crs:
-        return ["input has no CRS: the output COG has none either (pixel coordinates only)"]
-    return []
+    :mod:`sr_core.formats.geotiff`): a GeoTIFF without a CRS gives an output without one
+    (the format's :meth:`~sr_core.formats.base.Format.warnings`)."""
+    return format_named(scene.format).warnings(scene)
 
 
-def build_report(run, quality: dict, measures: dict | None = None) -> dict:
+def _tiling(run, in_px: int) -> Tiling:
+    grid, halo, reach = run.grid, run.halo, run.model.reach
+    return Tiling(
+        tile_size_px=grid.tile_size_px, halo_px=grid.halo_px,
+        halo_rule=(halo.rule if halo is not None else "analytic"),
+        halo_reason=halo.reason if halo is not None else None,
+        halo_choice=halo.to_dict() if halo is not None else None,
+        effective_receptive_field=({**reach.to_dict(), "cached": reach.cached}
+                                   if reach is not None else None),
+        grid=[grid.rows, grid.cols], tiles=len(grid),
+        tiles_skipped_all_nodata=len(run.tiles) - len([t for t in run.tiles if not t.skipped]),
+        read_px=grid.read_px, halo_overhead=grid.read_px / in_px if in_px else None)
+
+
+def _conventions(scene) -> dict:
+    return {
+        "psnr": "10 log10(data_range^2 / MSE) over valid pixels, scikit-image",
+        "ssim": "Wang et al. 2004, scikit-image structural_similarity per band (7x7 window),"
+                " map averaged over valid pixels and bands",
+        "data_range": data_range_rule(scene.dtype if not format_named(scene.format)
+                                      .planes_share_unit or scene.dtype == "uint8"
+                                      else "float64"),
+        "wald": "Wald et al. 1997: degrade the scene by the scale, super-resolve it, "
+                "compare with the scene; centred window; degraded by "
+                + "; and by ".join(f"{d} ({NAMED[d].describe()})" for d in REPORT)
+                + " (the headline figure is the first; real sensors blur more like "
+                  "the second)",
+        "seam": "mean |difference| of neighbouring output pixels across tile edges / the "
+                "same at a multiple of the scale away inside tiles, every pixel of the "
+                "output streamed; about 1.0 = no seams",
+    }
+
+
+def build_scene_report(run, quality: dict, measures: dict | None = None) -> SceneReport:
     """Assemble the report of a finished run (after stitch; before or after publish).
 
     Args:
@@ -51,78 +76,49 @@ def build_report(run, quality: dict, measures: dict | None = None) -> dict:
             :func:`sr_core.pipeline.measure_output`.
 
     Returns:
-        A JSON-ready dict (non-finite floats written as strings).
+        The typed report, its values JSON-ready (non-finite floats written as strings, as
+        :meth:`~sr_core.reports.document.SceneReport.to_dict` writes them).
     """
-    scene, cfg, grid = run.scene, run.cfg, run.grid
+    scene, cfg = run.scene, run.cfg
     s = cfg.scale
     wall = time.perf_counter() - run.started
     in_px, out_px = scene.size_px, scene.size_px * s * s
     infer_s = run.timings.get("infer", float("nan"))
-    tiles_run = [t for t in run.tiles if not t.skipped]
-    card = {k: v for k, v in run.model.card.items() if k not in ("arguments",)}
-    rep = {
-        "tool": {"name": "sr-pipeline", "version": sr_core.__version__},
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "input": scene.to_dict(),
-        "output": {
-            "uri": cfg.dst, **{k: v for k, v in (run.written or {}).items() if k != "path"},
-            "width": scene.width * s, "height": scene.height * s, "bands": scene.count,
-            "dtype": scene.dtype, "crs": scene.crs_label or scene.crs, "nodata": scene.nodata,
-        },
-        "model": {"ref": run.model.ref, "descriptor": run.model.descriptor.to_dict(),
-                  "card": card, "arguments": run.model.card.get("arguments")},
-        "scale": s,
-        "normalisation": run.normalization.to_dict(),
-        "tiling": {
-            "tile_size_px": grid.tile_size_px, "halo_px": grid.halo_px,
-            "halo_rule": (run.halo.rule if run.halo is not None else "analytic"),
-            "halo_reason": run.halo.reason if run.halo is not None else None,
-            "halo_choice": run.halo.to_dict() if run.halo is not None else None,
-            "effective_receptive_field": (
-                {**run.model.reach.to_dict(), "cached": run.model.reach.cached}
-                if run.model.reach is not None else None),
-            "grid": [grid.rows, grid.cols], "tiles": len(grid),
-            "tiles_skipped_all_nodata": len(run.tiles) - len(tiles_run),
-            "read_px": grid.read_px, "halo_overhead": grid.read_px / in_px if in_px else None,
-        },
-        "dask": run.dask,
+    measures = dict(measures or {})
+    rep = SceneReport(
+        tool=Tool("sr-pipeline", sr_core.__version__),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        input=SceneInput.from_dict(scene.to_dict()),
+        output={"uri": cfg.dst, **{k: v for k, v in (run.written or {}).items() if k != "path"},
+                "width": scene.width * s, "height": scene.height * s, "bands": scene.count,
+                "dtype": scene.dtype, "crs": scene.crs_label or scene.crs,
+                "nodata": scene.nodata},
+        model=ModelSection(run.model.ref, run.model.descriptor.to_dict(),
+                           {k: v for k, v in run.model.card.items() if k not in ("arguments",)},
+                           run.model.card.get("arguments")),
+        scale=s, normalisation=run.normalization.to_dict(), tiling=_tiling(run, in_px),
+        dask=run.dask,
         # tiles run in this run, reused from a killed run's journal, all-nodata (no model work)
-        "resume": dict(run.resume),
-        "timings_s": {**{k: round(v, 3) for k, v in run.timings.items()}, "total": round(wall, 3)},
-        "throughput": {
-            "input_mp_per_s": in_px / wall / 1e6, "output_mp_per_s": out_px / wall / 1e6,
-            "infer_output_mp_per_s": out_px / infer_s / 1e6 if infer_s and infer_s > 0 else None,
-        },
-        "nodata_fraction": run.staged.nodata_fraction(scene),
-        "warnings": scene_warnings(scene),
-        "quality": {
-            **quality,
-            "conventions": {
-                "psnr": "10 log10(data_range^2 / MSE) over valid pixels, scikit-image",
-                "ssim": "Wang et al. 2004, scikit-image structural_similarity per band (7x7 window),"
-                        " map averaged over valid pixels and bands",
-                "data_range": data_range_rule(scene.dtype if scene.format == "geotiff"
-                                              or scene.dtype == "uint8" else "float64"),
-                "wald": "Wald et al. 1997: degrade the scene by the scale, super-resolve it, "
-                        "compare with the scene; centred window; degraded by "
-                        + "; and by ".join(f"{d} ({NAMED[d].describe()})" for d in REPORT)
-                        + " (the headline figure is the first; real sensors blur more like "
-                          "the second)",
-                "seam": "mean |difference| of neighbouring output pixels across tile edges / the "
-                        "same at a multiple of the scale away inside tiles, every pixel of the "
-                        "output streamed; about 1.0 = no seams",
-            },
-        },
+        resume=dict(run.resume),
+        timings_s={**{k: round(v, 3) for k, v in run.timings.items()}, "total": round(wall, 3)},
+        throughput=Throughput(
+            input_mp_per_s=in_px / wall / 1e6, output_mp_per_s=out_px / wall / 1e6,
+            infer_output_mp_per_s=out_px / infer_s / 1e6 if infer_s and infer_s > 0 else None),
+        nodata_fraction=run.staged.nodata_fraction(scene),
+        warnings=scene_warnings(scene),
+        quality={**quality, "conventions": _conventions(scene)},
         # --self-ensemble: sr_core.quality.uncertainty.stage's summary of the uncertainty layer
-        "self_ensemble": getattr(run, "uncertainty", None) or {"enabled": False},
-        **(measures or {}),
-    }
-    return _clean(rep)
+        self_ensemble=getattr(run, "uncertainty", None) or {"enabled": False},
+        band_stats=measures.pop("band_stats", None), histograms=measures.pop("histograms", None),
+        extras=measures)
+    return SceneReport.from_dict(rep.to_dict())
 
 
-def write_json(rep: dict) -> str:
-    """The report as indented JSON text."""
-    return json.dumps(rep, indent=2, sort_keys=False) + "\n"
+def write_json(rep: SceneReport | dict) -> str:
+    """The report as indented JSON text (:meth:`~sr_core.reports.document.SceneReport.to_dict`;
+    a dict is written as it is)."""
+    doc = rep.to_dict() if isinstance(rep, SceneReport) else rep
+    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
 
 def _fmt(v, nd=2) -> str:
@@ -131,13 +127,14 @@ def _fmt(v, nd=2) -> str:
     return "n/a" if v is None else str(v)
 
 
-def quality_rows(rep: dict) -> list[dict]:
+def quality_rows(rep: SceneReport | dict) -> list[dict]:
     """The quality figures as table rows ``{metric, model, bicubic, note}`` (also the Prefect
     table artifact)."""
-    q = rep["quality"]
+    rep = as_report(rep)
+    q = rep.quality
     rows = []
-    wald = q.get("wald")
-    if isinstance(wald, dict):
+    wald = rep.wald
+    if wald is not None:
         rows.append({"metric": "Wald PSNR (dB)", "model": wald["model"]["psnr_db"],
                      "bicubic": wald["bicubic"]["psnr_db"],
                      "note": f"higher is better; gain {_fmt(wald['gain_db'])} dB"})
@@ -153,18 +150,18 @@ def quality_rows(rep: dict) -> list[dict]:
                          "bicubic": r["bicubic"]["ssim"], "note": "higher is better"})
     rows.append({"metric": "LR consistency PSNR (dB)", "model": q["lr_consistency"]["psnr_db"],
                  "bicubic": None, "note": "SR downsampled back vs input; higher is better"})
-    seam = q.get("seam")
-    if isinstance(seam, dict):
+    seam = rep.seam
+    if seam is not None:
         rows.append({"metric": "Seam ratio", "model": seam.get("ratio"), "bicubic": None,
                      "note": "across tile edges / inside tiles; about 1.0 = no seams, higher = "
                              "visible seams (n/a: one tile)"})
     return rows
 
 
-def self_ensemble_lines(rep: dict) -> list[str]:
+def self_ensemble_lines(rep: SceneReport | dict) -> list[str]:
     """The markdown line of the self-ensemble (none when it was off): the layer's file and, per
     band, the mean / p95 / max standard deviation in scene units."""
-    se = rep.get("self_ensemble") or {}
+    se = as_report(rep).self_ensemble or {}
     if not se.get("enabled"):
         return []
     where = f"uncertainty layer `{se['uncertainty_uri']}`" if se.get("uncertainty_uri") \
@@ -175,11 +172,11 @@ def self_ensemble_lines(rep: dict) -> list[str]:
             f"p95 / max ({se.get('units', 'scene units')}): {bands}"]
 
 
-def consistency_lines(rep: dict) -> list[str]:
+def consistency_lines(rep: SceneReport | dict) -> list[str]:
     """The markdown section of ``--consistency`` (none when it was off): degradation, method,
     halo, and a table of LR-consistency PSNR and Wald gain before / after, per report
     degradation (:func:`sr_core.quality.consistency.summarise`)."""
-    c = rep["quality"].get("consistency")
+    c = as_report(rep).quality.get("consistency")
     if not isinstance(c, dict):
         return []
     lines = ["", "## LR consistency (--consistency)", "",
@@ -204,40 +201,41 @@ def consistency_lines(rep: dict) -> list[str]:
     return lines
 
 
-def to_markdown(rep: dict, html_uri: str | None = None, html_note: str | None = None) -> str:
+def to_markdown(rep: SceneReport | dict, html_uri: str | None = None,
+                html_note: str | None = None) -> str:
     """The report for people: a short markdown page.
 
     Args:
-        rep: the JSON report.
+        rep: the report (a JSON report dict is read with
+            :meth:`~sr_core.reports.document.SceneReport.from_dict`).
         html_uri: link to the HTML report (relative beside the markdown file, or a ``file://`` /
             ``s3://`` / ``https://`` URL elsewhere, a presigned one's query string included);
             ``None`` for no link.
         html_note: said after the link (where and until when it opens), or ``None``.
     """
-    i, o, t, m = rep["input"], rep["output"], rep["tiling"], rep["model"]
-    d = m["descriptor"]
+    rep = as_report(rep)
+    i, o, t, m = rep.input, rep.output, rep.tiling, rep.model
+    d = m.descriptor
     lines = [
-        f"# sr-pipeline report: {i['name']}",
+        f"# sr-pipeline report: {i.name}",
         "",
         *([f"HTML report with pictures: [{html_uri.split('?', 1)[0].rsplit('/', 1)[-1]}]"
            f"({html_uri})" + (f" ({html_note})" if html_note else ""), ""]
           if html_uri else []),
-        f"- Output: `{o['uri']}` ({o['width']} x {o['height']} px, {o['bands']} bands, {o['dtype']})",
-        (f"- Input: {i['width']} x {i['height']} px, {i['bands']} bands, {i['dtype']}, "
-         f"CRS {i['crs']}, nodata {i['nodata']}" if i.get("format", "geotiff") == "geotiff" else
-         f"- Input: {i['format']}, {i['width']} x {i['height']} px, {i['bands']} planes, "
-         f"{i['dtype']}; geometry {json.dumps(i.get('geometry', {}))}"),
-        f"- Model: `{d['name']}` ({d['architecture']}, x{rep['scale']}, receptive field "
-        f"{d['receptive_field_px']} px) - {m['card'].get('summary') or m['card'].get('note', '')}",
-        f"- Normalisation: {rep['normalisation']['method']}",
-        f"- Tiles: {t['tiles']} ({t['grid'][0]} x {t['grid'][1]}) of {t['tile_size_px']} px, "
-        f"halo {t['halo_px']} px ({t['halo_rule']}: {t.get('halo_reason') or 'analytic'}); "
-        f"{t['tiles_skipped_all_nodata']} all-nodata tiles skipped",
-        f"- Nodata fraction: {_fmt(rep['nodata_fraction'], 4)}",
-        *[f"- **Warning**: {w}" for w in rep.get("warnings", [])],
-        f"- Throughput: {_fmt(rep['throughput']['output_mp_per_s'])} output MP/s "
-        f"({_fmt(rep['throughput']['input_mp_per_s'])} input MP/s) over "
-        f"{_fmt(rep['timings_s']['total'])} s",
+        f"- Output: `{o['uri']}` ({o['width']} x {o['height']} px, {o['bands']} bands, "
+        f"{o['dtype']})",
+        format_named(i.format).describe_input(i.to_dict()),
+        f"- Model: `{d['name']}` ({d['architecture']}, x{rep.scale}, receptive field "
+        f"{d['receptive_field_px']} px) - {m.card.get('summary') or m.card.get('note', '')}",
+        f"- Normalisation: {rep.normalisation['method']}",
+        f"- Tiles: {t.tiles} ({t.grid[0]} x {t.grid[1]}) of {t.tile_size_px} px, "
+        f"halo {t.halo_px} px ({t.halo_rule}: {t.halo_reason or 'analytic'}); "
+        f"{t.tiles_skipped_all_nodata} all-nodata tiles skipped",
+        f"- Nodata fraction: {_fmt(rep.nodata_fraction, 4)}",
+        *[f"- **Warning**: {w}" for w in rep.warnings],
+        f"- Throughput: {_fmt(rep.throughput.output_mp_per_s)} output MP/s "
+        f"({_fmt(rep.throughput.input_mp_per_s)} input MP/s) over "
+        f"{_fmt(rep.timings_s['total'])} s",
         *self_ensemble_lines(rep),
         "",
         "## Quality",
@@ -246,11 +244,12 @@ def to_markdown(rep: dict, html_uri: str | None = None, html_note: str | None = 
         "|---|---|---|---|",
     ]
     for r in quality_rows(rep):
-        lines.append(f"| {r['metric']} | {_fmt(r['model'], 4)} | {_fmt(r['bicubic'], 4)} | {r['note']} |")
-    lines += ["", f"Data range: {_fmt(rep['quality']['data_range'])}. "
-              + rep["quality"]["conventions"]["wald"] + "."]
+        lines.append(f"| {r['metric']} | {_fmt(r['model'], 4)} | {_fmt(r['bicubic'], 4)} | "
+                     f"{r['note']} |")
+    lines += ["", f"Data range: {_fmt(rep.quality['data_range'])}. "
+              + rep.quality["conventions"]["wald"] + "."]
     lines += consistency_lines(rep)
     lines += ["", "## Timings (s)", "",
               "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in rep["timings_s"].items()]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in rep.timings_s.items()]
     return "\n".join(lines) + "\n"

@@ -1,16 +1,20 @@
 """The self-ensemble's uncertainty layer in the HTML scene report: a map and the numbers.
 
-The map is drawn from a decimated read of the uncertainty COG (:mod:`sr_core.quality.uncertainty`; GDAL
-serves it from the COG's overviews, averaged), never the full-resolution array, with the same
-matplotlib-to-PNG machinery as the other figures (:mod:`sr_core.reports.html_report`).
+The map is drawn from a decimated read of the uncertainty COG
+(:mod:`sr_core.quality.uncertainty`; GDAL serves it from the COG's overviews, averaged), never
+the full-resolution array, with the same matplotlib-to-PNG machinery as the other figures
+(:mod:`sr_core.reports.html.figures`).
+
+May import: :mod:`sr_core.reports.document`, the sources and figures of this package, numpy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sr_core.reports.html_report import (THUMB_MAX_PX, FigureHTML, _embed, _figure, _hide, _open,
-                                  read_decimated)
+from sr_core.reports.document import SceneReport
+from sr_core.reports.html.figures import FigureHTML, embed, hide, new_figure
+from sr_core.reports.html.sources import THUMB_MAX_PX, open_raster, read_decimated
 
 #: the map's colour scale runs from 0 to this percentile of the decimated layer
 MAP_PERCENTILE = 99.0
@@ -33,7 +37,7 @@ def uncertainty_map(path: str, units: str, max_px: int = THUMB_MAX_PX) -> Figure
     Raises:
         InputError: the file cannot be opened.
     """
-    with _open(path) as ds:
+    with open_raster(path) as ds:
         data, valid, factor = read_decimated(ds, max_px)
     data[~valid] = np.nan
     with np.errstate(invalid="ignore"):
@@ -43,29 +47,29 @@ def uncertainty_map(path: str, units: str, max_px: int = THUMB_MAX_PX) -> Figure
     vmax = float(np.percentile(finite, MAP_PERCENTILE)) if finite.size else 1.0
     vmax = vmax if vmax > 0 else 1.0
     h, w = mean.shape
-    fig = _figure((w + COLORBAR_PX, h))
+    fig = new_figure((w + COLORBAR_PX, h))
     ax = fig.add_axes((0, 0, w / (w + COLORBAR_PX), 1))
     im = ax.imshow(np.ma.masked_invalid(mean), cmap="magma", vmin=0, vmax=vmax,
                    interpolation="nearest")
-    _hide(ax)
+    hide(ax)
     cax = fig.add_axes((w / (w + COLORBAR_PX) + 0.02 * COLORBAR_PX / (w + COLORBAR_PX), 0.1,
                         0.15 * COLORBAR_PX / (w + COLORBAR_PX), 0.8))
     fig.colorbar(im, cax=cax, label=f"std ({units})")
     where = f"decimated {factor:.1f} x from its overviews" if factor > 1.01 else \
         "at full resolution"
-    return _embed(fig, "uncertainty", "Self-ensemble uncertainty",
-                  "Standard deviation of the model's outputs over the 8 flips and 90-degree "
-                  f"rotations of its input, mean over bands, from the uncertainty COG ({where}); "
-                  f"colour scale 0 to its {MAP_PERCENTILE:g}th percentile; nodata transparent.",
-                  "Low everywhere is better: bright areas are where the model's answer depends "
-                  "on the orientation of what it sees (invented texture, aliasing); edges are "
-                  "expected to be brighter than flat areas.")
+    return embed(fig, "uncertainty", "Self-ensemble uncertainty",
+                 "Standard deviation of the model's outputs over the 8 flips and 90-degree "
+                 f"rotations of its input, mean over bands, from the uncertainty COG ({where}); "
+                 f"colour scale 0 to its {MAP_PERCENTILE:g}th percentile; nodata transparent.",
+                 "Low everywhere is better: bright areas are where the model's answer depends "
+                 "on the orientation of what it sees (invented texture, aliasing); edges are "
+                 "expected to be brighter than flat areas.")
 
 
-def uncertainty_numbers(rep: dict) -> list[dict]:
+def uncertainty_numbers(rep: SceneReport) -> list[dict]:
     """The self-ensemble's rows for the report's numbers table (``{name, model, bicubic, unit,
     meaning, better}``): per band the mean, p95 and max standard deviation; none when off."""
-    se = rep.get("self_ensemble") or {}
+    se = rep.self_ensemble or {}
     if not se.get("enabled"):
         return []
     rows = []
