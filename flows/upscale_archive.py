@@ -3,7 +3,8 @@ STAC ItemCollection / catalog) through the same stages as ``upscale_scene``, ski
 published output is up to date, a bounded number of scenes in flight, one scene's failure never
 stopping the others, and a summary at the end.
 
-Prefect task runs: ``list-scenes``, ``plan`` (reads every scene's manifest), one ``scene`` task per
+The flow runs :func:`sr_core.archive.run_archive` (the archive driver) with its steps as Prefect
+task runs: ``list-scenes``, ``plan`` (reads every scene's manifest), one ``scene`` task per
 scene that needs processing (it calls :func:`sr_core.archive.process_scene`, i.e. the six pipeline
 stages, with the tiles on the archive's one shared Dask cluster), and ``summary``. A 1,000-scene
 archive with everything to do is 1,003 task runs; a rerun with nothing to do is 3.
@@ -25,29 +26,25 @@ and are never logged.
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
-import time
-from dataclasses import replace
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
+from prefect.context import FlowRunContext, get_run_context
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.upscale_scene import (GPU_LIMIT, ONE_LINE_FAILURE, InferProgress, gpu_slot,
-                                  limit_exists)
+from flows.upscale_scene import GPU_LIMIT, ONE_LINE_FAILURE, InferProgress, gpu_slot, limit_exists
 from sr_core import archive, pipeline
-from sr_core.archive import SceneResult, ScenePlan, SceneRef
-from sr_core.errors import USER_ERRORS, InputError, SRError
+from sr_core.archive import ScenePlan, SceneRef, SceneResult
+from sr_core.compute.cluster import quiet_distributed
+from sr_core.errors import USER_ERRORS, SRError
 from sr_core.pipeline import ModelInfo, UpscaleConfig
 
 
@@ -86,13 +83,6 @@ class Cluster(BaseModel):
         "Start the LocalCluster with dask-cuda (one worker per GPU; needs the `gpu` extra)."))
 
 
-def _quiet_distributed() -> None:
-    # importing distributed configures its loggers at INFO: import it first, then quiet it
-    import distributed  # noqa: F401
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-
-
 def _use_aws_block(name: str | None) -> None:
     """Put a prefect-aws ``AwsCredentials`` block's values into this process's environment
     (read by boto3 here and by LocalCluster workers started afterwards). Never logged."""
@@ -118,14 +108,14 @@ def _use_aws_block(name: str | None) -> None:
 
 
 @task(name="list-scenes", cache_policy=NO_CACHE)
-def list_scenes(source: str, asset_key: str) -> list[SceneRef]:
-    return archive.list_scenes(source, asset_key=asset_key)
+def list_scenes(step, source: str) -> list[SceneRef]:
+    return step(source)
 
 
 @task(name="plan", cache_policy=NO_CACHE)
-def plan(scenes: list[SceneRef], output_prefix: str, cfg: UpscaleConfig,
+def plan(step, scenes: list[SceneRef], output_prefix: str, cfg: UpscaleConfig,
          model: ModelInfo) -> list[ScenePlan]:
-    return archive.plan_archive(scenes, output_prefix, cfg, model)
+    return step(scenes, output_prefix, cfg, model)
 
 
 @task(name="scene", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
@@ -156,8 +146,8 @@ def upscale_one(scene_plan: ScenePlan, cfg: UpscaleConfig, model: ModelInfo,
 
 
 @task(name="summary", cache_policy=NO_CACHE)
-def publish_summary(summary: dict, reports: dict[str, dict], output_prefix: str) -> dict:
-    written = archive.publish_summary(summary, reports, output_prefix)
+def publish_summary(step, summary: dict, reports: dict[str, dict], output_prefix: str) -> dict:
+    written = step(summary, reports, output_prefix)
     create_table_artifact(table=archive.summary_table(summary), key="archive-summary",
                           description=f"{summary['source']}: {summary['message']}")
     failed = [r for r in summary["results"] if r["status"] == "failed"]
@@ -172,13 +162,42 @@ def publish_summary(summary: dict, reports: dict[str, dict], output_prefix: str)
     return written
 
 
-@flow(name="upscale_archive", task_runner=ThreadPoolTaskRunner(max_workers=64))
+#: The archive driver's named steps as Prefect tasks.
+TASKS: dict[str, Callable[..., Any]] = {"list-scenes": list_scenes, "plan": plan,
+                                        "summary": publish_summary}
+
+
+def as_task(name: str, step, *args):
+    """The archive driver's step wrapper: run step ``name`` as its Prefect task (:data:`TASKS`)."""
+    return TASKS[name](step, *args)
+
+
+#: The defaults of the flow's ``processing`` and ``cluster`` parameters (never modified).
+DEFAULT_PROCESSING, DEFAULT_CLUSTER = Processing(), Cluster()
+
+
+def _flow_run_id() -> str:
+    """The id of the flow run this is called in.
+
+    Raises:
+        SRError: not called inside a flow run.
+    """
+    ctx = get_run_context()
+    if not isinstance(ctx, FlowRunContext) or ctx.flow_run is None:
+        raise SRError("internal: upscale_archive outside its flow run")
+    return str(ctx.flow_run.id)
+
+
+# Prefect types ``task_runner`` as TaskRunner[PrefectFuture[Any]], invariant in the future type,
+# which its own ThreadPoolTaskRunner (of PrefectConcurrentFuture) does not match
+@flow(name="upscale_archive",
+      task_runner=ThreadPoolTaskRunner(max_workers=64))  # type: ignore[arg-type]
 def upscale_archive(
     source: Annotated[str, Field(min_length=1)],
     output_prefix: Annotated[str, Field(min_length=1)],
     stac_asset: Annotated[str, Field(min_length=1)] = "data",
-    processing: Processing = Processing(),
-    cluster: Cluster = Cluster(),
+    processing: Processing = DEFAULT_PROCESSING,
+    cluster: Cluster = DEFAULT_CLUSTER,
     max_scenes_in_flight: Annotated[int, Field(ge=1, le=64)] = 2,
     concurrency_limit: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = GPU_LIMIT,
     aws_credentials_block: str | None = None,
@@ -208,84 +227,71 @@ def upscale_archive(
     Returns:
         ``{"done", "skipped", "failed", "message", "summary": URI of archive-summary.json}``.
     """
-    _quiet_distributed()
-    logger = get_run_logger()
+    quiet_distributed()
     _use_aws_block(aws_credentials_block)
-    t0 = time.perf_counter()
-    processing = Processing.model_validate(processing)
     cluster = Cluster.model_validate(cluster)
-    cfg = UpscaleConfig(src="<archive>", dst="<outputs>", model=processing.model,
-                        scale=processing.scale, tile_size_px=processing.tile_size,
-                        device=processing.device, wald_window_px=processing.wald_window,
-                        resources={"GPU": 1} if cluster.gpu else None, progress=False)
-    pipeline.check_options(cfg)
-    model = pipeline.resolve_model(cfg.model, cfg.scale)
-    cfg = replace(cfg, model=model.ref, scale=model.descriptor.scale)
-
-    scenes = list_scenes(source, stac_asset)
-    plans = plan(scenes, output_prefix, cfg, model)
-    todo = [p for p in plans if p.status == "todo"]
-    results: dict[str, SceneResult] = {p.scene.scene_id: archive.skipped_result(p)
-                                       for p in plans if p.status == "skipped"}
-    # a refused scene location or id (http://, an S3 key with ../ or a newline) fails that scene only
-    results.update({p.scene.scene_id: archive.failed_result(p, InputError(p.reason))
-                    for p in plans if p.status == "failed"})
-    logger.info("%s: %d scenes, %d up to date, %d to process, %d refused", source, len(plans),
-                sum(p.status == "skipped" for p in plans), len(todo),
-                sum(p.status == "failed" for p in plans))
-    reports: dict[str, dict] = {}
-    limit: str | None = concurrency_limit
-    if todo and not limit_exists(concurrency_limit):
-        logger.warning("global concurrency limit %r does not exist on this Prefect server: scenes "
-                       "are bounded by max_scenes_in_flight=%d only (create it with `prefect gcl "
-                       "create %s --limit N`)", concurrency_limit, max_scenes_in_flight,
-                       concurrency_limit)
-        limit = None
-    if todo:
-        scratch = tempfile.mkdtemp(prefix="sr-archive-", dir=os.environ.get("SR_SCRATCH"))
-        try:
-            with archive.shared_cluster(cluster.dask_address, cluster.workers, scratch,
-                                        gpu=cluster.gpu, dask_cuda=cluster.dask_cuda) as address:
-                scene_cfg = replace(cfg, dask_address=address)
-                _run_scenes(todo, scene_cfg, model, max_scenes_in_flight, limit,
-                            results, reports, logger)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    ordered = [results[p.scene.scene_id] for p in plans]
-    run_id = str(get_run_context().flow_run.id)
-    summary = archive.summarize(ordered, source=source, output_prefix=output_prefix, model=model,
-                                cfg=cfg, run_id=run_id, seconds=round(time.perf_counter() - t0, 3))
-    written = publish_summary(summary, reports, output_prefix)
-    logger.info("%s", summary["message"])
+    cfg, model = archive.prepare(archive_config(Processing.model_validate(processing), cluster))
+    job = archive.ArchiveJob(source, output_prefix, cfg, model, stac_asset=stac_asset,
+                             cluster=archive.ClusterSpec(**cluster.model_dump()),
+                             max_scenes_in_flight=max_scenes_in_flight,
+                             run_id=_flow_run_id())
+    hooks = archive.ArchiveHooks(wrap=as_task, logger=get_run_logger(),
+                                 run_scenes=scene_tasks(max_scenes_in_flight, concurrency_limit))
+    summary = archive.run_archive(job, hooks)
     return {k: summary[k] for k in ("done", "skipped", "failed", "message")} | {
-        "summary": written["archive-summary.json"]}
+        "summary": summary["written"]["archive-summary.json"]}
 
 
-def _run_scenes(todo: list[ScenePlan], cfg: UpscaleConfig, model: ModelInfo, in_flight: int,
-                limit: str | None, results: dict, reports: dict, logger) -> None:
-    """Submit one ``scene`` task per plan, at most ``in_flight`` at a time; collect every
-    outcome (a failed scene becomes a ``failed`` row with its reason)."""
-    slots = threading.BoundedSemaphore(in_flight)
-    futures = []
-    for p in todo:
-        slots.acquire()
-        fut = upscale_one.with_options(task_run_name=f"scene {p.scene.scene_id}").submit(
-            p, cfg, model, limit)
-        fut.add_done_callback(lambda _f: slots.release())
-        futures.append((p, fut))
-    for p, fut in futures:
-        fut.wait()
-        outcome = fut.result(raise_on_failure=False)
-        if isinstance(outcome, tuple):  # the task's row: done, skipped, or failed (logged there)
-            res, rep = outcome
-            results[p.scene.scene_id] = res
-            if res.status != "failed":
-                reports[p.scene.scene_id] = rep
-        else:  # the task run crashed or was cancelled before it could make the row
-            exc = outcome if isinstance(outcome, BaseException) else SRError(fut.state.message)
-            results[p.scene.scene_id] = archive.failed_result(p, exc)
-            logger.warning("%s: failed: %s", p.scene.scene_id,
-                           results[p.scene.scene_id].reason)
+def archive_config(processing: Processing, cluster: Cluster) -> UpscaleConfig:
+    """The archive-wide job (the one place the flow's parameters map onto
+    :class:`~sr_core.pipeline.UpscaleConfig`: ``tile_size`` -> ``tile_size_px``, ``wald_window``
+    -> ``wald_window_px``, ``gpu`` -> ``resources``); :func:`sr_core.archive.prepare` checks it
+    and resolves its model."""
+    return UpscaleConfig(src="<archive>", dst="<outputs>", model=processing.model,
+                         scale=processing.scale, tile_size_px=processing.tile_size,
+                         device=processing.device, wald_window_px=processing.wald_window,
+                         resources={"GPU": 1} if cluster.gpu else None, progress=False)
+
+
+def _existing_limit(name: str, in_flight: int, logger) -> str | None:
+    """``name`` when the Prefect server has that global concurrency limit; else ``None``, with
+    one warning (scenes are then bounded by ``in_flight`` only)."""
+    if limit_exists(name):
+        return name
+    logger.warning("global concurrency limit %r does not exist on this Prefect server: scenes "
+                   "are bounded by max_scenes_in_flight=%d only (create it with `prefect gcl "
+                   "create %s --limit N`)", name, in_flight, name)
+    return None
+
+
+def scene_tasks(in_flight: int, limit_name: str):
+    """The archive driver's scene runner (:data:`sr_core.archive.driver.ScenesRunner`): one
+    ``scene`` task per plan, at most ``in_flight`` submitted at a time, each holding a slot of
+    the global concurrency limit ``limit_name`` when the server has it."""
+
+    def run(todo: list[ScenePlan], cfg: UpscaleConfig, model: ModelInfo):
+        logger = get_run_logger()
+        limit = _existing_limit(limit_name, in_flight, logger)
+        slots = threading.BoundedSemaphore(in_flight)
+        futures = []
+        for p in todo:
+            slots.acquire()
+            fut = upscale_one.with_options(task_run_name=f"scene {p.scene.scene_id}").submit(
+                p, cfg, model, limit)
+            fut.add_done_callback(lambda _f: slots.release())
+            futures.append((p, fut))
+        for p, fut in futures:
+            fut.wait()
+            outcome = fut.result(raise_on_failure=False)
+            if isinstance(outcome, tuple):  # the task's row: done, skipped or failed (logged)
+                yield p, *outcome
+            else:  # the task run crashed or was cancelled before it could make the row
+                exc = outcome if isinstance(outcome, BaseException) \
+                    else SRError(fut.state.message)
+                row = archive.failed_result(p, exc)
+                logger.warning("%s: failed: %s", p.scene.scene_id, row.reason)
+                yield p, row, {}
+    return run
 
 
 def main(argv: list[str]) -> int:

@@ -202,7 +202,8 @@ def pydicom_file(name: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def stac_items_valid(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
-    """Every STAC item a test makes in this process (:func:`sr_core.archive.stac_item`, the
+    """Every STAC item a test makes in this process (:func:`sr_core.archive.stac_item` as
+    :func:`sr_core.archive.process_scene` calls it, the
     archive flow's task threads included) is validated when the test ends against the STAC 1.1.0
     Item schema and its declared extensions' schemas, bundled in ``tests/data/stac-schemas``
     (``tests/stac_schemas.py``); an invalid one fails the test.
@@ -210,18 +211,19 @@ def stac_items_valid(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:
     Yields:
         The items made so far in this test.
     """
-    from sr_core import archive
     from stac_schemas import stac_item_problems
 
+    from sr_core.archive import scenes
+
     items: list[dict] = []
-    make = archive.stac_item
+    make = scenes.stac_item
 
     def recorded(*args, **kwargs) -> dict:
         item = make(*args, **kwargs)
         items.append(json.loads(json.dumps(item)))  # as written (tuples become arrays)
         return item
 
-    monkeypatch.setattr(archive, "stac_item", recorded)
+    monkeypatch.setattr(scenes, "stac_item", recorded)
     yield items
     bad = [f"{item.get('id')}: {p}" for item in items for p in stac_item_problems(item)]
     if bad:

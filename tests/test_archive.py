@@ -190,6 +190,7 @@ def test_gpu_resource_routing(repo_data, dask_address, tmp_path):
     gpu=True (its workers declare GPU=1; the model runs on the CPU here)."""
     from distributed import Client
 
+    from sr_core.compute.cluster import shared_cluster
     from sr_core.errors import SRError
     from sr_core.pipeline import run_upscale
 
@@ -200,7 +201,7 @@ def test_gpu_resource_routing(repo_data, dask_address, tmp_path):
     with pytest.raises(SRError, match="no worker declares the resources GPU=1"):
         run_upscale(replace(cfg, dask_address=dask_address))
     assert not (tmp_path / "out.tif").exists()
-    with archive.shared_cluster(None, 1, str(tmp_path / "dask"), gpu=True) as address:
+    with shared_cluster(None, 1, str(tmp_path / "dask"), gpu=True) as address:
         with Client(address) as client:
             workers = client.scheduler_info()["workers"].values()
             assert [w["resources"] for w in workers] == [{"GPU": 1}]

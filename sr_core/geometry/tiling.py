@@ -74,7 +74,8 @@ class TileGrid:
     Attributes:
         height_px, width_px: scene size in LR pixels.
         tile_size_px: core edge length in LR pixels (edge tiles may be smaller).
-        halo_px: context read around each core, in LR pixels (>= the model's receptive-field radius).
+        halo_px: context read around each core, in LR pixels (>= the model's receptive-field
+            radius).
         min_read_px: a read window shorter than this along an axis (an edge tile) is grown
             inward, away from the scene's border, to this length (or the scene's), so a model
             with a minimum input size is never padded inside the scene (padding there would be
