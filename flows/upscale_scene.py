@@ -1,8 +1,9 @@
 """Prefect flow ``upscale_scene``: one scene through ingest -> tile -> infer -> stitch -> report ->
-publish (the reports are staged with the output; the manifest is written last), each stage a
-Prefect task that calls :mod:`sr_core.pipeline` (the same code path as the
-CLI). Prefect tracks the scene and its six stages; the tiles run on Dask inside the ``infer`` task,
-so a scene costs six task runs whatever its tile count.
+publish (the reports are staged with the output; the manifest is written last): the flow calls
+the one driver, :func:`sr_core.pipeline.run_upscale` (the same code path as the CLI), with a stage
+wrapper (:func:`as_task`) that makes each stage a Prefect task. Prefect tracks the scene and its
+six stages; the tiles run on Dask inside the ``infer`` task, so a scene costs six task runs
+whatever its tile count.
 
 Run it without a server (Prefect starts a temporary one) with::
 
@@ -12,32 +13,42 @@ Run it without a server (Prefect starts a temporary one) with::
 from __future__ import annotations
 
 import contextlib
-import logging
-import shutil
 import sys
+from collections.abc import Callable
+from typing import Any, TypedDict, cast
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (create_link_artifact, create_markdown_artifact,
-                               create_progress_artifact, create_table_artifact,
-                               update_progress_artifact)
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from prefect.states import Failed
+from prefect.states import Failed, State
 
 from sr_core import pipeline
+from sr_core.compute.cluster import quiet_distributed
 from sr_core.errors import USER_ERRORS
 from sr_core.pipeline import Run, UpscaleConfig
 
-# importing distributed configures its loggers at INFO: import it first (here, once per process,
-# not inside each flow run), then quiet it, or every scheduler and nanny event lands in the
+# once per process, not inside each flow run, or every scheduler and nanny event lands in the
 # flow's log
-import distributed  # noqa: E402,F401,I001
-
-logging.getLogger("distributed").setLevel(logging.ERROR)
+quiet_distributed()
 
 
 def _never(task, task_run, state) -> bool:
     return False
+
+
+class TaskOptions(TypedDict):
+    """Options of ``prefect.task`` (typed, so ``@task(**options)`` type-checks)."""
+
+    retries: int
+    retry_condition_fn: Callable[[Any, Any, Any], bool]
 
 
 #: Task options that make a failed task run one log line: Prefect's "Finished in state
@@ -48,17 +59,21 @@ def _never(task, task_run, state) -> bool:
 #: is never used up. Nothing is retried. A flow that re-raises an unexpected error still logs its
 #: traceback ("Encountered exception during execution"); ``upscale_archive``'s scene task logs
 #: it itself.
-ONE_LINE_FAILURE = {"retries": 1, "retry_condition_fn": _never}
+ONE_LINE_FAILURE: TaskOptions = {"retries": 1, "retry_condition_fn": _never}
+
+
+#: A stage of the driver as its task receives it: ``stage(*args)`` runs it.
+Stage = Callable[..., Run]
 
 
 @task(name="ingest", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
-def ingest(run: Run) -> Run:
-    return pipeline.ingest(run)
+def ingest(stage: Stage, run: Run, scene=None) -> Run:
+    return stage(run, scene)
 
 
 @task(name="tile", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
-def tile(run: Run) -> Run:
-    return pipeline.tile(run)
+def tile(stage: Stage, run: Run) -> Run:
+    return stage(run)
 
 
 #: Prefect global concurrency limit counting GPU (inference) slots across flows; ``infer`` holds
@@ -115,7 +130,7 @@ class InferProgress:
 
         self.key, self.label = key, label
         self.meter = ProgressMeter(min_interval_s=PROGRESS_MIN_INTERVAL_S)
-        self.artifact_id = None
+        self.artifact_id: UUID | None = None
         self.publishing = True
         self.logger = get_run_logger()
 
@@ -128,8 +143,9 @@ class InferProgress:
         description = f"{self.label}: {tick.line()}"
         try:
             if self.artifact_id is None:
-                self.artifact_id = create_progress_artifact(
-                    progress=tick.percent, key=self.key, description=description)
+                # called from a sync task: async_dispatch returns the id, not a coroutine
+                self.artifact_id = cast(UUID, create_progress_artifact(
+                    progress=tick.percent, key=self.key, description=description))
             else:
                 update_progress_artifact(self.artifact_id, tick.percent, description=description)
         except Exception as exc:  # noqa: BLE001 - an API hiccup must not fail hours of tiles
@@ -139,22 +155,22 @@ class InferProgress:
 
 
 @task(name="infer", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
-def infer(run: Run, scheduler_address: str) -> Run:
-    from distributed import Client
-
+def infer(stage: Stage, run: Run, client, on_progress=None) -> Run:
+    """The tiles, holding one GPU slot; their progress is the ``infer-progress`` artifact (the
+    driver's ``on_progress`` is ``None`` here: the artifact replaces it)."""
     progress = InferProgress("infer-progress", f"{run.cfg.src} -> {run.cfg.dst}")
-    with gpu_slot(GPU_LIMIT if limit_exists(GPU_LIMIT) else None), Client(scheduler_address) as client:
-        return pipeline.infer(run, client, progress)
+    with gpu_slot(GPU_LIMIT if limit_exists(GPU_LIMIT) else None):
+        return stage(run, client, progress)
 
 
 @task(name="stitch", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
-def stitch(run: Run) -> Run:
-    return pipeline.stitch(run)
+def stitch(stage: Stage, run: Run) -> Run:
+    return stage(run)
 
 
 @task(name="publish", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
-def publish(run: Run) -> Run:
-    return pipeline.publish(run)
+def publish(stage: Stage, run: Run, extra=None, manifest_extra=None) -> Run:
+    return stage(run, extra, manifest_extra)
 
 
 def report_link(uri: str):
@@ -162,7 +178,7 @@ def report_link(uri: str):
     ``SR_REPORT_LINK_EXPIRES_S``), a warning and the plain ``file://`` / ``s3://`` link."""
     from sr_core import storage
     from sr_core.errors import SRError
-    from sr_core.reports.html_report import link_for
+    from sr_core.reports.html import link_for
 
     try:
         return storage.browser_link(uri)
@@ -172,10 +188,12 @@ def report_link(uri: str):
 
 
 @task(name="report", cache_policy=NO_CACHE, **ONE_LINE_FAILURE)
-def report(run: Run) -> Run:
+def report(stage: Stage, run: Run) -> Run:
+    """The reports, and the UI's artifacts of them: the HTML report's link, the markdown report
+    and the quality table."""
     from sr_core.reports.report import quality_rows, to_markdown
 
-    run = pipeline.report(run)
+    run = stage(run)
     rep = run.published["report"]
     # an absolute link a browser opens from the UI's page (a presigned URL for S3), the same in
     # the link artifact and the markdown one
@@ -196,12 +214,34 @@ def report(run: Run) -> Run:
     return run
 
 
+#: The stage tasks by the driver's stage names.
+TASKS: dict[str, Callable[..., Run]] = {
+    "ingest": ingest, "tile": tile, "infer": infer, "stitch": stitch, "report": report,
+    "publish": publish}
+
+
+def as_task(name: str, stage: Stage, *args) -> Run:
+    """The driver's stage wrapper (:data:`sr_core.pipeline.StageWrapper`): run stage ``name`` as
+    its Prefect task (:data:`TASKS`)."""
+    return TASKS[name](stage, *args)
+
+
+def scene_config(src: str, dst: str, *, model: str | None = None, scale: int | None = None,
+                 tile_size: int = 1024, **options) -> UpscaleConfig:
+    """The job of one ``upscale_scene`` run from the flow's parameters (the one place they are
+    mapped onto :class:`~sr_core.pipeline.UpscaleConfig`'s fields: ``tile_size`` ->
+    ``tile_size_px``, ``report_path`` -> ``report``; no progress bar)."""
+    report = options.pop("report_path", None)
+    return UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
+                         report=report, progress=False, **options)
+
+
 @flow(name="upscale_scene")
 def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | None = None,
                   tile_size: int = 1024, device: str = "auto", dask_address: str | None = None,
                   workers: int | None = None, report_path: str | None = None,
                   precision: str = "auto", self_ensemble: bool = False,
-                  consistency: str | None = None) -> dict:
+                  consistency: str | None = None) -> dict | State:
     """Super-resolve one scene (local path or s3:// URL) into a COG, or a medical image into its
     own format (DICOM series, NIfTI, pyramidal TIFF), with a quality report.
 
@@ -233,43 +273,19 @@ def upscale_scene(src: str, dst: str, model: str | None = None, scale: int | Non
             (:data:`ONE_LINE_FAILURE`); ``return_state=True`` gives that ``Failed`` state.
         SRError: other failures, logged with their traceback.
     """
-    cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
-                        device=device, dask_address=dask_address, workers=workers,
-                        report=report_path, progress=False, precision=precision,
-                        self_ensemble=self_ensemble, consistency=consistency)
-    # as sr_core.pipeline.run_upscale: the cluster starts first, so spawning workers and loading
-    # the model on them overlap loading it here, ingest and staging
-    scratch = pipeline.make_scratch(cfg)
-    cluster = pipeline.ClusterStarter(cfg, scratch)
-    run = None
+    cfg = scene_config(src, dst, model=model, scale=scale, tile_size=tile_size, device=device,
+                       dask_address=dask_address, workers=workers, report_path=report_path,
+                       precision=precision, self_ensemble=self_ensemble, consistency=consistency)
     try:
-        run = pipeline.start(cfg, scratch)
-        cluster.warm(run.cfg)
-        run = ingest(run)
-        if run.up_to_date is not None:  # DST's manifest lists this very result
-            return {"output": dst, "up_to_date": True,
-                    "manifest": run.up_to_date.get("outputs", {})}
-        run = tile(run)
-        with pipeline.timed(run, "cluster_wait"):
-            address = cluster.client().scheduler.address
-        run = infer(run, address)
-        cluster.release()  # teardown overlaps stitch, publish and report
-        run = stitch(run)
-        run = report(run)
-        run = publish(run)
+        run = pipeline.run_upscale(cfg, wrap=as_task)
     except USER_ERRORS as exc:
         # a user's mistake (here or in a stage, whose task run logged it in one line): the flow
         # run fails with its message and no traceback; calling the flow raises the error,
         # return_state=True gives this state
         return Failed(message=str(exc), data=exc)
-    finally:
-        if run is None:
-            cluster.close()
-            shutil.rmtree(scratch, ignore_errors=True)
-        else:
-            with pipeline.timed(run, "teardown"):
-                cluster.close()
-            pipeline.cleanup(run)
+    if run.up_to_date is not None:  # DST's manifest lists this very result
+        return {"output": dst, "up_to_date": True,
+                "manifest": run.up_to_date.get("outputs", {})}
     out = {k: v for k, v in run.published.items() if k != "report"}
     out["wald"] = run.published["report"]["quality"].get("wald")
     out["seam"] = run.published["report"]["quality"].get("seam")
@@ -290,6 +306,8 @@ def main(argv: list[str]) -> int:
         # gets one line
         pipeline.preflight(UpscaleConfig(src=argv[0], dst=argv[1]))
         out = upscale_scene(argv[0], argv[1])
+        # calling a flow raises the error of a Failed state it returns: ``out`` is the dict
+        assert isinstance(out, dict)
     except (InputError, ModelError) as exc:
         print(f"upscale_scene: error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,6 @@ does not run (LSB's "program is not running").
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 import warnings
@@ -18,6 +17,7 @@ import warnings
 import click
 
 from sr_core.errors import USER_ERRORS, BusyError, InputError, SRError
+
 #: Exit status when another run holds the job (sysexits.h EX_TEMPFAIL: try again later).
 EXIT_BUSY = 75
 
@@ -30,7 +30,16 @@ def _fail(message: str, code: int) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sr-pipeline")
 def cli() -> None:
-    """Batch super-resolution of satellite and medical images: seam-free, geometry kept, reported."""
+    """Batch super-resolution of satellite and medical images: seam-free, geometry kept,
+    reported."""
+
+
+def _upscale_config(src: str, dst: str, options: dict):
+    """The :class:`~sr_core.pipeline.UpscaleConfig` of ``sr-pipeline upscale``'s arguments:
+    ``options`` are its fields by name (click's destinations)."""
+    from sr_core.pipeline import UpscaleConfig
+
+    return UpscaleConfig(src=src, dst=dst, **options)
 
 
 @cli.command()
@@ -41,20 +50,21 @@ def cli() -> None:
                    "Default: the shipped EDSR for --scale (x2 without --scale, x4 with "
                    "--scale 4).")
 @click.option("--scale", type=int, default=None, help="Upscaling factor (default: the model's).")
-@click.option("--tile-size", "tile_size", type=int, default=1024, show_default=True,
+@click.option("--tile-size", "tile_size_px", type=int, default=1024, show_default=True,
               help="Tile core edge in input pixels.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="auto = CUDA when the worker has it.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
               show_default=True, help="auto = bf16 autocast on CUDA, fp32 on a CPU.")
-@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+@click.option("--compile/--no-compile", "compile", default=False, show_default=True,
               help="Run the model through torch.compile on the workers.")
 @click.option("--dask-address", default=None, help="Scheduler of an existing Dask cluster "
               "(default: a local cluster of worker processes).")
 @click.option("--workers", type=int, default=None, help="Worker processes of the local cluster.")
 @click.option("--report", default=None, help="Report JSON path/URL (default: beside DST).")
-@click.option("--scratch-dir", default=None, help="Where Zarr tiles are staged (default: $SR_SCRATCH "
-              "or the system temp directory).")
+@click.option("--scratch-dir", default=None,
+              help="Where Zarr tiles are staged (default: $SR_SCRATCH or the system temp "
+                   "directory).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.option("--self-ensemble", "self_ensemble", is_flag=True, default=False,
               help="Average over the 8 flips/rotations of each tile; write their per-pixel "
@@ -62,8 +72,7 @@ def cli() -> None:
 @click.option("--consistency", default=None, metavar="DEGRADATION",
               help="Correct the output so that degrading it (bicubic, area, gaussian-0.3, "
                    "gaussian-0.6) reproduces the input: iterative back-projection.")
-def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask_address, workers,
-            report, scratch_dir, progress, self_ensemble, consistency) -> None:
+def upscale(src: str, dst: str, **options) -> None:
     """Super-resolve SRC into DST (local paths or s3:// URLs).
 
     SRC: GeoTIFF/COG, DICOM file or series folder, NIfTI (.nii/.nii.gz), Aperio SVS or
@@ -74,25 +83,21 @@ def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask
     from rasterio.errors import NotGeoreferencedWarning
     from tqdm import tqdm
 
-    from sr_core.pipeline import UpscaleConfig, run_upscale
+    from sr_core.compute.cluster import quiet_distributed
+    from sr_core.formats import format_named
+    from sr_core.pipeline import run_upscale
 
-    import distributed  # noqa: F401 - its import sets its loggers to INFO; quiet them after
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    # a lost scheduler is reported in one line by run_upscale; not as the client's traceback
+    quiet_distributed(client_too=True)
     # a scene without a geotransform: the report and a warning line below say so instead
     warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
-    # a lost scheduler is reported in one line by run_upscale; not as the client's traceback
-    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
-    cfg = UpscaleConfig(src=src, dst=dst, model=model, scale=scale, tile_size_px=tile_size,
-                        device=device, dask_address=dask_address, workers=workers, report=report,
-                        scratch_dir=scratch_dir, progress=progress, precision=precision,
-                        compile=compile_, self_ensemble=self_ensemble, consistency=consistency)
+    cfg = _upscale_config(src, dst, options)
     bar = None
     t0 = time.perf_counter()
 
     def on_progress(done: int, total: int, out_px: int) -> None:
         nonlocal bar
-        if not progress:
+        if not cfg.progress:
             return
         if bar is None:
             bar = tqdm(total=total, unit="tile", desc="upscale", dynamic_ncols=True)
@@ -112,12 +117,13 @@ def upscale(src, dst, model, scale, tile_size, device, precision, compile_, dask
     for warning in rep.get("warnings", []):
         click.echo(f"sr-pipeline: warning: {src}: {warning}", err=True)
     o = rep["output"]
-    if run.published["format"] == "cog":
-        click.echo(f"COG:    {run.published['output']} ({o['width']} x {o['height']} px, "
+    fmt = format_named(run.scene.format if run.scene is not None else None)
+    label = fmt.output_labels.get(run.published["format"], "output")
+    if fmt.writes_raster:
+        click.echo(f"{label}:    {run.published['output']} ({o['width']} x {o['height']} px, "
                    f"{o['bands']} band(s), {o['dtype']}, CRS {o['crs']})")
     else:
-        label = {"dicom": "DICOM", "nifti": "NIfTI", "svs": "SVS", "ome-tiff": "OME-TIFF"}
-        click.echo(f"{label.get(run.published['format'], 'output')}: {run.published['output']} "
+        click.echo(f"{label}: {run.published['output']} "
                    f"({o['width']} x {o['height']} px, {o['bands']} plane(s), {o['dtype']})")
     html = f"{run.published['report_html']} (HTML), " if run.published["report_html"] else ""
     click.echo(f"report: {html}{run.published['report_json']} and {run.published['report_md']}")
@@ -152,7 +158,8 @@ def models_cmd() -> None:
     for r in rows:
         click.echo(f"{r['name']:<14} {r['architecture']:<12} {str(r['scale']):>5} "
                    f"{r['channels']:>8} {r['receptive_field_px']:>20}  {r['weights']}")
-    click.echo(f"default: {DEFAULT_MODEL} (its shipped weights for --scale; x2 when no scale is given)")
+    click.echo(f"default: {DEFAULT_MODEL} (its shipped weights for --scale; "
+               "x2 when no scale is given)")
     from sr_core.models.registry import ARCHITECTURES, describe
 
     click.echo("\narchitectures (train with --arch, or load their checkpoints by path):")
@@ -175,10 +182,39 @@ def models_cmd() -> None:
 def report_archive(out, reports, title) -> None:
     """Write OUT (one HTML page) from per-scene JSON REPORTS: a sortable table of scenes that
     links each scene's HTML report, and plots of throughput and quality across scenes."""
-    from sr_core.reports.html_report import write_archive_report
+    from sr_core.reports.html import write_archive_report
 
     write_archive_report(list(reports), out, title=title)
     click.echo(f"archive report: {out} ({len(reports)} scene(s))")
+
+
+def _train_config(scale: int, args: tuple[str, ...], fields: dict):
+    """The :class:`~sr_core.training.config.TrainConfig` of ``sr-pipeline train``'s options:
+    ``fields`` are its fields by name (click's destinations); the constructor arguments are the
+    shipped x2 model's of the architecture, with ``scale`` and each ``--arg KEY=VALUE`` (JSON
+    values, else text) over them; the name defaults to ``ARCH-xSCALE``.
+
+    Raises:
+        InputError: an ``--arg`` without ``=``.
+    """
+    import json
+
+    from sr_core.models.catalog import SHIPPED_ARGUMENTS
+    from sr_core.training.config import TrainConfig
+
+    architecture = fields["architecture"]
+    arguments = dict(SHIPPED_ARGUMENTS.get(f"{architecture}-x2", {}))
+    arguments["scale"] = scale
+    for item in args:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--arg {item}: expected KEY=VALUE")
+        try:
+            arguments[key] = json.loads(value)
+        except json.JSONDecodeError:
+            arguments[key] = value
+    return TrainConfig(**{**fields, "arguments": arguments,
+                          "name": fields["name"] or f"{architecture}-x{scale}"})
 
 
 @cli.command()
@@ -196,9 +232,11 @@ def report_archive(out, reports, title) -> None:
 @click.option("--arg", "args", multiple=True, metavar="KEY=VALUE",
               help="Constructor argument, e.g. --arg n_resblocks=16 (JSON values).")
 @click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--steps", type=int, default=100, show_default=True, help="Steps per epoch.")
+@click.option("--steps", "steps_per_epoch", type=int, default=100, show_default=True,
+              help="Steps per epoch.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--patch", type=int, default=48, show_default=True, help="LR patch edge (px).")
+@click.option("--patch", "patch_px", type=int, default=48, show_default=True,
+              help="LR patch edge (px).")
 @click.option("--lr", "learning_rate", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -224,41 +262,16 @@ def report_archive(out, reports, title) -> None:
 @click.option("--pool", "pool_size", type=int, default=2048, show_default=True,
               help="HR patches sampled once from the training scenes.")
 @click.option("--checkpoint", default=None, help="Checkpoint path (default OUT with .ckpt).")
-def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, steps, batch_size,
-          patch, learning_rate, seed, device, resume, loss, vgg_weights, vgg_layer,
-          perceptual_weight, gan_epochs, adversarial_weight, degradation, init_weights,
-          val_window_px, pool_size, checkpoint) -> None:
+def train(scale, args, **fields) -> None:
     """Train a model on your scenes by the Wald protocol and write it with its model card.
 
     --scene and --val-scene take GeoTIFF files or folders of them; the card lists the scenes,
     their licences (from a PROVENANCE.md beside them) and the validation table.
     """
-    import json
-
-    from sr_core.models.registry import SHIPPED_ARGUMENTS
-    from sr_core.training.train import TrainConfig, train_model
+    from sr_core.training.train import train_model
     from sr_core.training.train_card import validation_markdown
 
-    arguments = dict(SHIPPED_ARGUMENTS.get(f"{architecture}-x2", {}))
-    arguments["scale"] = scale
-    for item in args:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InputError(f"--arg {item}: expected KEY=VALUE")
-        try:
-            arguments[key] = json.loads(value)
-        except json.JSONDecodeError:
-            arguments[key] = value
-    cfg = TrainConfig(architecture=architecture, arguments=arguments,
-                      name=name or f"{architecture}-x{scale}", out=out, scenes=tuple(scenes),
-                      val_scenes=tuple(val_scenes), epochs=epochs, steps_per_epoch=steps,
-                      batch_size=batch_size, patch_px=patch, learning_rate=learning_rate,
-                      seed=seed, device=device, resume=resume, loss=loss, vgg_weights=vgg_weights,
-                      vgg_layer=vgg_layer, perceptual_weight=perceptual_weight,
-                      gan_epochs=gan_epochs, adversarial_weight=adversarial_weight,
-                      degradation=degradation, init_weights=init_weights,
-                      val_window_px=val_window_px, pool_size=pool_size, checkpoint=checkpoint)
-    card = train_model(cfg)
+    card = train_model(_train_config(scale, args, fields))
     click.echo(f"weights: {card['weights']} (card beside it)")
     click.echo(validation_markdown(card), nl=False)
 
@@ -274,7 +287,7 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
               "Wald protocol; repeat for several.")
 @click.option("--channel", type=click.Choice(["y", "rgb"]), default="y", show_default=True,
               help="y = BT.601 luma (the SR literature's convention), rgb = all channels.")
-@click.option("--crop-border", "crop_border", type=int, default=None,
+@click.option("--crop-border", "crop_border_px", type=int, default=None,
               help="Pixels cropped from each side before measuring (default: the scale).")
 @click.option("--out", "out_dir", required=True, help="Folder for evaluation.md and .csv.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu",
@@ -287,21 +300,18 @@ def train(architecture, scale, name, out, scenes, val_scenes, args, epochs, step
 @click.option("--self-ensemble", "self_ensemble", is_flag=True, default=False,
               help="Also score each model averaged over the 8 flips/rotations (as NAME+), "
                    "with its PSNR gain and time ratio over the plain model.")
-def evaluate(models, scale, hr_dir, lr_dir, scenes, channel, crop_border, out_dir, device,
-             degradations, window_px, self_ensemble) -> None:
+def evaluate(out_dir, **fields) -> None:
     """PSNR / SSIM of models and bicubic on benchmark images or georeferenced scenes.
 
     --scene takes GeoTIFFs or folders of them; each scene is scored by the Wald protocol under
     every degradation, model beside bicubic with the gain. --self-ensemble adds each model's
     self-ensemble (NAME+) beside it.
     """
-    from sr_core.quality import evaluate as ev
     from sr_core.imaging.degradations import EVALUATION
+    from sr_core.training import evaluate as ev
 
-    cfg = ev.EvalConfig(models=tuple(models), scale=scale, hr_dir=hr_dir, lr_dir=lr_dir,
-                        scenes=tuple(scenes), channel=channel, crop_border_px=crop_border,
-                        device=device, degradations=tuple(degradations) or EVALUATION,
-                        window_px=window_px, self_ensemble=self_ensemble)
+    # no --degradation: every one of EVALUATION
+    cfg = ev.EvalConfig(**{**fields, "degradations": fields["degradations"] or EVALUATION})
     result = ev.evaluate(cfg)
     paths = ev.write_outputs(result, out_dir)
     click.echo(ev.to_markdown(result), nl=False)

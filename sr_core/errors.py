@@ -7,6 +7,10 @@ Every message is one line that names the file (or option) and says what is wrong
 print it as it is and exit with status 2.
 """
 
+from __future__ import annotations
+
+import os
+
 
 class SRError(Exception):
     """Root of every error sr_core raises on purpose."""
@@ -34,3 +38,22 @@ class StorageError(SRError, OSError):
 class BusyError(SRError):
     """Another run holds this job (same input, model and parameters) or published the same
     destination first; this run did nothing at the destination (CLI exit status 75)."""
+
+
+class NoSpaceError(StorageError):
+    """The scratch file system is full (ENOSPC while staging the scene or writing tiles). The
+    run's work directory is deleted rather than kept for a resume, which would keep the disk full;
+    free space or choose another ``--scratch-dir`` / ``SR_SCRATCH``."""
+
+    @classmethod
+    def for_scratch(cls, scratch: str) -> NoSpaceError:
+        """The one-line error of a full scratch file system under ``scratch`` (the run's scratch
+        directory: the message names its parent)."""
+        return cls(f"{os.path.dirname(scratch) or scratch}: no space left on device for the "
+                   "run's scratch files (free space or choose another --scratch-dir / "
+                   "SR_SCRATCH)")
+
+
+class SchedulerLostError(SRError):
+    """The client lost its connection to the Dask scheduler while tiles ran (the scheduler died
+    or the network failed); completed tiles are recorded, so running again resumes."""

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-
 SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
              b"<Message>Please reduce your request rate.</Message></Error>")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
@@ -214,9 +213,9 @@ def dask_setup(worker) -> None:
 
     original = infer.finish_tile
 
-    def finish_tile(job, tile, model, inp, y, dst_image, *args):
-        result = original(job, tile, model, inp, y, dst_image, *args)
-        lr_shape = tuple(n // job.scale for n in dst_image.shape[-2:])
+    def finish_tile(job, tile, model, inp, out, dst):
+        result = original(job, tile, model, inp, out, dst)
+        lr_shape = tuple(n // job.scale for n in dst.image.shape[-2:])
         if lr_shape == shape and (tile.row, tile.col) == where:
             if once is None or _claim(once):
                 os._exit(1)

@@ -14,8 +14,8 @@ import rasterio
 from affine import Affine
 from conftest import crop_scene
 
-from sr_core.models.registry import load_model
 from sr_core.imaging.normalize import normalization_for
+from sr_core.models.registry import load_model
 from sr_core.pipeline import UpscaleConfig, run_upscale
 
 MODELS = ["bicubic", "espcn-x2", "edsr-x2", "edsr-x4"]
@@ -114,7 +114,8 @@ def test_georeferencing_kept(name, window, has_nodata, repo_data, dask_address, 
         if a.nodata is not None:
             assert (y[~valid_up] == a.nodata).all(), "nodata stays nodata"
             assert not (y[valid_up] == a.nodata).any(), "valid pixels never read as nodata"
-        assert (~valid).any() == has_nodata, "the nodata checks above bite on the scenes with nodata"
+        assert (~valid).any() == has_nodata, \
+            "the nodata checks above bite on the scenes with nodata"
         # values in the input's units: the SR mean over valid pixels matches the input's
         for band in range(a.count):
             mx, my = x[band][valid[band]].mean(), y[band][valid_up[band]].mean()
@@ -136,7 +137,8 @@ def test_s3_round_trip(moto_s3, crops, dask_address, tmp_path):
     s3.download_file("scenes", "out/landsat_x2.tif", str(tmp_path / "got.tif"))
     with rasterio.open(tmp_path / "got.tif") as got, rasterio.open(crops["landsat-uint8"]) as src:
         assert got.crs == src.crs and got.width == 2 * src.width
-    rep = json.loads(s3.get_object(Bucket="scenes", Key="out/landsat_x2.report.json")["Body"].read())
+    rep = json.loads(s3.get_object(Bucket="scenes",
+                                   Key="out/landsat_x2.report.json")["Body"].read())
     assert rep["input"]["name"] == "s3://scenes/in/landsat.tif"
     # the HTML report was made from the published pixels (kept in scratch until the report ran)
     page = s3.get_object(Bucket="scenes", Key="out/landsat_x2.report.html")["Body"].read().decode()
@@ -169,3 +171,59 @@ def test_planning_process_never_imports_torch(model, crops, dask_address, tmp_pa
     assert got["torch"] == []
     assert got["html"] and (tmp_path / "out.report.html").stat().st_size > 10_000
     assert got["psnr"] > 10  # the Wald check ran (on the worker)
+
+
+def test_one_driver_runs_every_stage_through_the_wrapper(crops, dask_address, tmp_path):
+    """``run_upscale`` is the one driver: an entry point's stage wrapper (the flows make each
+    stage a Prefect task with it) sees every stage, by name and in order, and its result is the
+    run's; the frozen stage results are what the stages returned."""
+    import dataclasses
+
+    from sr_core.pipeline.run import Claim, Inference, Tiling
+
+    seen = []
+
+    def wrap(name, stage, *args):
+        seen.append(name)
+        return stage(*args)
+
+    run = run_upscale(UpscaleConfig(src=str(crops["landsat-uint8"]), dst=str(tmp_path / "x2.tif"),
+                                    model="bicubic", tile_size_px=64, dask_address=dask_address,
+                                    progress=False), wrap=wrap)
+    assert seen == ["ingest", "tile", "infer", "stitch", "report", "publish"]
+    assert (tmp_path / "x2.tif").exists() and run.manifest is not None
+    assert isinstance(run.claim, Claim) and isinstance(run.tiling, Tiling)
+    assert isinstance(run.inference, Inference) and len(run.tiles) == len(run.grid)
+    for result in (run.claim, run.tiling, run.inference):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(result, dataclasses.fields(result)[0].name, None)
+    assert {"cluster_wait", "teardown", "cleanup"} <= set(run.timings)
+
+
+def test_errors_are_types():
+    """A full scratch disk and a lost scheduler are error types, not attributes or strings: the
+    disk-full error is a StorageError (an OSError; CLI exit status 1) with the one-line message;
+    distributed's cancellation of the futures for a lost connection becomes SchedulerLostError."""
+    from distributed.client import FutureCancelledError
+
+    from sr_core.compute.cluster import SCHEDULER_LOST_REASON, task_result
+    from sr_core.errors import NoSpaceError, SchedulerLostError, SRError, StorageError
+
+    err = NoSpaceError.for_scratch("/data/scratch/sr-pipeline-abc")
+    assert isinstance(err, StorageError) and isinstance(err, OSError)
+    assert str(err) == ("/data/scratch: no space left on device for the run's scratch files "
+                        "(free space or choose another --scratch-dir / SR_SCRATCH)")
+
+    class Lost:
+        def result(self):
+            raise FutureCancelledError("k", SCHEDULER_LOST_REASON, "lost")
+
+    class Failed:
+        def result(self):
+            raise ValueError("boom")
+
+    with pytest.raises(SchedulerLostError):
+        task_result(Lost())
+    assert issubclass(SchedulerLostError, SRError)
+    with pytest.raises(ValueError, match="boom"):
+        task_result(Failed())

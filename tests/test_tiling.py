@@ -66,7 +66,7 @@ def test_nonsense_tile_size_is_refused(bad):
 
 
 def test_batch_sizes_shrink_to_single_tiles_at_the_end():
-    from sr_core.pipeline import MAX_TILES_PER_TASK, batch_sizes
+    from sr_core.compute.cluster import MAX_TILES_PER_TASK, batch_sizes
 
     assert batch_sizes(0, 2) == []
     assert batch_sizes(1, 2) == [1]

@@ -89,22 +89,24 @@ def choose_halo(descriptor, reach, *, tolerance: float, span: float, scene_px: i
     analytic = descriptor.receptive_field_px if descriptor.tileable else None
     found = (reach.halo_for(tolerance)
              if reach is not None and not descriptor.global_context else None)
-    tol = {"tolerance": tolerance, "analytic_px": analytic}
     if found is not None and (analytic is None or _up(found, m) < _up(analytic, m)):
         dev = reach.deviation_at(found)
         return HaloChoice(
             _up(found, m), "effective",
             f"measured: beyond {found} LR px context changes the output by at most "
             f"{dev:.2g} (model units) on the probe image, within the tolerance {tolerance:.2g}",
-            deviation=dev, deviation_scene_units=dev * span, **tol)
+            deviation=dev, deviation_scene_units=dev * span, tolerance=tolerance,
+            analytic_px=analytic)
     if analytic is not None:
         return HaloChoice(_up(analytic, m), "analytic",
-                          f"the analytic receptive field ({analytic} LR px): exact", **tol)
+                          f"the analytic receptive field ({analytic} LR px): exact",
+                          tolerance=tolerance, analytic_px=analytic)
     if scene_px <= WHOLE_SCENE_MAX_LR_PX:
         return HaloChoice(0, "whole scene",
                           f"no halo within the tolerance was measured (global context or probe "
                           f"budget); the scene ({scene_px} LR px) fits the whole-scene budget of "
-                          f"{WHOLE_SCENE_MAX_LR_PX} LR px, so it runs as one tile", True, **tol)
+                          f"{WHOLE_SCENE_MAX_LR_PX} LR px, so it runs as one tile", True,
+                          tolerance=tolerance, analytic_px=analytic)
     largest = min(reach.reference_px if reach is not None else 0, tile_size_px // 2)
     halo = max(m, largest // m * m)
     dev = reach.deviation_at(halo) if reach is not None else None
@@ -113,4 +115,5 @@ def choose_halo(descriptor, reach, *, tolerance: float, span: float, scene_px: i
         f"no halo within the tolerance was measured and the scene ({scene_px} LR px) exceeds the "
         f"whole-scene budget of {WHOLE_SCENE_MAX_LR_PX} LR px: tiled with the largest affordable "
         f"halo; measured deviation {dev if dev is None else f'{dev:.3g}'} (model units)",
-        deviation=dev, deviation_scene_units=None if dev is None else dev * span, **tol)
+        deviation=dev, deviation_scene_units=None if dev is None else dev * span,
+        tolerance=tolerance, analytic_px=analytic)

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from sr_core.quality import uncertainty
-from sr_core.imaging.normalize import Normalization
-from sr_core.geometry.tiling import Tile
 from sr_core.compute.worker_io import chunk_files, io_threads, open_stores, trim_heap
+from sr_core.geometry.tiling import Tile
+from sr_core.imaging.normalize import Normalization
+from sr_core.quality import uncertainty
 
 _CACHE: dict[tuple, object] = {}
 #: Images (bands, planes) per forward pass on a worker: bounds memory for volumes with hundreds
@@ -42,8 +44,8 @@ class TileJob:
         torch_threads: intra-op threads per worker process (cores / workers).
         normalization: the scene's normalisation.
         nodata: the scene's nodata value, or ``None``.
-        work: the run's work directory (:mod:`sr_core.publication.journal`): each tile's completion marker
-            is written there after its output chunks; ``None`` records nothing.
+        work: the run's work directory (:mod:`sr_core.publication.journal`): each tile's completion
+            marker is written there after its output chunks; ``None`` records nothing.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on a CPU), ``"fp32"`` or ``"bf16"``.
         compile: run the network through ``torch.compile``.
         tile_batch: tiles of one shape per forward pass; ``None``: :func:`auto_tile_batch`.
@@ -101,11 +103,9 @@ class TileResult:
 
 
 def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
-              precision: str = "auto", compile: bool = False, self_ensemble: bool = False):
+              precision: str = "auto", compile: bool = False):
     """The model for this worker process, loaded once, cached, and configured by
-    :func:`sr_core.models.base.configure_for_device` (channels-last; bf16 on CUDA). With
-    ``self_ensemble`` a copy with :attr:`~sr_core.models.base.SRModel.self_ensemble` on, sharing
-    the loaded network, is cached under its own key.
+    :func:`sr_core.models.base.configure_for_device` (channels-last; bf16 on CUDA).
 
     Returns:
         An :class:`sr_core.models.base.SRModel`.
@@ -121,10 +121,6 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
     if torch_threads > 0 and torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
     key = (model_ref, scale, device, precision, compile)
-    if self_ensemble:
-        plain = get_model(model_ref, scale, device, torch_threads, precision, compile)
-        with _LOCK:
-            return _CACHE.setdefault(key + (True,), replace(plain, self_ensemble=True))
     with _LOCK:
         if key not in _CACHE:
             from sr_core.models.base import configure_for_device
@@ -139,9 +135,21 @@ def get_model(model_ref: str, scale: int, device: str, torch_threads: int,
 
 
 def job_model(job: TileJob):
-    """:func:`get_model` for a :class:`TileJob`."""
-    return get_model(job.model_ref, job.scale, job.device, job.torch_threads, job.precision,
-                     job.compile, job.self_ensemble)
+    """:func:`get_model` for a :class:`TileJob`. With ``job.self_ensemble`` a copy with
+    :attr:`~sr_core.models.base.SRModel.self_ensemble` on, sharing the loaded network, cached
+    under its own key.
+
+    Raises:
+        ModelError: unknown model or unusable weights.
+        InputError: an unknown precision.
+    """
+    plain = get_model(job.model_ref, job.scale, job.device, job.torch_threads, job.precision,
+                      job.compile)
+    if not job.self_ensemble:
+        return plain
+    key = (job.model_ref, job.scale, job.device, job.precision, job.compile, True)
+    with _LOCK:
+        return _CACHE.setdefault(key, replace(plain, self_ensemble=True))
 
 
 #: A CUDA worker batches tiles up to this many LR pixels per forward pass (at most
@@ -230,19 +238,41 @@ def read_tile(job: TileJob, tile: Tile, src_image, src_valid) -> TileInput:
     return TileInput(data, valid, x, t0)
 
 
-def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray | None,
-                dst_image, dst_valid, std: np.ndarray | None = None,
-                dst_unc=None) -> TileResult:
+#: What the model made of one tile (:func:`run_model`): ``(y, std)``.
+ModelOutput = tuple[np.ndarray | None, np.ndarray | None]
+
+
+@dataclass(frozen=True)
+class OutputArrays:
+    """The output Zarr's arrays a task writes its tiles' cores to.
+
+    Attributes:
+        image, valid: ``(bands, H*s, W*s)`` in the scene's dtype and bool (``zarr.Array``).
+        uncertainty: the self-ensemble's ``uncertainty`` array (float32, shaped as ``image``),
+            or ``None`` (no self-ensemble).
+    """
+
+    image: Any
+    valid: Any
+    uncertainty: Any = None
+
+    def chunk_files(self, row: int, col: int) -> list[str]:
+        """The files of tile ``(row, col)``'s chunks in every array
+        (:func:`sr_core.compute.worker_io.chunk_files`)."""
+        return [f for arr in (self.image, self.valid, self.uncertainty) if arr is not None
+                for f in chunk_files(arr, row, col)]
+
+
+def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, out: ModelOutput,
+                dst: OutputArrays) -> TileResult:
     """Crop the SR core, measure LR consistency, convert to the scene's units and write the core
     to its one output chunk (all-nodata tiles: nodata, without the model).
 
     Args:
-        y: the model's output for ``inp.x``, ``(bands, h*s, w*s)`` float32 normalised; ``None``
-            when ``inp.x`` is.
-        dst_image, dst_valid: the output Zarr arrays, ``(bands, H*s, W*s)``.
-        std: the self-ensemble's standard deviation for ``inp.x``, shaped as ``y``, normalised
-            units; dst_unc: the output Zarr's ``uncertainty`` array (float32, shaped as
-            ``dst_image``), or ``None`` (no self-ensemble): the core's std is written there in
+        out: ``(y, std)``: ``y`` the model's output for ``inp.x``, ``(bands, h*s, w*s)`` float32
+            normalised, ``None`` when ``inp.x`` is; ``std`` the self-ensemble's standard
+            deviation for ``inp.x``, shaped as ``y``, normalised units, or ``None``.
+        dst: the output arrays; with ``dst.uncertainty`` the core's std is written there in
             scene units (:func:`sr_core.quality.uncertainty.scene_units`), NaN where the output is
             invalid.
 
@@ -254,10 +284,10 @@ def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray |
     """
     import torch
 
-    from sr_core.quality.metrics import erode_valid
     from sr_core.imaging.resample import downsample_bicubic
+    from sr_core.quality.metrics import erode_valid
 
-    s = job.scale
+    s, (y, std) = job.scale, out
     data, valid = inp.data, inp.valid
     crows, ccols = tile.core_in_read.slices()
     core_valid = valid[:, crows, ccols]
@@ -267,15 +297,16 @@ def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray |
         fill = np.full(valid_up.shape, job.nodata if job.nodata is not None else 0,
                        dtype=data.dtype)
         _keep_off_nodata(fill, valid_up, job.nodata)
-        dst_image[:, out_rows, out_cols] = fill
-        dst_valid[:, out_rows, out_cols] = valid_up
-        if dst_unc is not None:
-            dst_unc[:, out_rows, out_cols] = np.full(valid_up.shape, np.nan, dtype=np.float32)
+        dst.image[:, out_rows, out_cols] = fill
+        dst.valid[:, out_rows, out_cols] = valid_up
+        if dst.uncertainty is not None:
+            dst.uncertainty[:, out_rows, out_cols] = np.full(valid_up.shape, np.nan,
+                                                             dtype=np.float32)
         return TileResult(tile.row, tile.col, time.perf_counter() - inp.t0, 0, 0.0, True,
                           str(model.device))
     consistency_sse = None
     if job.consistency is not None:  # --consistency: correct y on the whole read window
-        y, consistency_sse = _project(job, tile, model, inp, y)
+        y, consistency_sse = _project(job, job.consistency, tile, model, inp, y)
     # LR consistency on the whole read window (the halo keeps the core free of edge effects).
     back = downsample_bicubic(torch.from_numpy(np.ascontiguousarray(y))[None], s)[0].numpy()
     back = job.normalization.from_model(back[:, crows, ccols]).astype(np.float64)
@@ -285,50 +316,52 @@ def finish_tile(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray |
     eval_valid = erode_valid(valid, reach)[:, crows, ccols]
     lr_sse = float(((back - ref)[eval_valid] ** 2).sum())
     hr_core = tile.core_in_read.scaled(s).slices()
-    out = job.normalization.from_model(y[:, hr_core[0], hr_core[1]])
-    _keep_off_nodata(out, valid_up, job.nodata)
-    dst_image[:, out_rows, out_cols] = out
-    dst_valid[:, out_rows, out_cols] = valid_up
-    if dst_unc is not None and std is not None:
-        dst_unc[:, out_rows, out_cols] = uncertainty.scene_units(
+    core = job.normalization.from_model(y[:, hr_core[0], hr_core[1]])
+    _keep_off_nodata(core, valid_up, job.nodata)
+    dst.image[:, out_rows, out_cols] = core
+    dst.valid[:, out_rows, out_cols] = valid_up
+    if dst.uncertainty is not None and std is not None:
+        dst.uncertainty[:, out_rows, out_cols] = uncertainty.scene_units(
             std[:, hr_core[0], hr_core[1]], job.normalization, valid_up)
     return TileResult(tile.row, tile.col, time.perf_counter() - inp.t0, int(eval_valid.sum()),
                       lr_sse, False, str(model.device), consistency_sse)
 
 
-def _project(job: TileJob, tile: Tile, model, inp: TileInput, y: np.ndarray
+def _project(job: TileJob, degradation: str, tile: Tile, model, inp: TileInput, y: np.ndarray
              ) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
-    """``--consistency``: :func:`sr_core.quality.consistency.back_project` of the model output ``y``
-    (``(bands, h*s, w*s)`` float32, normalised) onto the read window's input ``inp.x`` under
-    ``job.consistency``, on the model's device; the halo includes
+    """``--consistency``: :func:`sr_core.quality.consistency.back_project` of the model output
+    ``y`` (``(bands, h*s, w*s)`` float32, normalised) onto the read window's input ``inp.x``
+    under ``degradation`` (``job.consistency``), on the model's device; the halo includes
     :func:`sr_core.quality.consistency.consistency_halo_px`, so the core equals the whole image's.
 
     Returns:
         ``(corrected y, {degradation: {"before", "after", "after_unclipped", "unclipped_px"}})``
         (see :class:`TileResult`).
     """
-    from sr_core.quality.consistency import back_project, lr_sse
+    from sr_core.quality.consistency import LRReference, back_project, lr_sse
     from sr_core.quality.metrics import erode_valid
 
+    x = inp.x
+    assert x is not None  # the model ran on this tile (``y``), so it had an input
     crows, ccols = tile.core_in_read.slices()
     eval_valid = erode_valid(inp.valid, job_reach(job, model))[:, crows, ccols]
     device = model.device if model.device.type == "cuda" else "cpu"
-    projected = back_project(y, inp.x, inp.valid, job.consistency, job.scale, device=device)
-    ref = inp.data[:, crows, ccols]
-    args = (ref, job.normalization, tile.core_in_read, eval_valid, job.scale, job.nodata)
-    before, after = lr_sse(y, *args), lr_sse(projected, *args)
+    projected = back_project(y, x, inp.valid, degradation, job.scale, device=device)
+    ref = LRReference(inp.data[:, crows, ccols], job.normalization, tile.core_in_read,
+                      eval_valid, job.scale, job.nodata)
+    before, after = lr_sse(y, ref), lr_sse(projected, ref)
     return projected, {d: {"before": before[d][0], "after": after[d][0],
                            "after_unclipped": after[d][1], "unclipped_px": after[d][2]}
                        for d in before}
 
 
-def run_model(model, inputs: list[TileInput], self_ensemble: bool
-              ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+def run_model(model, inputs: list[TileInput], self_ensemble: bool) -> list[ModelOutput]:
     """The model on a group of tiles in one batch: per tile ``(y, std)``, ``y`` the output
     (the self-ensemble's mean with ``self_ensemble``), ``std`` the self-ensemble's standard
     deviation or ``None``; ``(None, None)`` for a tile without model input (``inp.x is None``).
     Arrays as :meth:`sr_core.models.base.SRModel.upscale_many_with_std` returns them."""
     xs = [inp.x for inp in inputs if inp.x is not None]
+    pairs: Iterator[ModelOutput]
     if not xs:
         pairs = iter([])
     elif self_ensemble:
@@ -367,14 +400,13 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
 
     Returns:
         One :class:`TileResult` per tile, in order. With ``job.work`` set, each tile's completion
-        marker is written as soon as its output chunks are (:func:`sr_core.publication.journal.mark_tile`),
-        so a task killed part-way keeps the tiles it finished.
+        marker is written as soon as its output chunks are
+        (:func:`sr_core.publication.journal.mark_tile`), so a task killed part-way keeps the tiles
+        it finished.
 
     Raises:
         ModelError: the model cannot be loaded on this worker.
     """
-    from sr_core.publication import journal
-
     task_t0 = time.perf_counter()
     model = job_model(job)
     src_image, src_valid, dst_image, dst_valid = open_stores(job.input_store, job.output_store)
@@ -385,22 +417,15 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
     # the writer thread keeps a GPU busy; on a CPU one tile at a time, writing in this thread
     # holds one tile's output less (bench_memory) and the cores are the model's anyway
     overlap_writes = batch > 1 or model.device.type == "cuda"
+    dst = OutputArrays(dst_image, dst_valid,
+                       uncertainty.open_array(job.output_store) if job.self_ensemble else None)
 
-    def read(group):
+    def read(group: list[Tile]) -> list[TileInput]:
         return [read_tile(job, t, src_image, src_valid) for t in group]
 
-    dst_unc = uncertainty.open_array(job.output_store) if job.self_ensemble else None
-
-    def write(group, inputs, outputs):
-        done = []
-        for t, inp, (y, std) in zip(group, inputs, outputs, strict=True):
-            result = finish_tile(job, t, model, inp, y, dst_image, dst_valid, std, dst_unc)
-            if job.work is not None:
-                files = [f for arr in (dst_image, dst_valid, dst_unc) if arr is not None
-                         for f in chunk_files(arr, t.row, t.col)]
-                journal.mark_tile(job.work, result, files, job.output_store)
-            done.append((result, time.perf_counter()))
-        return done
+    def write(group: list[Tile], inputs: list[TileInput],
+              outputs: list[ModelOutput]) -> list[tuple[TileResult, float]]:
+        return _write_group(job, model, dst, group, inputs, outputs)
 
     results: list[tuple[TileResult, float]] = []  # with the time each tile was done
     reader, writer = io_threads()
@@ -426,9 +451,30 @@ def run_tiles(job: TileJob, tiles: list[Tile]) -> list[TileResult]:
             if pending is not None:
                 pending.cancel() or pending.exception()
         trim_heap()
-    # reading, the model and writing overlap, so a tile's own wall time would count the waits;
-    # each tile gets the task time since the previous tile was done (they sum to the task's wall
-    # time, which is what the pipeline's scheduling-overhead figure subtracts)
+    return _task_seconds(results, task_t0)
+
+
+def _write_group(job: TileJob, model, dst: OutputArrays, group: list[Tile],
+                 inputs: list[TileInput], outputs: list[ModelOutput]
+                 ) -> list[tuple[TileResult, float]]:
+    """Finish a group of tiles (:func:`finish_tile`) and, with ``job.work``, record each one's
+    completion once its chunks are written; each result with the time it was done."""
+    from sr_core.publication import journal
+
+    done = []
+    for t, inp, out in zip(group, inputs, outputs, strict=True):
+        result = finish_tile(job, t, model, inp, out, dst)
+        if job.work is not None:
+            journal.mark_tile(job.work, result, dst.chunk_files(t.row, t.col), job.output_store)
+        done.append((result, time.perf_counter()))
+    return done
+
+
+def _task_seconds(results: list[tuple[TileResult, float]], task_t0: float) -> list[TileResult]:
+    """The tiles' results with their share of the task's wall time: reading, the model and
+    writing overlap, so a tile's own wall time would count the waits; each tile gets the task
+    time since the previous tile was done (they sum to the task's wall time, which is what the
+    pipeline's scheduling-overhead figure subtracts)."""
     timed_results, last = [], task_t0
     for result, done_at in results:
         timed_results.append(replace(result, seconds=done_at - last))

@@ -1,10 +1,11 @@
 """Lost Dask workers, logged: one WARNING line per tile task whose worker died.
 
 The scheduler reschedules such a task on another worker up to its ``allowed-failures``
-(:data:`sr_core.compute.retries.LOST_WORKER_RETRIES` on the clusters the pipeline starts), then fails it
-with ``KilledWorker``. The scheduler says so only at the end, in its own log; :class:`LostWorkerLog`
-(a scheduler plugin) publishes every loss on the event topic :data:`LOST_WORKER_TOPIC` and
-:func:`watch_lost_workers` logs the ones of the caller's tiles in the caller's process.
+(:data:`sr_core.storage.retries.LOST_WORKER_RETRIES` on the clusters the pipeline starts), then
+fails it with ``KilledWorker``. The scheduler says so only at the end, in its own log;
+:class:`LostWorkerLog` (a scheduler plugin) publishes every loss on the event topic
+:data:`LOST_WORKER_TOPIC` and :func:`watch_lost_workers` logs the ones of the caller's tiles in the
+caller's process.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def watch_lost_workers(client: Any, describe: dict[str, str]) -> None:
 
     def on_event(event) -> None:
         _, msg = event
-        what = describe.get(msg.get("key")) if isinstance(msg, dict) else None
+        key = msg.get("key") if isinstance(msg, dict) else None
+        what = describe.get(key) if isinstance(key, str) else None
         if what is None:
             return
         lost, allowed = msg["lost"], msg["allowed"]

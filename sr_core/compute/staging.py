@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import zarr
 
-from sr_core.formats.geotiff import SceneInfo
+from sr_core.formats import SceneInfo
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,8 @@ def create_output(store_path: str, scene: SceneInfo, *, scale: int, tile_size_px
         scene: the input scene; the output keeps its band count and dtype.
         scale: integer upscaling factor.
         tile_size_px: tile core edge in LR pixels; output chunks are ``tile_size_px * scale``.
-        self_ensemble: also create ``uncertainty``, float32 (the self-ensemble's standard
-            deviation in scene units, NaN where invalid; :mod:`sr_core.quality.uncertainty`), shaped and
+        self_ensemble: also create ``uncertainty``, float32 (the self-ensemble's standard deviation
+            in scene units, NaN where invalid; :mod:`sr_core.quality.uncertainty`), shaped and
             chunked as ``image``, so each tile writes exactly one chunk of it too.
     """
     group = zarr.open_group(store_path, mode="w")

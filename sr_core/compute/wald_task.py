@@ -15,13 +15,13 @@ from sr_core.compute.worker_io import open_stores
 
 def wald_window_task(job: TileJob, window, data_range: float,
                      planes: list[int] | None = None) -> dict:
-    """Dask task: the Wald-protocol check (:func:`sr_core.quality.metrics.wald_check`) on one window of
+    """Dask task: the Wald-protocol check (:func:`sr_core.quality.wald.wald_check`) on one window of
     the staged input, run on a worker beside the tiles; on the given bands / planes only (all by
-    default). Checked under each degradation of :data:`sr_core.imaging.degradations.REPORT`: the result
-    is the first's (bicubic, with ``"degradation"``) plus ``"by_degradation"``: ``{name:
+    default). Checked under each degradation of :data:`sr_core.imaging.degradations.REPORT`: the
+    result is the first's (bicubic, with ``"degradation"``) plus ``"by_degradation"``: ``{name:
     {"model", "bicubic", "gain_db"}}`` (with ``job.consistency`` also ``"consistent"`` and
     ``"gain_consistent_db"``: the model's output back-projected, :func:`wald_check`)."""
-    from sr_core.quality.metrics import wald_check
+    from sr_core.quality.wald import WaldSetup, wald_check
 
     model = job_model(job)
     image, valid_arr, _, _ = open_stores(job.input_store, job.output_store)
@@ -38,7 +38,7 @@ def wald_window_task(job: TileJob, window, data_range: float,
     from sr_core.imaging.degradations import REPORT
 
     t0 = time.perf_counter()
-    by = {d: wald_check(model, hr, valid, norm, data_range, d, consistency=job.consistency)
+    by = {d: wald_check(model, hr, valid, norm, data_range, WaldSetup(d, job.consistency))
           for d in REPORT}
     result = dict(by[REPORT[0]])
     keys = ("model", "bicubic", "gain_db", "consistent", "gain_consistent_db")

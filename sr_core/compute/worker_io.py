@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING, Literal
 
 import zarr
 
+if TYPE_CHECKING:
+    import ctypes
+
 _LOCK = threading.Lock()
 
-_LIBC = None  # libc once loaded (False: not glibc)
+_LIBC: ctypes.CDLL | Literal[False] | None = None  # libc once loaded (False: not glibc)
 
 
 def trim_heap() -> None:
