@@ -1,11 +1,15 @@
 """Prefect flow ``evaluate_models``: PSNR / SSIM of models and bicubic on benchmark images or
-georeferenced scenes (:mod:`sr_core.quality.evaluate`), published as a table artifact
+georeferenced scenes (:mod:`sr_core.training.evaluate`), published as a table artifact
 (``evaluation-summary``), a markdown artifact (``evaluation-report``) and ``evaluation.md`` /
 ``evaluation.csv`` in the output folder. Two tasks: ``evaluate`` and ``publish``; the CLI's
-``sr-pipeline evaluate`` runs the same :mod:`sr_core.quality.evaluate` code without Prefect.
+``sr-pipeline evaluate`` runs the same :mod:`sr_core.training.evaluate` code without Prefect.
 
     from flows.evaluate_models import evaluate_models
-    evaluate_models(out_dir="eval", scale=2, models=["edsr-x2"], hr_dir="Set5/HR")
+    from sr_core.training.evaluate import EvalConfig
+    evaluate_models(EvalConfig(models=["edsr-x2"], scale=2, hr_dir="Set5/HR"), out_dir="eval")
+
+The flow takes the whole :class:`~sr_core.training.evaluate.EvalConfig` (a pydantic model: the
+Prefect UI renders its fields as a form) and the output folder, which is not part of it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from sr_core.quality import evaluate as ev
+from sr_core.training import evaluate as ev
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -34,14 +38,8 @@ def publish_task(result: ev.EvalResult, out_dir: str) -> dict[str, str]:
 
 
 @flow(name="evaluate_models")
-def evaluate_models(out_dir: str, scale: int, models: list[str] | None = None,
-                    hr_dir: str | None = None, lr_dir: str | None = None,
-                    scenes: list[str] | None = None, channel: str = "y",
-                    crop_border_px: int | None = None, device: str = "cpu") -> dict:
-    """Evaluate ``models`` (and bicubic); returns the paths written and the summary rows."""
-    cfg = ev.EvalConfig(models=tuple(models or ()), scale=scale, hr_dir=hr_dir, lr_dir=lr_dir,
-                        scenes=tuple(scenes or ()), channel=channel,
-                        crop_border_px=crop_border_px, device=device)
+def evaluate_models(cfg: ev.EvalConfig, out_dir: str) -> dict:
+    """Evaluate ``cfg.models`` (and bicubic); returns the paths written and the summary rows."""
     result = evaluate_task(cfg)
     paths = publish_task(result, out_dir)
     return {**paths, "summary": result.summary}

@@ -3,8 +3,13 @@
 (``training-validation``) and the card's summary as markdown (``training-card``).
 
     from flows.train_model import train_model_flow
-    train_model_flow(architecture="edsr", arguments={"scale": 2, ...}, name="edsr-x2",
-                     out="edsr_x2.safetensors", scenes=[...], val_scenes=[...])
+    from sr_core.training.config import TrainConfig
+    train_model_flow(TrainConfig(architecture="edsr", arguments={"scale": 2, ...},
+                                 name="edsr-x2", out="edsr_x2.safetensors", scenes=[...],
+                                 val_scenes=[...]))
+
+The flow takes the whole :class:`~sr_core.training.config.TrainConfig` (a pydantic model: the
+Prefect UI renders its fields as a form; a deployment passes ``{"cfg": {...}}``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from sr_core.training.train import TrainConfig, train_model
+from sr_core.training.config import TrainConfig
+from sr_core.training.train import train_model
 from sr_core.training.train_card import validation_markdown
 
 
@@ -40,22 +46,8 @@ def publish_task(card: dict) -> str:
 
 
 @flow(name="train_model")
-def train_model_flow(architecture: str, arguments: dict, name: str, out: str,
-                     scenes: list[str], val_scenes: list[str], epochs: int = 10,
-                     steps_per_epoch: int = 100, batch_size: int = 16, patch_px: int = 48,
-                     pool_size: int = 2048, learning_rate: float = 1e-3,
-                     val_window_px: int = 1024, seed: int = 0, device: str = "auto",
-                     resume: bool = False, loss: str = "l1", vgg_weights: str | None = None,
-                     gan_epochs: int = 0, degradation: str = "random",
-                     init_weights: str | None = None) -> dict:
+def train_model_flow(cfg: TrainConfig) -> dict:
     """Train and publish; returns the model card (with ``weights``, the file written)."""
-    cfg = TrainConfig(architecture=architecture, arguments=arguments, name=name, out=out,
-                      scenes=tuple(scenes), val_scenes=tuple(val_scenes), epochs=epochs,
-                      steps_per_epoch=steps_per_epoch, batch_size=batch_size, patch_px=patch_px,
-                      pool_size=pool_size, learning_rate=learning_rate,
-                      val_window_px=val_window_px, seed=seed, device=device, resume=resume,
-                      loss=loss, vgg_weights=vgg_weights, gan_epochs=gan_epochs,
-                      degradation=degradation, init_weights=init_weights)
     card = train_task(cfg)
     publish_task(card)
     return card

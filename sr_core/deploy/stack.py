@@ -5,9 +5,10 @@ its ``/api/health``, creates the process work pool ``sr-process`` and the global
 ``sr-gpu`` (1 slot) when they are missing, deploys ``deployments/prefect.yaml`` and starts a process
 worker whose environment is this shell's plus the variables of an env file (S3 endpoint and
 credentials; their values are never printed). ``down`` stops both by their PID files (SIGTERM to
-each with its process group and descendants, SIGKILL after a timeout; :mod:`sr_core.deploy.daemon`). Everything lives under ``HOME/stack/``:
-``server.log``, ``worker.log``, ``server.pid``, ``worker.pid``, ``server.port`` and
-``deployed.sha256`` (what was last deployed, so that a second ``up`` redeploys only after an edit).
+each with its process group and descendants, SIGKILL after a timeout; :mod:`sr_core.deploy.daemon`).
+Everything lives under ``HOME/stack/``: ``server.log``, ``worker.log``, ``server.pid``,
+``worker.pid``, ``server.port`` and ``deployed.sha256`` (what was last deployed, so that a second
+``up`` redeploys only after an edit).
 
 This module never imports Prefect: it runs the ``prefect`` executable installed beside
 ``sys.executable`` and talks HTTP to the server's REST API.

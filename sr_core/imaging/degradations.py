@@ -184,8 +184,8 @@ class RandomDegradations:
                 f"{pb:.0%}, area {pa:.0%}, Gaussian blur sigma U{list(self.sigma_lr_px)} LR px "
                 f"then area {pg:.0%} (anisotropic with p {self.p_anisotropic:g}, minor/major "
                 f"U{list(self.anisotropy)}); sub-pixel shift U(+-{self.shift_lr_px:g}) LR px with "
-                f"p {self.p_shift:g}; Gaussian noise sigma U{list(self.noise_sigma)} x the image's std "
-                f"with p {self.p_noise:g}")
+                f"p {self.p_shift:g}; Gaussian noise sigma U{list(self.noise_sigma)} x the image's "
+                f"std with p {self.p_noise:g}")
 
 
 def draw(count: int, rng: np.random.Generator,

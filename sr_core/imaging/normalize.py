@@ -16,7 +16,6 @@ from typing import Literal
 
 import numpy as np
 
-
 #: float64 values per block of :func:`_per_block` (2 MiB: the block stays in cache)
 BLOCK_VALUES = 1 << 18
 

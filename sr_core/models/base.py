@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -26,8 +27,8 @@ class SRModel:
       and ``(N, N, N)``. Band order matters: the pipeline must pass bands in the order the
       model was trained on.
     * a Y-channel model (``descriptor.colour == "y"``, 1 channel) on a 3-band scene: the bands
-      are read as RGB, converted to BT.601 YCbCr (:mod:`sr_core.imaging.color`), Y is super-resolved by
-      the network and Cb/Cr by bicubic interpolation, and the result converted back to RGB (as
+      are read as RGB, converted to BT.601 YCbCr (:mod:`sr_core.imaging.color`), Y is super-resolved
+      by the network and Cb/Cr by bicubic interpolation, and the result converted back to RGB (as
       the SR literature evaluates SRCNN, FSRCNN and VDSR). Other band counts run band by band.
 
     Size policy: when the descriptor's ``size_multiple`` is above 1 or its ``min_size_px`` is
@@ -102,7 +103,8 @@ class SRModel:
         if channels_last:
             self.module = self.module.to(memory_format=torch.channels_last)
         if compile and not self.compiled:
-            self.module = torch.compile(self.module)
+            # a Module compiles to an OptimizedModule, itself a Module
+            self.module = cast(nn.Module, torch.compile(self.module))
             self.compiled = True
         return self
 
@@ -203,7 +205,7 @@ class SRModel:
         _, h, w = xs[0].shape
         pad_h, pad_w = self._padding(h, w)
         if pad_h or pad_w:
-            mode = "reflect" if pad_h < h and pad_w < w else "edge"
+            mode: Literal["reflect", "edge"] = "reflect" if pad_h < h and pad_w < w else "edge"
             xs = [np.pad(x, ((0, 0), (0, pad_h), (0, pad_w)), mode=mode) for x in xs]
         stats = [MeanStd() for _ in xs]
         out_h, out_w = h * self.scale, w * self.scale

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from sr_core.errors import ModelError
-# defined where the planning process can read them without importing torch
-from sr_core.models.catalog import BICUBIC_RECEPTIVE_FIELD_PX, describe_bicubic  # noqa: F401
 from sr_core.imaging.resample import upsample_bicubic
 
+# defined where the planning process can read them without importing torch
+from sr_core.models.catalog import BICUBIC_RECEPTIVE_FIELD_PX, describe_bicubic  # noqa: F401
 
 
 class Bicubic(nn.Module):
@@ -17,8 +17,8 @@ class Bicubic(nn.Module):
 
     No weights. It is the baseline of SR benchmark tables: R. Keys, "Cubic convolution
     interpolation for digital image processing", IEEE Trans. ASSP, 1981. See
-    :mod:`sr_core.imaging.resample` for the kernel and border conventions (Pillow's renormalised border,
-    not MATLAB's mirrored one).
+    :mod:`sr_core.imaging.resample` for the kernel and border conventions (Pillow's renormalised
+    border, not MATLAB's mirrored one).
 
     Args:
         scale: integer upscaling factor >= 2.

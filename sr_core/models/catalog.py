@@ -4,11 +4,11 @@ The process that plans a run (the CLI, a Prefect flow) needs a model's descripto
 receptive field, size multiple) but never runs the network: the Dask workers do. Importing torch
 there costs about 2 s of start-up and 1 GB of resident memory for nothing, so the shipped models'
 cards carry their descriptor (``"descriptor"``, written by ``scripts/train_shipped.sh`` through
-:func:`sr_core.training.train.train`) and :func:`describe_shipped` reads it from the card. A test holds every
-shipped card's descriptor equal to :func:`sr_core.models.registry.describe` of its arguments.
-The ``bicubic`` baseline has no weights: :func:`describe_bicubic` and :func:`bicubic_card` give its
-descriptor and card. Everything else (third-party checkpoints, user weights) goes through
-:func:`sr_core.models.registry.load_model`.
+:func:`sr_core.training.train.train`) and :func:`describe_shipped` reads it from the card. A test
+holds every shipped card's descriptor equal to :func:`sr_core.models.architectures.describe` of its
+arguments. The ``bicubic`` baseline has no weights: :func:`describe_bicubic` and
+:func:`bicubic_card` give its descriptor and card. Everything else (third-party checkpoints, user
+weights) goes through :func:`sr_core.models.registry.load_model`.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def shipped_name(ref: str, scale: int | None) -> str | None:
         return None
     want = scale or DEFAULT_SCALE
     if want not in scales:
-        have = ", ".join(f"x{s}" for s in scales)
+        shipped = ", ".join(f"x{s}" for s in scales)
         raise ModelError(
-            f"{ref}: no shipped weights for x{want} (shipped: {have}); use 'bicubic' or a "
+            f"{ref}: no shipped weights for x{want} (shipped: {shipped}); use 'bicubic' or a "
             f"local .safetensors trained for x{want}"
         )
     return f"{ref}-x{want}"

@@ -1,4 +1,5 @@
-"""Model descriptor: the metadata that lives beside a network, not inside it (the spandrel pattern)."""
+"""Model descriptor: the metadata that lives beside a network, not inside it (the spandrel
+pattern)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class ModelDescriptor:
             luma of BT.601 YCbCr (the reference SRCNN / FSRCNN / VDSR weights): on a 3-band
             scene it runs on Y and the chroma is upscaled by bicubic; other scenes band by band.
         supported_scales: the scales the architecture can be built for; ``None``: any integer
-            >= 2 (filled in by :func:`sr_core.models.registry.describe`).
+            >= 2 (filled in by :func:`sr_core.models.architectures.describe`).
     """
 
     name: str

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from sr_core.errors import ModelError
+from sr_core.models.architectures import build_module
 
 State = dict[str, torch.Tensor]
 
@@ -151,8 +152,6 @@ def detect_architecture(state: State, *, scale: int | None = None,
         ModelError: the layout matches but the scale is needed and not given, or the shapes
             make no sense.
     """
-    from sr_core.models.registry import build_module
-
     keys = set(state)
     for architecture, required, absent, reader in _LAYOUTS:
         if not required <= keys or absent & keys:

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from sr_core.errors import ModelError
+from sr_core.imaging.resample import downsample_bicubic, upsample_bicubic
 from sr_core.models.bicubic import BICUBIC_RECEPTIVE_FIELD_PX
 from sr_core.models.descriptor import ModelDescriptor
-from sr_core.imaging.resample import downsample_bicubic, upsample_bicubic
 
 #: Mean of DIV2K's RGB channels on [0, 1], used by the reference code's ``MeanShift``.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -50,6 +50,7 @@ class MeanShift(nn.Conv2d):
         super().__init__(3, 3, kernel_size=1)
         with torch.no_grad():
             self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            assert self.bias is not None  # a Conv2d built with its default bias=True
             self.bias.copy_(sign * rgb_range * torch.tensor(rgb_mean))
         for p in self.parameters():
             p.requires_grad = False
@@ -106,8 +107,8 @@ class EDSR(nn.Module):
 
     Departures from the paper:
         * ``bicubic_residual=True`` (default False) adds the bicubic-upsampled input
-          (:func:`sr_core.imaging.resample.upsample_bicubic`) to the output, a VDSR-style global residual
-          (Kim, Lee, Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
+          (:func:`sr_core.imaging.resample.upsample_bicubic`) to the output, a VDSR-style global
+          residual (Kim, Lee, Lee, "Accurate Image Super-Resolution Using Very Deep Convolutional
           Networks", CVPR 2016): the network learns only the detail bicubic misses. The tail
           conv is then zero-initialised, so an untrained model returns exactly bicubic, and the
           RGB mean is not added back (the bicubic image already carries it).
@@ -179,12 +180,12 @@ class EDSR(nn.Module):
             *(ResBlock(n_feats, res_scale, bias) for _ in range(n_resblocks)),
             _conv(n_feats, n_feats, bias=bias)
         )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats, bias),
-                                  _conv(n_feats, in_channels, bias=bias))
+        last = _conv(n_feats, in_channels, bias=bias)
+        self.tail = nn.Sequential(Upsampler(scale, n_feats, bias), last)
         if self.bicubic_residual:
-            nn.init.zeros_(self.tail[1].weight)
-            if bias:
-                nn.init.zeros_(self.tail[1].bias)
+            nn.init.zeros_(last.weight)
+            if last.bias is not None:  # bias=True
+                nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Super-resolve.

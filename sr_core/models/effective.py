@@ -173,8 +173,8 @@ def cached_reach(sha256: str) -> EffectiveReach | None:
 
 
 def _write_json(name: str, doc: dict) -> None:
-    """Write ``doc`` as ``cache_root() / name`` (:func:`sr_core.publication.journal.write_json`: atomic);
-    a failure to write is not an error (the next load measures again)."""
+    """Write ``doc`` as ``cache_root() / name`` (:func:`sr_core.publication.journal.write_json`:
+    atomic); a failure to write is not an error (the next load measures again)."""
     from sr_core.publication.journal import write_json
 
     try:
@@ -211,7 +211,10 @@ def cached_description(sha256: str, key: dict) -> tuple[dict, dict] | None:
         return None
     if not isinstance(doc, dict) or doc.get("version") != PROBE_VERSION or doc.get("key") != key:
         return None
-    return doc.get("descriptor"), doc.get("card")
+    descriptor, card = doc.get("descriptor"), doc.get("card")
+    if not isinstance(descriptor, dict) or not isinstance(card, dict):
+        return None
+    return descriptor, card
 
 
 def probe_image(bands: int, size: int, seed: int = 0) -> np.ndarray:

@@ -94,7 +94,7 @@ class MeanStd:
         Raises:
             ValueError: nothing was added.
         """
-        if self.first is None:
+        if self.first is None or self.total is None or self.squares is None:
             raise ValueError("no array was added")
         shift = self.total / np.float32(self.n)
         var = self.squares / np.float32(self.n)

@@ -54,7 +54,7 @@ class _IMDModule(nn.Module):
         self.cca = _CCALayer(self.distilled_channels * 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = (self.distilled_channels, self.remaining_channels)
+        split = [self.distilled_channels, self.remaining_channels]
         d1, r1 = torch.split(self.act(self.c1(x)), split, dim=1)
         d2, r2 = torch.split(self.act(self.c2(r1)), split, dim=1)
         d3, r3 = torch.split(self.act(self.c3(r2)), split, dim=1)

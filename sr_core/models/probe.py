@@ -8,6 +8,7 @@ tests can check ``descriptor.receptive_field_px >= measured`` for every architec
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,9 +18,40 @@ from sr_core.errors import ModelError
 _MAX_AUTO_SIZE_PX = 512
 
 
-def _measure(module: nn.Module, scale: int, in_channels: int, size: int, trials: int,
-             gen: torch.Generator, rtol: float) -> tuple[int, bool]:
+@dataclass(frozen=True)
+class ProbeSampling:
+    """How :func:`probe_receptive_field` samples: its random inputs and its change threshold.
+
+    Attributes:
+        trials: random inputs (and perturbed pixels) to try.
+        seed: seed of the probe's own random generator (the global RNG is not used).
+        rtol: changes up to ``rtol * max|output|`` count as no change (see
+            :func:`probe_receptive_field`).
+    """
+
+    trials: int = 3
+    seed: int = 0
+    rtol: float = 0.0
+
+
+DEFAULT_SAMPLING = ProbeSampling()
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What :func:`probe_receptive_field` measures with (its arguments and sampling fields of the
+    same names)."""
+
+    scale: int
+    in_channels: int
+    trials: int
+    rtol: float
+
+
+def _measure(module: nn.Module, probe: _Probe, size: int, gen: torch.Generator
+             ) -> tuple[int, bool]:
     """One probe at ``size``: ``(radius, reached_border)``."""
+    scale, in_channels, trials, rtol = probe.scale, probe.in_channels, probe.trials, probe.rtol
     c0 = size // 2
     xs, xps, where = [], [], []
     for _ in range(trials):
@@ -54,13 +86,13 @@ def _measure(module: nn.Module, scale: int, in_channels: int, size: int, trials:
 
 
 def probe_receptive_field(module: nn.Module, scale: int, *, in_channels: int = 1,
-                          size: int | None = None, trials: int = 3, seed: int = 0,
-                          rtol: float = 0.0) -> int:
+                          size: int | None = None,
+                          sampling: ProbeSampling = DEFAULT_SAMPLING) -> int:
     """Measure the receptive-field radius of an SR network on the LR grid, in LR pixels.
 
     For each trial: a random ``(1, in_channels, size, size)`` input in [0, 1), and the same input
     with one pixel near the centre (all channels) changed by +-0.5. Output pixels whose value
-    changes by more than ``rtol * max|output|`` are mapped to their LR pixel
+    changes by more than ``sampling.rtol * max|output|`` are mapped to their LR pixel
     (``floor(q / scale)`` on each axis); the largest Chebyshev distance from the perturbed pixel
     over all trials is the radius. The network runs on a float64 CPU copy in eval mode (the
     caller's module is not changed). On the CPU, float64 convolutions compute each output from
@@ -78,9 +110,8 @@ def probe_receptive_field(module: nn.Module, scale: int, *, in_channels: int = 1
         in_channels: channels the network takes.
         size: input side in LR pixels. ``None``: start at 16 and double (up to 512) while the
             influence reaches the image border, where zero padding would truncate it.
-        trials: random inputs (and perturbed pixels) to try.
-        seed: seed of the probe's own random generator (the global RNG is not used).
-        rtol: changes up to ``rtol * max|output|`` count as no change (see above).
+        sampling: trials, seed and ``rtol`` (:class:`ProbeSampling`; default 3 trials, seed 0,
+            ``rtol=0``).
 
     Returns:
         The radius in LR pixels, >= 0 (0: an output pixel depends only on its own LR pixel, or
@@ -91,10 +122,11 @@ def probe_receptive_field(module: nn.Module, scale: int, *, in_channels: int = 1
             reaches the border at 512 px (a global-context model: not tileable).
     """
     net = copy.deepcopy(module).to("cpu", torch.float64).eval()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(sampling.seed)
+    probe = _Probe(scale, in_channels, sampling.trials, sampling.rtol)
     n = size or 16
     while True:
-        radius, reached = _measure(net, scale, in_channels, n, trials, gen, rtol)
+        radius, reached = _measure(net, probe, n, gen)
         if size is not None or not reached:
             return radius
         if n >= _MAX_AUTO_SIZE_PX:

@@ -2,39 +2,35 @@
 
 Everything a model can be is written here, explicitly (no registration by import side effect):
 
-* :data:`ARCHITECTURES`: architecture key -> network class and descriptor function;
-* :data:`SHIPPED` (defined in the torch-free :mod:`sr_core.models.catalog`): registry name (``"<architecture>-x<scale>"``) -> weights file stem in
-  ``sr_core/models/weights/`` (``NAME.safetensors`` + ``NAME.json`` card);
+* :data:`ARCHITECTURES` (defined in :mod:`sr_core.models.architectures`, below this module and
+  :mod:`sr_core.models.detect`): architecture key -> network class and descriptor function;
+* :data:`SHIPPED` (defined in the torch-free :mod:`sr_core.models.catalog`): registry name
+  (``"<architecture>-x<scale>"``) -> weights file stem in ``sr_core/models/weights/``
+  (``NAME.safetensors`` + ``NAME.json`` card);
 * :data:`SHIPPED_ARGUMENTS`: the constructor arguments the shipped weights are trained with (the
   card is what loading uses; these let ``list_models`` describe a model before its file exists).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from sr_core.errors import InputError, ModelError
 from sr_core.models import catalog
+from sr_core.models.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    build_module,
+    describe,
+)
 from sr_core.models.base import SRModel
-from sr_core.models.bicubic import Bicubic, describe_bicubic
 from sr_core.models.descriptor import ModelDescriptor
 from sr_core.models.detect import detect_architecture
-from sr_core.models.edsr import EDSR, describe_edsr
-from sr_core.models.espcn import ESPCN, describe_espcn
-from sr_core.models.fsrcnn import FSRCNN, describe_fsrcnn
-from sr_core.models.imdn import IMDN, describe_imdn
-from sr_core.models.rrdbnet import RRDBNet, describe_rrdbnet
-from sr_core.models.srcnn import SRCNN, describe_srcnn
-from sr_core.models.srresnet import MSRResNet, SRResNet, describe_msrresnet, describe_srresnet
-from sr_core.models.vdsr import VDSR, describe_vdsr
 from sr_core.models.weights import (
     SAFETENSORS_SUFFIX,
     TORCH_SUFFIXES,
@@ -47,85 +43,23 @@ SHIPPED = catalog.SHIPPED
 SHIPPED_ARGUMENTS = catalog.SHIPPED_ARGUMENTS
 DEFAULT_MODEL = catalog.DEFAULT_MODEL
 DEFAULT_SCALE = catalog.DEFAULT_SCALE
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """An architecture: how to build its network and describe it from the same arguments.
-
-    Attributes:
-        builder: the network class (keyword-only constructor with the paper's defaults).
-        describe: ``describe(name, **arguments) -> ModelDescriptor``.
-        paper: short citation (the class docstring has the full one).
-        scales: the scales it can be built for; ``None``: any integer >= 2.
-    """
-
-    builder: Callable[..., nn.Module]
-    describe: Callable[..., ModelDescriptor]
-    paper: str
-    scales: tuple[int, ...] | None = None
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "bicubic": Architecture(Bicubic, describe_bicubic, "Keys, IEEE Trans. ASSP 1981"),
-    "srcnn": Architecture(SRCNN, describe_srcnn, "Dong et al., ECCV 2014"),
-    "fsrcnn": Architecture(FSRCNN, describe_fsrcnn, "Dong et al., ECCV 2016",
-                           (2, 3, 4, 5, 6, 7, 8)),
-    "espcn": Architecture(ESPCN, describe_espcn, "Shi et al., CVPR 2016"),
-    "vdsr": Architecture(VDSR, describe_vdsr, "Kim et al., CVPR 2016"),
-    "edsr": Architecture(EDSR, describe_edsr, "Lim et al., CVPRW 2017", (2, 3, 4, 8)),
-    "srresnet": Architecture(SRResNet, describe_srresnet, "Ledig et al., CVPR 2017", (2, 4, 8)),
-    "msrresnet": Architecture(MSRResNet, describe_msrresnet, "Wang et al., ECCVW 2018 (BasicSR)",
-                              (2, 3, 4)),
-    "imdn": Architecture(IMDN, describe_imdn, "Hui et al., ACM MM 2019"),
-    "rrdbnet": Architecture(RRDBNet, describe_rrdbnet, "Wang et al., ECCVW 2018", (2, 4)),
-}
-
-def _architecture(architecture: str) -> Architecture:
-    try:
-        return ARCHITECTURES[architecture]
-    except KeyError:
-        raise ModelError(
-            f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}"
-        ) from None
-
-
-def _bind(architecture: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """Arguments with the constructor's defaults filled in; unknown names -> ModelError."""
-    sig = inspect.signature(_architecture(architecture).builder)
-    try:
-        bound = sig.bind(**arguments)
-    except TypeError as e:
-        raise ModelError(f"{architecture}: bad arguments {arguments}: {e}") from None
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def build_module(architecture: str, **arguments: Any) -> nn.Module:
-    """Build an architecture's network (randomly initialised, train mode).
-
-    Args:
-        architecture: a key of :data:`ARCHITECTURES`.
-        **arguments: the constructor's keyword arguments.
-
-    Returns:
-        The ``nn.Module``.
-
-    Raises:
-        ModelError: unknown architecture or bad arguments.
-    """
-    return _architecture(architecture).builder(**_bind(architecture, arguments))
-
-
-def describe(architecture: str, name: str, **arguments: Any) -> ModelDescriptor:
-    """The descriptor of ``architecture`` built with ``arguments`` (defaults filled in).
-
-    Raises:
-        ModelError: unknown architecture or bad arguments.
-    """
-    arch = _architecture(architecture)
-    return replace(arch.describe(name, **_bind(architecture, arguments)),
-                   supported_scales=arch.scales)
+# re-exported: the architectures' list lives below the registry and the checkpoint detection
+# (:mod:`sr_core.models.architectures`), so neither imports the other
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_MODEL",
+    "DEFAULT_SCALE",
+    "SHIPPED",
+    "SHIPPED_ARGUMENTS",
+    "Y_CHANNEL_REFERENCES",
+    "Architecture",
+    "build_module",
+    "describe",
+    "list_models",
+    "load_model",
+    "model_reach",
+    "resolve_device",
+]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -388,9 +322,9 @@ def list_models() -> list[dict]:
     Returns:
         Dicts with ``name``, ``architecture``, ``scale`` (int, or ``"any"`` for bicubic),
         ``channels`` (1 = band by band), ``receptive_field_px`` (LR px) and ``weights`` (the file
-        name, ``"none"`` for bicubic, ``"<file> (missing)"`` when not installed, ``"<file> (bad card)"``).
-        A shipped model's row comes from its card when installed, else from
-        :data:`SHIPPED_ARGUMENTS`.
+        name, ``"none"`` for bicubic, ``"<file> (missing)"`` when not installed,
+        ``"<file> (bad card)"``). A shipped model's row comes from its card when installed, else
+        from :data:`SHIPPED_ARGUMENTS`.
     """
     rows = [{"name": "bicubic", "architecture": "bicubic", "scale": "any", "channels": 1,
              "receptive_field_px": describe("bicubic", "bicubic").receptive_field_px,

@@ -119,7 +119,8 @@ def _check(scale, in_channels, num_feat, num_block, num_grow_ch) -> None:
 def describe_rrdbnet(name: str, *, scale: int = 4, in_channels: int = 3, num_feat: int = 64,
                      num_block: int = 23, num_grow_ch: int = 32) -> ModelDescriptor:
     """Descriptor of :class:`RRDBNet`: ``2 + 15 num_block`` convs before upsampling, one conv
-    after each x2 nearest stage, two more on the HR grid; size multiple 2 at x2 (pixel unshuffle)."""
+    after each x2 nearest stage, two more on the HR grid; size multiple 2 at x2 (pixel
+    unshuffle)."""
     _check(scale, in_channels, num_feat, num_block, num_grow_ch)
     ops: list = [("down", 2)] if scale == 2 else []
     ops += [("conv", 2 + _CONVS_PER_RRDB * num_block), ("up", 2), ("conv", 1), ("up", 2),

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from sr_core.errors import ModelError
+from sr_core.imaging.resample import upsample_bicubic
 from sr_core.models.descriptor import ModelDescriptor
 from sr_core.models.reach import receptive_field_px
-from sr_core.imaging.resample import upsample_bicubic
 
 
 class SRCNN(nn.Module):
@@ -16,8 +16,8 @@ class SRCNN(nn.Module):
     Super-Resolution", ECCV 2014; extended in IEEE TPAMI 38(2), 2016).
 
     The LR image is first upsampled by bicubic interpolation (Keys, ``a = -0.5``, see
-    :mod:`sr_core.imaging.resample`); then, on that HR grid, ``conv f1 x f1 (n1) -> ReLU -> conv f2 x f2
-    (n2) -> ReLU -> conv f3 x f3 (C)``. The defaults are the ECCV paper's base network
+    :mod:`sr_core.imaging.resample`); then, on that HR grid, ``conv f1 x f1 (n1) -> ReLU -> conv f2
+    x f2 (n2) -> ReLU -> conv f3 x f3 (C)``. The defaults are the ECCV paper's base network
     ``9-1-5`` with ``n1 = 64, n2 = 32``; the journal version's better ``9-5-5`` is
     ``kernel_sizes=(9, 5, 5)``.
 

@@ -39,7 +39,6 @@ from torch import nn
 from sr_core.errors import ModelError
 from sr_core.models.descriptor import ModelDescriptor
 
-
 log = logging.getLogger(__name__)
 
 #: Warnings (message regexes) that third-party network code raises while spandrel builds it or

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from sr_core.errors import ModelError
+from sr_core.imaging.resample import upsample_bicubic
 from sr_core.models.descriptor import ModelDescriptor
 from sr_core.models.reach import receptive_field_px
-from sr_core.imaging.resample import upsample_bicubic
 
 
 class _ConvReLU(nn.Module):

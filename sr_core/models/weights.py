@@ -6,7 +6,7 @@ Our format is two files side by side:
 * ``NAME.json``: the model card, a JSON object with
 
   - ``name``: registry name, e.g. ``"edsr-x2"``;
-  - ``architecture``: key of :data:`sr_core.models.registry.ARCHITECTURES`;
+  - ``architecture``: key of :data:`sr_core.models.architectures.ARCHITECTURES`;
   - ``arguments``: the constructor's keyword arguments (``scale`` included);
   - ``scale``, ``in_channels``: repeated for readers that do not build the network;
   - ``bands``: the band policy in words; ``normalisation``: what [0, 1] input means;
@@ -35,9 +35,7 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sr_core.errors import ModelError
 from sr_core.storage import sha256_file  # noqa: F401 - re-exported: cards pin it

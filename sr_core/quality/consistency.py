@@ -10,10 +10,10 @@ radiometry of the input kept, so ``--consistency NAME`` projects ``y`` onto ``{y
 Method: iterative back-projection (M. Irani & S. Peleg, "Improving resolution by image
 registration", CVGIP: Graphical Models and Image Processing 53(3), 1991),
 ``y <- y + U(x - D(y))`` with ``U`` bicubic upsampling (Keys, ``a = -0.5``,
-:func:`sr_core.imaging.resample.upsample_bicubic`; Irani & Peleg's back-projection kernel), accelerated by
-the Chebyshev semi-iterative method (G. H. Golub & R. S. Varga, "Chebyshev semi-iterative
-methods, successive overrelaxation iterative methods, and second order Richardson iterative
-methods", Numerische Mathematik 3, 1961; Y. Saad, "Iterative Methods for Sparse Linear
+:func:`sr_core.imaging.resample.upsample_bicubic`; Irani & Peleg's back-projection kernel),
+accelerated by the Chebyshev semi-iterative method (G. H. Golub & R. S. Varga, "Chebyshev
+semi-iterative methods, successive overrelaxation iterative methods, and second order Richardson
+iterative methods", Numerische Mathematik 3, 1961; Y. Saad, "Iterative Methods for Sparse Linear
 Systems", 2nd ed., SIAM 2003, algorithm 12.1). The same goal as the low-frequency hard
 constraint of SEN2SR (Aybar et al., Remote Sensing of Environment 2026), reached iteratively
 and locally instead of in the Fourier domain of a whole image, so it runs tile by tile.
@@ -68,17 +68,20 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sr_core.imaging.degradations import NAMED, REPORT, Degradation, kernel_radius_px
 from sr_core.errors import InputError
+from sr_core.imaging.degradations import NAMED, REPORT, Degradation, kernel_radius_px
+from sr_core.quality.metrics import erode_valid, psnr_from_sse
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ITERATIONS", "METHOD", "TOLERANCE_RMS_DN", "back_project", "check_degradation",
+__all__ = ["ITERATIONS", "METHOD", "TOLERANCE_RMS_DN", "LRReference", "back_project",
+           "check_degradation",
            "consistency_halo_px", "degradation_reach_px", "lr_sse", "reduction_bound",
            "residual_mask", "spectrum_bounds", "summarise", "summary_line"]
 
@@ -151,8 +154,8 @@ def _du_row(deg: Degradation, scale: int, n: int) -> np.ndarray:
     ``U``: HR pixel ``q`` takes LR coordinate ``(q + 0.5) / s - 0.5`` with Keys' weights;
     ``D``: a Gaussian of ``sigma_lr_px * s`` HR px sampled over ``kernel_radius_px`` and
     normalised (when it blurs), then Keys' kernel stretched by ``s`` and normalised (bicubic,
-    :mod:`sr_core.imaging.resample`) or the block mean (area). The named degradations are isotropic and
-    unshifted, so ``D U`` in 2-D is this row's operator along each axis."""
+    :mod:`sr_core.imaging.resample`) or the block mean (area). The named degradations are
+    isotropic and unshifted, so ``D U`` in 2-D is this row's operator along each axis."""
     s, big = scale, n * scale
     lr = np.zeros(n)
     lr[0] = 1.0
@@ -222,18 +225,17 @@ def residual_mask(valid: np.ndarray, deg: Degradation, scale: int) -> np.ndarray
     Returns:
         ``(bands, h, w)`` bool, a subset of ``valid``.
     """
-    from sr_core.quality.metrics import erode_valid
-
     return erode_valid(np.asarray(valid, dtype=bool), degradation_reach_px(deg, scale))
 
 
 def back_project(y: np.ndarray, x: np.ndarray, valid: np.ndarray, degradation: str, scale: int,
-                 *, iterations: int = ITERATIONS, device: str | torch.device = "cpu"
-                 ) -> np.ndarray:
+                 *, device: str | torch.device = "cpu") -> np.ndarray:
     """Correct ``y`` so that ``D(y)`` reproduces ``x`` (see the module docstring).
 
     Chebyshev iteration on ``(D U) z = x - D(y0)`` with ``y = y0 + U z``, residuals taken
-    directly as ``m * (x - D(y))`` (``m``: :func:`residual_mask`).
+    directly as ``m * (x - D(y))`` (``m``: :func:`residual_mask`), :data:`ITERATIONS` steps (the
+    count :func:`consistency_halo_px` and :func:`reduction_bound` assume by default, so tiled runs
+    equal whole-image ones).
 
     Args:
         y: ``(bands, H, W)`` float32 model output, normalised (nominally [0, 1]); ``H = h * scale``,
@@ -242,7 +244,6 @@ def back_project(y: np.ndarray, x: np.ndarray, valid: np.ndarray, degradation: s
         valid: ``(bands, h, w)`` bool validity of ``x``.
         degradation: a name of :data:`sr_core.imaging.degradations.NAMED`.
         scale: integer factor >= 2.
-        iterations: steps (default :data:`ITERATIONS`); 0 returns ``y`` unchanged.
         device: where the arithmetic runs (the model's device on a GPU worker).
 
     Returns:
@@ -261,7 +262,8 @@ def back_project(y: np.ndarray, x: np.ndarray, valid: np.ndarray, degradation: s
     if y.ndim != 3 or x.shape != valid.shape or y.shape != (x.shape[0], x.shape[1] * scale,
                                                             x.shape[2] * scale):
         raise InputError(f"back-projection: output {y.shape} is not input {x.shape} x{scale}")
-    if iterations <= 0 or not valid.any():
+    iterations = ITERATIONS
+    if not valid.any():
         return np.array(y, dtype=np.float32)
     lo, hi = _interval(degradation, scale)
     theta, delta = (hi + lo) / 2, (hi - lo) / 2
@@ -287,8 +289,29 @@ def back_project(y: np.ndarray, x: np.ndarray, valid: np.ndarray, degradation: s
     return yt[0].cpu().numpy()
 
 
-def lr_sse(y: np.ndarray, x_ref: np.ndarray, normalization, window, eval_valid: np.ndarray,
-           scale: int, nodata: float | None = None, degradations: tuple[str, ...] = REPORT
+@dataclass(frozen=True)
+class LRReference:
+    """What :func:`lr_sse` compares a read window's output with.
+
+    Attributes:
+        x_ref: ``(bands, h, w)`` input of ``window`` (the core), scene units.
+        normalization: the scene's :class:`sr_core.imaging.normalize.Normalization`.
+        window: the core inside the read window (a :class:`sr_core.geometry.tiling.PixelWindow`,
+            LR px).
+        eval_valid: ``(bands, h, w)`` bool, the core's pixels compared.
+        scale: integer factor.
+        nodata: the scene's nodata value or ``None``.
+    """
+
+    x_ref: np.ndarray
+    normalization: Any
+    window: Any
+    eval_valid: np.ndarray
+    scale: int
+    nodata: float | None = None
+
+
+def lr_sse(y: np.ndarray, reference: LRReference, degradations: tuple[str, ...] = REPORT
            ) -> dict[str, tuple[float, float, int]]:
     """LR-consistency errors of an output **as written** (rounded and clipped to the scene's
     dtype), under each degradation: over all compared pixels, and over those whose footprint
@@ -298,11 +321,7 @@ def lr_sse(y: np.ndarray, x_ref: np.ndarray, normalization, window, eval_valid: 
 
     Args:
         y: ``(bands, H, W)`` float32 normalised output of a read window.
-        x_ref: ``(bands, h, w)`` input of ``window`` (the core), scene units.
-        normalization: the scene's :class:`sr_core.imaging.normalize.Normalization`.
-        window: the core inside the read window (a :class:`sr_core.geometry.tiling.PixelWindow`, LR px).
-        eval_valid: ``(bands, h, w)`` bool, the core's pixels compared.
-        scale: integer factor; nodata: the scene's nodata value or ``None``;
+        reference: the window's input, normalisation, core, compared pixels, scale and nodata.
         degradations: names of :data:`sr_core.imaging.degradations.NAMED`.
 
     Returns:
@@ -310,8 +329,10 @@ def lr_sse(y: np.ndarray, x_ref: np.ndarray, normalization, window, eval_valid: 
     """
     import torch
 
+    x_ref, normalization, window = reference.x_ref, reference.normalization, reference.window
+    eval_valid, scale, nodata = reference.eval_valid, reference.scale, reference.nodata
+
     from sr_core.imaging.degradations import degrade
-    from sr_core.quality.metrics import erode_valid
 
     units = normalization.from_model(y)
     written = normalization.to_model(units)
@@ -329,7 +350,7 @@ def lr_sse(y: np.ndarray, x_ref: np.ndarray, normalization, window, eval_valid: 
     for name in degradations:
         back = degrade(yt, scale, NAMED[name])[0].numpy()[:, rows, cols]
         sq = (_to_units(back, normalization) - ref) ** 2
-        free = erode_valid(~clipped_lr, degradation_reach_px(NAMED[name], scale))
+        free = erode_valid(np.asarray(~clipped_lr), degradation_reach_px(NAMED[name], scale))
         free = free[:, rows, cols] & eval_valid
         out[name] = (float(sq[eval_valid].sum()), float(sq[free].sum()), int(free.sum()))
     return out
@@ -351,7 +372,8 @@ def summarise(degradation: str, scale: int, tiles, wald: dict | None, data_range
         degradation: the ``--consistency`` name; scale: the run's factor.
         tiles: the run's :class:`sr_core.compute.infer.TileResult` list (``consistency_sse`` and
             ``valid_px``).
-        wald: the run's Wald result (:func:`sr_core.compute.wald_task.wald_window_task`) or ``None``.
+        wald: the run's Wald result (:func:`sr_core.compute.wald_task.wald_window_task`) or
+            ``None``.
         data_range: PSNR data range, scene units.
 
     Returns:
@@ -361,13 +383,11 @@ def summarise(degradation: str, scale: int, tiles, wald: dict | None, data_range
         ``inf`` where the rounded output reproduces the input exactly; ``after_unclipped`` over
         the pixels whose footprint holds no clipped output pixel, :func:`lr_sse`).
     """
-    from sr_core.quality.metrics import psnr_from_sse
-
     done = [t for t in tiles if t.consistency_sse]
     n = sum(t.valid_px for t in done)
     lr = {}
     for name in REPORT:
-        def total(key: str) -> float:
+        def total(key: str, name: str = name) -> float:
             return sum(t.consistency_sse[name][key] for t in done)
 
         free = int(total("unclipped_px"))

@@ -1,4 +1,4 @@
-"""Quality metrics: PSNR and SSIM (scikit-image), the Wald-protocol check and LR consistency.
+"""Quality metrics: PSNR and SSIM (scikit-image), data ranges, nodata erosion and the seam metric.
 
 Conventions (stated in every report):
 
@@ -12,7 +12,11 @@ Conventions (stated in every report):
   scene's valid value range (:func:`data_range_for`), so figures are comparable across sensors.
 * Wald protocol (Wald, Ranchin & Mangolini, "Fusion of satellite images of different spatial
   resolutions: assessing the quality of resulting images", PE&RS 1997): degrade the scene by the
-  scale, super-resolve the degraded image, compare with the scene itself.
+  scale, super-resolve the degraded image, compare with the scene itself
+  (:func:`sr_core.quality.wald.wald_check`).
+
+The lowest module of :mod:`sr_core.quality`: may import :mod:`sr_core.imaging` only
+(:mod:`sr_core.quality.consistency` and :mod:`sr_core.quality.wald` build on it).
 """
 
 from __future__ import annotations
@@ -20,9 +24,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from sr_core.imaging.normalize import Normalization
-
 
 
 def data_range_for(dtype: str | np.dtype, band_min: list[float] | tuple[float, ...],
@@ -137,98 +138,6 @@ def erode_valid(valid: np.ndarray, reach_px: int) -> np.ndarray:
     return minimum_filter(valid, size=size, mode="nearest")
 
 
-def wald_check(model, hr: np.ndarray, valid: np.ndarray, normalization: Normalization,
-               data_range: float, degradation: str = "bicubic", *,
-               consistency: str | None = None) -> dict:
-    """Wald-protocol quality of a model and of bicubic on one window of a scene.
-
-    The window is degraded by the model's scale with ``degradation`` (a name of
-    :data:`sr_core.imaging.degradations.NAMED`), super-resolved back by the model and by bicubic
-    interpolation, quantised to the scene's dtype and compared with the window.
-
-    Args:
-        model: an :class:`sr_core.models.base.SRModel`.
-        hr: ``(bands, H, W)`` window in scene units and dtype; H and W are cropped down to a
-            multiple of the scale, and must then be >= 7 * scale.
-        valid: ``(bands, H, W)`` bool validity of ``hr``.
-        normalization: the scene's normalisation.
-        data_range: see :func:`data_range_for`.
-        degradation: how the window is degraded (default ``"bicubic"``, the SR literature's
-            convention; ``"area"``, ``"gaussian-0.3"``, ``"gaussian-0.6"`` model real sensors).
-        consistency: ``--consistency``'s degradation, or ``None``: the model's output is also
-            back-projected onto the degraded window under it
-            (:func:`sr_core.quality.consistency.back_project`; LR pixels whose footprint under
-            ``degradation`` touches invalid HR pixels are left out of the residual) and scored as
-            ``"consistent"``; the compared pixels then also keep
-            :func:`~sr_core.quality.consistency.consistency_halo_px` x scale HR px from nodata, for every
-            figure, so with and without are compared on the same pixels.
-
-    Pixels are compared only where everything they were computed from is valid: the mask is
-    eroded by ``(receptive_field_px + 2) * scale + 2 * scale`` HR px (degradation kernel, model,
-    and bicubic reach) plus the blur kernel's radius.
-
-    Returns:
-        ``{"degradation", "model": {"psnr_db", "ssim"}, "bicubic": {"psnr_db", "ssim"},
-        "gain_db", "window_px": [H, W], "compared_px"}``; with ``consistency`` also
-        ``"consistent": {"psnr_db", "ssim"}`` and ``"gain_consistent_db"`` (over bicubic).
-
-    Raises:
-        InputError: an unknown degradation name.
-    """
-    import torch
-
-    from sr_core.imaging.degradations import degrade, kernel_radius_px, parse
-    from sr_core.imaging.resample import upsample_bicubic
-
-    deg = parse(degradation)
-    s = model.descriptor.scale
-    h, w = (hr.shape[1] // s) * s, (hr.shape[2] // s) * s
-    hr, valid = hr[:, :h, :w], valid[:, :h, :w]
-    x = normalization.to_model(hr)
-    x[~valid] = 0.0
-    lr = degrade(torch.from_numpy(x)[None], s, deg)[0].numpy()
-    y = model.upscale(lr)
-    sr = normalization.from_model(y)
-    bic = normalization.from_model(upsample_bicubic(torch.from_numpy(lr)[None], s)[0].numpy())
-    reach = (max(model.descriptor.receptive_field_px, 2) + 2) * s
-    reach += kernel_radius_px(deg, s) if deg.blurs else 0
-    consistent = None
-    if consistency is not None:
-        consistent, extra = _wald_consistent(y, lr, valid, normalization, deg, consistency, s)
-        reach += extra
-    valid = erode_valid(valid, reach)
-    out = {
-        "degradation": degradation,
-        "model": {"psnr_db": psnr(hr, sr, valid, data_range), "ssim": ssim(hr, sr, valid, data_range)},
-        "bicubic": {"psnr_db": psnr(hr, bic, valid, data_range),
-                    "ssim": ssim(hr, bic, valid, data_range)},
-        "window_px": [int(h), int(w)],
-        "compared_px": int(valid.sum()),
-    }
-    out["gain_db"] = out["model"]["psnr_db"] - out["bicubic"]["psnr_db"]
-    if consistent is not None:
-        out["consistent"] = {"psnr_db": psnr(hr, consistent, valid, data_range),
-                             "ssim": ssim(hr, consistent, valid, data_range)}
-        out["gain_consistent_db"] = out["consistent"]["psnr_db"] - out["bicubic"]["psnr_db"]
-    return out
-
-
-def _wald_consistent(y: np.ndarray, lr: np.ndarray, valid: np.ndarray,
-                     normalization: Normalization, deg, consistency: str, s: int
-                     ) -> tuple[np.ndarray, int]:
-    """:func:`wald_check`'s back-projected output in scene units and dtype, and the HR px
-    the compared pixels must keep from nodata for it. The LR window is valid where the
-    ``deg`` footprint of each pixel (:func:`sr_core.quality.consistency.degradation_reach_px`) saw only
-    valid HR pixels."""
-    from sr_core.quality.consistency import back_project, consistency_halo_px, degradation_reach_px
-
-    b, h, w = lr.shape
-    hr_ok = erode_valid(valid, degradation_reach_px(deg, s) * s)
-    lr_valid = hr_ok.reshape(b, h, s, w, s).all(axis=(2, 4))
-    projected = back_project(y, lr, lr_valid, consistency, s)
-    return normalization.from_model(projected), consistency_halo_px(consistency, s) * s
-
-
 #: reference pairs on each side of a tile boundary for the seam metric (in steps of the scale)
 SEAM_REACH = 4
 
@@ -252,20 +161,19 @@ def _seam_axis(pair_sum: np.ndarray, pair_n: np.ndarray, tile_px: int, scale: in
 
 
 def seam_metric(col_pair_sum: np.ndarray, col_pair_n: np.ndarray, row_pair_sum: np.ndarray,
-                row_pair_n: np.ndarray, *, tile_px: int, scale: int,
-                reach: int = SEAM_REACH) -> dict:
+                row_pair_n: np.ndarray, *, tile_px: int, scale: int) -> dict:
     """Seam metric: gradient magnitude across tile boundaries relative to inside tiles.
 
     For every tile boundary of the output (every ``tile_px`` HR pixels along columns and rows),
     the mean absolute difference between the two pixels that straddle it is divided by the mean
     absolute difference of the neighbour pairs ``j * scale`` pixels away on both sides
-    (``j = 1 .. reach``, boundaries excluded), pooled over boundaries, both axes, bands and valid
-    pairs. Absolute rather than squared differences: squared ones let a few strong edges that
-    happen to run along a boundary decide the figure (on the Landsat sample, moving a fake
-    128 px grid over a seam-free output spread the squared-difference ratio from 0.89 to 1.10,
-    the absolute one from 0.95 to 1.05). Reference pairs are a multiple of the scale away so
-    they have the same sub-pixel phase as the boundary pair (an x2 model treats even and odd
-    output columns differently).
+    (``j = 1 .. reach``, ``reach`` = :data:`SEAM_REACH`, boundaries excluded), pooled over
+    boundaries, both axes, bands and valid pairs. Absolute rather than squared differences: squared
+    ones let a few strong edges that happen to run along a boundary decide the figure (on the
+    Landsat sample, moving a fake 128 px grid over a seam-free output spread the squared-difference
+    ratio from 0.89 to 1.10, the absolute one from 0.95 to 1.05). Reference pairs are a multiple of
+    the scale away so they have the same sub-pixel phase as the boundary pair (an x2 model treats
+    even and odd output columns differently).
     A seamless mosaic gives about 1.0; a visible seam (tiles inferred without a halo) gives
     clearly more. This is a blocking-artefact measure in the spirit of the blockiness metrics
     of JPEG quality assessment (e.g. Wang, Sheikh & Bovik, "No-reference perceptual quality
@@ -274,21 +182,22 @@ def seam_metric(col_pair_sum: np.ndarray, col_pair_n: np.ndarray, row_pair_sum: 
 
     Args:
         col_pair_sum, col_pair_n: ``(width,)`` horizontal-neighbour profiles of the output, from
-            :func:`sr_core.quality.scan.scan_raster` (sums of absolute differences, scene units; pair
-            counts).
+            :func:`sr_core.quality.scan.scan_raster` (sums of absolute differences, scene units;
+            pair counts).
         row_pair_sum, row_pair_n: ``(height,)`` vertical-neighbour profiles.
         tile_px: tile core edge on the output grid (HR px): tile size x scale.
         scale: upscaling factor.
-        reach: reference pairs on each side of a boundary.
 
     Returns:
         ``{"ratio", "columns", "rows", "boundaries": {"columns", "rows"}, "boundary_pairs",
         "reference_pairs", "profile": {"offset_px", "relative"}, "what"}``; the profile is the
         mean absolute difference at each offset from the boundaries (HR px, multiples of the
         scale from -reach * scale to reach * scale, so every point has the boundary's sub-pixel
-        phase) divided by the reference mean (1.0 at offset 0 = no seam); ratios are ``None`` where there is no boundary (one tile
-        along that axis) or no valid pair, and ``inf`` when only the boundary pairs differ.
+        phase) divided by the reference mean (1.0 at offset 0 = no seam); ratios are ``None``
+        where there is no boundary (one tile along that axis) or no valid pair, and ``inf`` when
+        only the boundary pairs differ.
     """
+    reach = SEAM_REACH
     cb, cbn, cr, crn, nc = _seam_axis(col_pair_sum, col_pair_n, tile_px, scale, reach)
     rb, rbn, rr, rrn, nr = _seam_axis(row_pair_sum, row_pair_n, tile_px, scale, reach)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -65,7 +66,7 @@ class RasterScan:
     def band_stats(self) -> list[dict]:
         """Per band ``{"band", "valid_px", "min", "max", "mean", "std"}`` (scene units; ``None``
         where a band has no valid pixel)."""
-        out = []
+        out: list[dict[str, Any]] = []
         for b in range(self.bands):
             n = int(self.count[b])
             if n == 0:
@@ -117,7 +118,8 @@ def scan_raster(path: str | os.PathLike, ranges: list[tuple[float, float]], *,
     try:
         ds = rasterio.open(path, driver=ALLOWED_DRIVERS)
     except RasterioError as exc:
-        raise InputError(f"{name}: cannot open for the report ({str(exc).splitlines()[0]})") from None
+        first = str(exc).splitlines()[0]
+        raise InputError(f"{name}: cannot open for the report ({first})") from None
     with ds:
         h, w, nb = ds.height, ds.width, ds.count
         if len(ranges) != nb:
@@ -125,6 +127,7 @@ def scan_raster(path: str | os.PathLike, ranges: list[tuple[float, float]], *,
         lo = np.array([r[0] for r in ranges], dtype=np.float64)[:, None]
         hi = np.array([r[1] for r in ranges], dtype=np.float64)[:, None]
         span = np.where(hi > lo, hi - lo, 1.0)
+        edges = _Bins(lo, hi, span, bins)
         scan = RasterScan(
             height=h, width=w, bands=nb, count=np.zeros(nb, np.int64),
             total=np.zeros(nb), total_sq=np.zeros(nb), vmin=np.full(nb, np.inf),
@@ -146,7 +149,7 @@ def scan_raster(path: str | os.PathLike, ranges: list[tuple[float, float]], *,
             v &= np.isfinite(x)
             dr, dc = r0 - er0, c0 - ec0
             core, cv = x[:, dr:, dc:].reshape(nb, -1), v[:, dr:, dc:].reshape(nb, -1)
-            _accumulate_values(scan, core, cv, lo, hi, span, bins)
+            _accumulate_values(scan, core, cv, edges)
             if pair_profiles:
                 # horizontal pairs (c-1, c) on the core rows; global column ec0 + j, j >= 1
                 d = np.diff(x[:, dr:, :], axis=2)
@@ -162,8 +165,21 @@ def scan_raster(path: str | os.PathLike, ranges: list[tuple[float, float]], *,
     return scan
 
 
-def _accumulate_values(scan: RasterScan, x: np.ndarray, v: np.ndarray, lo: np.ndarray,
-                       hi: np.ndarray, span: np.ndarray, bins: int) -> None:
+@dataclass(frozen=True)
+class _Bins:
+    """The histograms' per-band ``(bands, 1)`` float64 limits and span (scene units) and bin
+    count."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    span: np.ndarray
+    bins: int
+
+
+def _accumulate_values(scan: RasterScan, x: np.ndarray, v: np.ndarray, edges: _Bins) -> None:
+    """Add the valid values of a window (``x``, ``v``: ``(bands, n)``) to ``scan``'s counts,
+    sums, extremes and histograms."""
+    lo, hi, span, bins = edges.lo, edges.hi, edges.span, edges.bins
     for b in range(scan.bands):
         vals = x[b][v[b]]
         if vals.size == 0:

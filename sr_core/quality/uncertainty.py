@@ -10,8 +10,8 @@ Where it lives:
   (:func:`scene_units`), NaN where the output is nodata;
 * for a GeoTIFF scene :func:`stage` writes it as a COG ``DST_STEM.uncertainty.tif`` (float32, one
   band per output band, the output's width, height, CRS and affine transform, nodata NaN; the
-  same streaming COG writer as the output, :func:`sr_core.formats.cog.write_cog`) at a temporary path;
-  :func:`sr_core.pipeline.publish` moves it into place with the output and lists it in the
+  same streaming COG writer as the output, :func:`sr_core.formats.cog.write_cog`) at a temporary
+  path; :func:`sr_core.pipeline.publish` moves it into place with the output and lists it in the
   manifest's ``outputs`` as ``"uncertainty"``;
 * medical formats (DICOM, NIfTI, whole-slide images) get no layer file: their containers have no
   place for a float32 companion on the same grid that viewers would show as such; the summary
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from sr_core.errors import SRError
 from sr_core.imaging.normalize import Normalization
 
 if TYPE_CHECKING:  # workers import this module: no rasterio, boto3 or manifest code for them
-    from sr_core.formats.geotiff import SceneInfo
+    from sr_core.formats import SceneInfo
 
 #: The output Zarr array that holds the layer.
 ARRAY = "uncertainty"
@@ -104,8 +104,8 @@ def summarize(output_store: str, norm: Normalization) -> list[dict]:
     """
     import zarr
 
-    group = zarr.open_group(output_store, mode="r")
-    unc, valid = group[ARRAY], group["valid"]
+    unc = zarr.open_array(output_store, path=ARRAY, mode="r")
+    valid = zarr.open_array(output_store, path="valid", mode="r")
     bands, h, w = unc.shape
     cp, ch, cw = unc.chunks
     spans = np.broadcast_to(np.asarray(norm.span, dtype=np.float64), (bands,))
@@ -114,8 +114,8 @@ def summarize(output_store: str, norm: Normalization) -> list[dict]:
     for p0 in range(0, bands, cp):
         for r in range(0, h, ch):
             for c in range(0, w, cw):
-                u = unc[p0:p0 + cp, r:r + ch, c:c + cw]
-                ok = valid[p0:p0 + cp, r:r + ch, c:c + cw] & np.isfinite(u)
+                u = np.asarray(unc[p0:p0 + cp, r:r + ch, c:c + cw])
+                ok = np.asarray(valid[p0:p0 + cp, r:r + ch, c:c + cw]) & np.isfinite(u)
                 for i in range(u.shape[0]):
                     v = u[i][ok[i]].astype(np.float64)
                     if not v.size:
@@ -126,7 +126,7 @@ def summarize(output_store: str, norm: Normalization) -> list[dict]:
                     top[b] = max(top[b], float(v.max()))
                     idx = np.minimum((v / spans[b] * HIST_BINS).astype(np.int64), HIST_BINS - 1)
                     hist[b] += np.bincount(idx, minlength=HIST_BINS)
-    out = []
+    out: list[dict[str, Any]] = []
     for b in range(bands):
         n = int(count[b])
         if not n:
@@ -163,11 +163,13 @@ def write_layer(output_store: str, scene: SceneInfo, scale: int, path: str) -> d
     import rasterio
     from rasterio.crs import CRS
 
-    from sr_core.formats.cog import upscaled_transform, write_cog
+    from sr_core.formats.cog import CogOptions, write_cog
+    from sr_core.geometry.transforms import upscaled_transform
 
-    written = write_cog(output_store, layer_scene(scene), scale, path, array=ARRAY,
-                        extra_tags={"SR_SCALE": str(scale), "SR_LAYER": "self-ensemble std",
-                                    "SR_TRANSFORMS": str(TRANSFORMS)})
+    tags = {"SR_SCALE": str(scale), "SR_LAYER": "self-ensemble std",
+            "SR_TRANSFORMS": str(TRANSFORMS)}
+    written = write_cog(output_store, layer_scene(scene), scale, path,
+                        CogOptions(extra_tags=tags, array=ARRAY))
     want_crs = CRS.from_user_input(scene.crs).to_wkt() if scene.crs else None
     with rasterio.open(path) as ds:
         got = (ds.width, ds.height, ds.count, ds.dtypes[0])
@@ -194,9 +196,10 @@ def stage(run) -> dict:
         StorageError, SRError: as :func:`write_layer`.
     """
     from sr_core import storage
+    from sr_core.formats import format_named
 
     uri = None
-    if run.scene.format == "geotiff":
+    if format_named(run.scene.format).writes_raster:  # a COG output: the layer is one too
         uri = uncertainty_uri(run.cfg.dst)
         tmp = storage.temp_path_for(uri, run.scratch)
         write_layer(run.output_store, run.scene, run.cfg.scale, tmp)

@@ -40,6 +40,9 @@ class PerceptualLoss(nn.Module):
         ModelError: the file is missing or unsafe (needs full unpickling).
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, vgg_weights: str, *, layer: str = "relu5_4") -> None:
         super().__init__()
         from torchvision.models.vgg import cfgs, make_layers

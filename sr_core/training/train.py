@@ -3,14 +3,14 @@
 Pairs are made from the scenes themselves (Wald, Ranchin & Mangolini, PE&RS 1997): an HR patch is
 taken from a scene, degraded by the scale to make the LR input, and the model learns LR -> HR.
 
-* The degradation (:mod:`sr_core.imaging.degradations`) is by default drawn at random for every pair
-  (``"random"``: antialiased bicubic, area integration, Gaussian optics + area with mild
+* The degradation (:mod:`sr_core.imaging.degradations`) is by default drawn at random for
+  every pair (``"random"``: antialiased bicubic, area integration, Gaussian optics + area with mild
   anisotropy, sub-pixel shifts, mild noise; after BSRGAN, ICCV 2021 and Real-ESRGAN, ICCVW 2021),
   so the model does not learn to undo one kernel that real sensors do not have; a named fixed one
   (``"bicubic"``, ``"area"``, ``"gaussian-0.3"``, ``"gaussian-0.6"``) can be chosen instead.
-* Scenes are staged into Zarr (:func:`sr_core.compute.staging.stage_scene`) and normalised per scene as in
-  inference (:func:`sr_core.imaging.normalize.normalization_for`), so training sees what inference sees.
-  A folder given as a scene means every GeoTIFF in it.
+* Scenes are staged into Zarr (:func:`sr_core.compute.staging.stage_scene`) and normalised per
+  scene as in inference (:func:`sr_core.imaging.normalize.normalization_for`), so training sees
+  what inference sees. A folder given as a scene means every GeoTIFF in it.
 * A fixed pool of HR patches (one band each) is sampled once from the staged scenes, chosen at
   random positions; patches with any nodata pixel, or with no texture (std below
   :data:`MIN_PATCH_STD` of the normalised range, e.g. open sea in a DEM), are skipped. For an
@@ -18,15 +18,22 @@ taken from a scene, degraded by the scale to make the LR input, and the model le
   smooth and textured patches weigh alike. Memory is bounded by the pool size, not
   by the scenes. Each step draws a batch from the pool with a random flip / 90-degree rotation.
 * L1 loss (as EDSR) or MSE; optionally a VGG-19 perceptual term (user-supplied weights) and an
-  SRGAN adversarial phase after pixel pre-training (:mod:`sr_core.training.losses`); Adam (Kingma & Ba,
-  ICLR 2015) with a cosine learning-rate schedule (Loshchilov & Hutter, ICLR 2017); optional
-  initialisation from earlier weights (tensors of the same name and shape, as EDSR initialises
-  its x4 model from the x2 one); a checkpoint after every epoch and ``resume`` (a resumed run
-  equals an uninterrupted one bit for bit on the same device); validation PSNR/SSIM of the model
-  and of bicubic on the held-out scenes after every epoch, and at the end under every degradation
-  of :data:`sr_core.imaging.degradations.EVALUATION`.
-* The result is written in our format (safetensors + model card, :mod:`sr_core.training.train_card`) by
-  :func:`sr_core.models.weights.save_model`.
+  SRGAN adversarial phase after pixel pre-training (:mod:`sr_core.training.losses`); Adam
+  (Kingma & Ba, ICLR 2015) with a cosine learning-rate schedule (Loshchilov & Hutter, ICLR
+  2017); optional initialisation from earlier weights (tensors of the same name and shape, as
+  EDSR initialises its x4 model from the x2 one); a checkpoint after every epoch and ``resume`` (a
+  resumed run equals an uninterrupted one bit for bit on the same device); validation PSNR/SSIM of
+  the model and of bicubic on the held-out scenes after every epoch, and at the end under every
+  degradation of :data:`sr_core.imaging.degradations.EVALUATION`.
+* The result is written in our format (safetensors + model card,
+  :mod:`sr_core.training.train_card`) by :func:`sr_core.models.weights.save_model`.
+
+The options are a :class:`sr_core.training.config.TrainConfig`. :func:`train_model` runs the
+stages in order: check the options, build the network, stage the data (:func:`_stage_data`),
+start or resume the optimisation (:func:`_start_loop`), the epochs (:func:`_epoch`, each
+validated and checkpointed by :func:`_train_epochs`), then the final validation and the card
+(:func:`_write_model`). May import :mod:`sr_core.models`, :mod:`sr_core.imaging`,
+:mod:`sr_core.quality` and the rest of :mod:`sr_core.training`.
 """
 
 from __future__ import annotations
@@ -36,103 +43,32 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from sr_core.imaging.degradations import EVALUATION, TrainingDegradation, degrade
 from sr_core.errors import InputError
-from sr_core.training.losses import PerceptualLoss, adversarial_loss
-from sr_core.quality.metrics import wald_check
+from sr_core.geometry.tiling import PixelWindow
+from sr_core.imaging.degradations import EVALUATION, TrainingDegradation, degrade
+from sr_core.models.architectures import build_module, describe
 from sr_core.models.base import SRModel
-from sr_core.models.registry import build_module, describe, resolve_device
+from sr_core.models.descriptor import ModelDescriptor
+from sr_core.models.registry import resolve_device
 from sr_core.models.srresnet import SRGANDiscriminator
 from sr_core.models.weights import save_model
-from sr_core.geometry.tiling import PixelWindow
-from sr_core.training.train_data import (  # noqa: F401 - _stage_all, expand_scenes: used by evaluate
+from sr_core.quality.wald import WaldSetup, wald_check
+from sr_core.training.config import LOSSES, TrainConfig, replace_scenes
+from sr_core.training.losses import PerceptualLoss, adversarial_loss
+from sr_core.training.train_data import (
     _augment,
-    _Staged,
     _stage_all,
-    expand_scenes,
+    _Staged,
     sample_patches,
     standardise,
 )
-
-LOSSES = ("l1", "mse", "perceptual")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training run.
-
-    Attributes:
-        architecture: registry architecture (``"edsr"``, ``"espcn"``).
-        arguments: constructor arguments (``scale`` included).
-        name: the model's name, e.g. ``"edsr-x2"``; out: path of the ``.safetensors`` to write.
-        scenes: training scenes (local GeoTIFF paths, or folders of them); val_scenes: held-out
-            scenes (likewise).
-        epochs, steps_per_epoch, batch_size: optimisation length.
-        patch_px: LR patch edge in pixels (HR patches are ``patch_px * scale``).
-        pool_size: HR patches sampled once from the scenes.
-        learning_rate: Adam's initial rate; decays by a cosine schedule to 1 % of it.
-        val_window_px: edge (HR px) of the centred window of each held-out scene used for
-            validation.
-        seed: seeds patch sampling, augmentation, degradations and initial weights.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        resume: continue from the checkpoint if it exists.
-        loss: pixel loss ``"l1"`` (EDSR) or ``"mse"``, or ``"perceptual"``: L1 plus
-            ``perceptual_weight`` times the VGG-19 feature MSE (:mod:`sr_core.training.losses`).
-        vgg_weights: path of torchvision VGG-19 weights (needed by ``"perceptual"`` and used
-            as the GAN phase's content loss when given); never downloaded.
-        vgg_layer: VGG feature layer (``relu5_4`` = SRGAN's VGG54).
-        perceptual_weight: weight of the VGG term.
-        gan_epochs: SRGAN adversarial epochs after the ``epochs`` of pixel/perceptual
-            pre-training (0: none). The generator then minimises content +
-            ``adversarial_weight`` * BCE(D(SR), real), and the SRGAN discriminator
-            BCE(D(HR), real) + BCE(D(SR), fake) (Ledig et al., CVPR 2017).
-        adversarial_weight: weight of the generator's adversarial term (1e-3 in SRGAN).
-        degradation: how HR patches become LR inputs: ``"random"`` (one drawn per pair,
-            :class:`sr_core.imaging.degradations.RandomDegradations`) or a name of
-            :data:`sr_core.imaging.degradations.NAMED`.
-        init_weights: ``.safetensors`` whose tensors of matching name and shape initialise the
-            network (ignored when resuming); ``None``: random initialisation.
-        val_degradations: degradations validated after every epoch (the final validation uses
-            all of :data:`sr_core.imaging.degradations.EVALUATION`).
-        checkpoint: checkpoint path (default ``out`` with suffix ``.ckpt``).
-    """
-
-    architecture: str
-    arguments: dict
-    name: str
-    out: str
-    scenes: tuple[str, ...]
-    val_scenes: tuple[str, ...]
-    epochs: int = 10
-    steps_per_epoch: int = 100
-    batch_size: int = 16
-    patch_px: int = 48
-    pool_size: int = 2048
-    learning_rate: float = 1e-3
-    val_window_px: int = 1024
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    loss: str = "l1"
-    vgg_weights: str | None = None
-    vgg_layer: str = "relu5_4"
-    perceptual_weight: float = 1.0
-    gan_epochs: int = 0
-    adversarial_weight: float = 1e-3
-    degradation: str = "random"
-    init_weights: str | None = None
-    val_degradations: tuple[str, ...] = ("bicubic", "area")
-    checkpoint: str | None = None
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return Path(self.checkpoint) if self.checkpoint else Path(self.out).with_suffix(".ckpt")
 
 
 def validate(model: SRModel, scenes: list[_Staged], window_px: int,
@@ -152,10 +88,11 @@ def validate(model: SRModel, scenes: list[_Staged], window_px: int,
         _, h, w = sc.shape
         wh, ww = min(window_px, h) // s * s, min(window_px, w) // s * s
         win = PixelWindow((h - wh) // 2, (w - ww) // 2, wh, ww)
-        g = zarr.open_group(sc.store, mode="r")
         rows, cols = win.slices()
-        hr, valid = g["image"][:, rows, cols], g["valid"][:, rows, cols]
-        out[sc.name] = {d: wald_check(model, hr, valid, sc.normalization, sc.data_range, d)
+        hr = np.asarray(zarr.open_array(sc.store, path="image", mode="r")[:, rows, cols])
+        valid = np.asarray(zarr.open_array(sc.store, path="valid", mode="r")[:, rows, cols])
+        out[sc.name] = {d: wald_check(model, hr, valid, sc.normalization, sc.data_range,
+                                      WaldSetup(d))
                         for d in degradations}
     return out
 
@@ -212,7 +149,7 @@ class _Run:
     cfg: TrainConfig
     device: torch.device
     module: torch.nn.Module
-    descriptor: object
+    descriptor: ModelDescriptor
     degradation: TrainingDegradation
     perceptual: torch.nn.Module | None = None
     disc: torch.nn.Module | None = None
@@ -255,10 +192,20 @@ def _content_loss(run: _Run, sr: torch.Tensor, hr: torch.Tensor, adversarial: bo
     return loss
 
 
-def _epoch(run: _Run, epoch: int, pool: torch.Tensor, opt, sched, bar) -> dict:
+def _epoch(run: _Run, loop: _Loop, epoch: int, pool: torch.Tensor) -> dict:
     """One epoch of steps; every epoch draws from its own seeded streams, so a resumed run
-    equals an uninterrupted one."""
+    equals an uninterrupted one.
+
+    Args:
+        pool: ``(N, 1, P, P)`` float32 HR patches in [0, 1] (normalised per scene), P =
+            ``patch_px * scale``.
+
+    Returns:
+        The epoch's history entry: ``{"epoch", "phase", "train_loss"}`` (and
+        ``"discriminator_loss"`` in the adversarial phase).
+    """
     cfg, module, disc, s = run.cfg, run.module, run.disc, run.descriptor.scale
+    opt, sched, bar = loop.opt, loop.sched, loop.bar
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed + epoch)
     noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
@@ -279,12 +226,15 @@ def _epoch(run: _Run, epoch: int, pool: torch.Tensor, opt, sched, bar) -> dict:
         sr = sr.float()
         loss = _content_loss(run, sr, hr, adversarial)
         if adversarial:
+            # adversarial epochs exist only with gan_epochs, for which _build made both
+            assert disc is not None and run.disc_opt is not None
             loss = loss + cfg.adversarial_weight * adversarial_loss(disc(sr), True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if adversarial:
+            assert disc is not None and run.disc_opt is not None
             d_loss = adversarial_loss(disc(hr), True) + adversarial_loss(disc(sr.detach()), False)
             run.disc_opt.zero_grad(set_to_none=True)
             d_loss.backward()
@@ -300,11 +250,13 @@ def _epoch(run: _Run, epoch: int, pool: torch.Tensor, opt, sched, bar) -> dict:
     return entry
 
 
-def _save_checkpoint(run: _Run, opt, sched, epoch: int, history: list, seconds: float) -> None:
-    state = {"model": run.module.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "epoch": epoch, "history_json": history,
-             "seconds": seconds}
-    if run.disc is not None:
+def _save_checkpoint(run: _Run, loop: _Loop, epoch: int) -> None:
+    """Write the checkpoint (network, optimisers, schedule, ``epoch`` epochs done, history,
+    seconds so far) via a temporary name."""
+    state = {"model": run.module.state_dict(), "optimizer": loop.opt.state_dict(),
+             "scheduler": loop.sched.state_dict(), "epoch": epoch,
+             "history_json": loop.history, "seconds": loop.seconds()}
+    if run.disc is not None and run.disc_opt is not None:  # built together (gan_epochs)
         state["discriminator"] = run.disc.state_dict()
         state["discriminator_optimizer"] = run.disc_opt.state_dict()
     path = run.cfg.checkpoint_path
@@ -314,15 +266,18 @@ def _save_checkpoint(run: _Run, opt, sched, epoch: int, history: list, seconds: 
     os.replace(tmp, path)
 
 
-def _load_checkpoint(run: _Run, opt, sched) -> tuple[int, list, float]:
+def _load_checkpoint(run: _Run, loop: _Loop) -> None:
+    """Continue ``loop`` from the checkpoint: weights, optimisers, schedule, history, seconds."""
     state = torch.load(run.cfg.checkpoint_path, map_location=run.device, weights_only=True)
     run.module.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    if run.disc is not None and "discriminator" in state:
+    loop.opt.load_state_dict(state["optimizer"])
+    loop.sched.load_state_dict(state["scheduler"])
+    if run.disc is not None and run.disc_opt is not None and "discriminator" in state:
         run.disc.load_state_dict(state["discriminator"])
         run.disc_opt.load_state_dict(state["discriminator_optimizer"])
-    return int(state["epoch"]), list(state.get("history_json", [])), float(state.get("seconds", 0))
+    loop.first_epoch = int(state["epoch"])
+    loop.history = list(state.get("history_json", []))
+    loop.seconds_before = float(state.get("seconds", 0))
 
 
 def _history_validation(val: dict) -> dict:
@@ -331,12 +286,101 @@ def _history_validation(val: dict) -> dict:
             for scene, by_deg in val.items()}
 
 
+@dataclass
+class _Loop:
+    """The optimisation state carried from epoch to epoch (and through a checkpoint)."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    epochs: int
+    t_start: float
+    first_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    seconds_before: float = 0.0
+    bar: Any = None
+
+    def seconds(self) -> float:
+        """Training wall seconds, earlier sessions of a resumed run included."""
+        return self.seconds_before + time.perf_counter() - self.t_start
+
+
+def _stage_data(run: _Run, scratch: str) -> tuple[list[_Staged], torch.Tensor]:
+    """Stage the training and validation scenes under ``scratch`` and sample the patch pool.
+
+    Returns:
+        ``(staged validation scenes, pool)``; pool: ``(pool_size, 1, P, P)`` float32 HR
+        patches in [0, 1], P = ``patch_px * scale``.
+    """
+    cfg = run.cfg
+    train_scenes = _stage_all(cfg.scenes, scratch, "train")
+    val_scenes = _stage_all(cfg.val_scenes, scratch, "val")
+    pool = torch.from_numpy(sample_patches(train_scenes, count=cfg.pool_size,
+                                           hr_px=cfg.patch_px * run.descriptor.scale,
+                                           rng=np.random.default_rng(cfg.seed)))
+    return val_scenes, pool
+
+
+def _start_loop(run: _Run, t_start: float, progress: bool) -> _Loop:
+    """Adam with a cosine schedule over every step, continued from the checkpoint when
+    ``resume`` and one exists, and the progress bar."""
+    from tqdm import tqdm
+
+    cfg = run.cfg
+    opt = torch.optim.Adam(run.module.parameters(), lr=cfg.learning_rate)
+    epochs = cfg.epochs + cfg.gan_epochs
+    total = epochs * cfg.steps_per_epoch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total,
+                                                       eta_min=cfg.learning_rate * 0.01)
+    loop = _Loop(opt, sched, epochs, t_start)
+    if cfg.resume and cfg.checkpoint_path.exists():
+        _load_checkpoint(run, loop)
+    loop.bar = tqdm(total=total, initial=loop.first_epoch * cfg.steps_per_epoch, unit="step",
+                    desc=f"train {cfg.name}", disable=not progress, dynamic_ncols=True)
+    return loop
+
+
+def _validation(run: _Run, val_scenes: list[_Staged], degradations: tuple[str, ...]) -> dict:
+    """:func:`validate` of the network in its current state (eval mode, no gradients)."""
+    run.module.eval()
+    model = SRModel(module=run.module, descriptor=run.descriptor, device=run.device)
+    with torch.no_grad():
+        return validate(model, val_scenes, run.cfg.val_window_px, degradations)
+
+
+def _train_epochs(run: _Run, loop: _Loop, pool: torch.Tensor, val_scenes: list[_Staged],
+                  on_epoch_end: Callable[[dict], None] | None) -> None:
+    """The remaining epochs, each followed by its validation, its checkpoint and
+    ``on_epoch_end``."""
+    for epoch in range(loop.first_epoch, loop.epochs):
+        entry = _epoch(run, loop, epoch, pool)
+        val = _validation(run, val_scenes, run.cfg.val_degradations)
+        entry["validation"] = _history_validation(val)
+        loop.history.append(entry)
+        _save_checkpoint(run, loop, epoch + 1)
+        if on_epoch_end is not None:
+            on_epoch_end(entry)
+    loop.bar.close()
+
+
+def _write_model(run: _Run, loop: _Loop, val_scenes: list[_Staged]) -> dict:
+    """Validate under every evaluation degradation, write the weights and their card, remove
+    the checkpoint; returns the card with ``weights`` (the file written)."""
+    from sr_core.training.train_card import model_card
+
+    final = _validation(run, val_scenes, EVALUATION)
+    card = model_card(run.cfg, run, loop.history, final, val_scenes, seconds=loop.seconds())
+    path = save_model(run.module.cpu(), card, run.cfg.out)
+    run.cfg.checkpoint_path.unlink(missing_ok=True)
+    card["weights"] = str(path)
+    return card
+
+
 def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | None = None,
                 on_epoch_end: Callable[[dict], None] | None = None) -> dict:
     """Train a model and write it in our format (safetensors + model card).
 
     Args:
-        cfg: the :class:`TrainConfig`.
+        cfg: the :class:`~sr_core.training.config.TrainConfig`.
         progress: show a progress bar.
         scratch_dir: where scenes are staged (a temporary directory, removed afterwards).
         on_epoch_end: called with each epoch's history entry (loss, validation PSNR/SSIM) after
@@ -351,65 +395,14 @@ def train_model(cfg: TrainConfig, *, progress: bool = True, scratch_dir: str | N
             holds no GeoTIFF; an unknown degradation or loss; ModelError: unknown architecture.
             Nothing is written at ``out`` then.
     """
-    from tqdm import tqdm
-
-    from sr_core.training.train_card import model_card
-
     cfg = replace_scenes(cfg)
-    training_degradation = _check(cfg)
-    run = _build(cfg, training_degradation)
-    s = run.descriptor.scale
+    run = _build(cfg, _check(cfg))
     scratch = tempfile.mkdtemp(prefix="sr-train-", dir=scratch_dir)
     t_start = time.perf_counter()
     try:
-        train_scenes = _stage_all(cfg.scenes, scratch, "train")
-        val_scenes = _stage_all(cfg.val_scenes, scratch, "val")
-        pool = torch.from_numpy(sample_patches(train_scenes, count=cfg.pool_size,
-                                               hr_px=cfg.patch_px * s,
-                                               rng=np.random.default_rng(cfg.seed)))
-        opt = torch.optim.Adam(run.module.parameters(), lr=cfg.learning_rate)
-        epochs = cfg.epochs + cfg.gan_epochs
-        total = epochs * cfg.steps_per_epoch
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total,
-                                                           eta_min=cfg.learning_rate * 0.01)
-        history: list[dict] = []
-        first_epoch, seconds_before = 0, 0.0
-        if cfg.resume and cfg.checkpoint_path.exists():
-            first_epoch, history, seconds_before = _load_checkpoint(run, opt, sched)
-        bar = tqdm(total=total, initial=first_epoch * cfg.steps_per_epoch, unit="step",
-                   desc=f"train {cfg.name}", disable=not progress, dynamic_ncols=True)
-        for epoch in range(first_epoch, epochs):
-            entry = _epoch(run, epoch, pool, opt, sched, bar)
-            run.module.eval()
-            model = SRModel(module=run.module, descriptor=run.descriptor, device=run.device)
-            with torch.no_grad():
-                val = validate(model, val_scenes, cfg.val_window_px, cfg.val_degradations)
-            entry["validation"] = _history_validation(val)
-            history.append(entry)
-            _save_checkpoint(run, opt, sched, epoch + 1, history,
-                             seconds_before + time.perf_counter() - t_start)
-            if on_epoch_end is not None:
-                on_epoch_end(entry)
-        bar.close()
-        run.module.eval()
-        model = SRModel(module=run.module, descriptor=run.descriptor, device=run.device)
-        with torch.no_grad():
-            final = validate(model, val_scenes, cfg.val_window_px, EVALUATION)
-        card = model_card(cfg, run, history, final, val_scenes,
-                          seconds=seconds_before + time.perf_counter() - t_start)
-        path = save_model(run.module.cpu(), card, cfg.out)
-        cfg.checkpoint_path.unlink(missing_ok=True)
-        card["weights"] = str(path)
-        return card
+        val_scenes, pool = _stage_data(run, scratch)
+        loop = _start_loop(run, t_start, progress)
+        _train_epochs(run, loop, pool, val_scenes, on_epoch_end)
+        return _write_model(run, loop, val_scenes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def replace_scenes(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with folders among its scenes expanded (:func:`expand_scenes`)."""
-    return replace(cfg, scenes=expand_scenes(cfg.scenes, "training"),
-                   val_scenes=expand_scenes(cfg.val_scenes, "validation"))
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

@@ -4,9 +4,9 @@ Everything in it comes from the run itself: architecture and parameter count, th
 validation scenes with their source and licence (read from the ``PROVENANCE.md`` beside them, as
 the shared data folders keep it), the degradation model, steps, wall time and hardware, and the
 final validation table: for each held-out scene and each degradation of
-:data:`sr_core.imaging.degradations.EVALUATION`, PSNR / SSIM of the model and of bicubic and the gain,
-scored by the Wald protocol (Wald, Ranchin & Mangolini, PE&RS 1997) with
-:func:`sr_core.quality.metrics.wald_check`.
+:data:`sr_core.imaging.degradations.EVALUATION`, PSNR / SSIM of the model and of bicubic and the
+gain, scored by the Wald protocol (Wald, Ranchin & Mangolini, PE&RS 1997) with
+:func:`sr_core.quality.wald.wald_check`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sr_core.imaging.degradations import NAMED
 from sr_core.quality.metrics import data_range_rule
 
 if TYPE_CHECKING:
-    from sr_core.training.train import TrainConfig
+    from sr_core.training.config import TrainConfig
 
 PROVENANCE = "PROVENANCE.md"
 
@@ -94,7 +94,8 @@ def model_card(cfg: TrainConfig, run, history: list, final: dict, val_scenes: li
 
     Args:
         cfg: the run's configuration (scenes expanded).
-        run: the run's network, descriptor, device and degradation (``sr_core.training.train._Run``).
+        run: the run's network, descriptor, device and degradation
+            (``sr_core.training.train._Run``).
         history: per-epoch entries.
         final: ``{scene: {degradation: wald_check result}}`` under every evaluation degradation.
         val_scenes: the staged validation scenes (names and dtypes).
@@ -170,7 +171,8 @@ def model_card(cfg: TrainConfig, run, history: list, final: dict, val_scenes: li
 
 def validation_markdown(card: dict) -> str:
     """The card's validation table as markdown: one row per scene and degradation."""
-    lines = ["| scene | degradation | model PSNR (dB) / SSIM | bicubic PSNR (dB) / SSIM | gain (dB) |",
+    lines = ["| scene | degradation | model PSNR (dB) / SSIM | bicubic PSNR (dB) / SSIM "
+             "| gain (dB) |",
              "|---|---|---|---|---|"]
     for scene, by_deg in card["metrics"]["validation"].items():
         for d, r in by_deg.items():
@@ -194,11 +196,12 @@ def data_markdown(cards: list[dict]) -> str:
         held_out = set(t["validation_scenes"])
         for d in t.get("data", []):
             row = rows.setdefault(d["file"], {**d, "uses": []})
-            row["uses"].append(f"{card['name']} ({'validation' if d['file'] in held_out else 'training'})")
+            use = "validation" if d["file"] in held_out else "training"
+            row["uses"].append(f"{card['name']} ({use})")
     lines = ["# Data the shipped models were trained and validated on", "",
              "Generated from the model cards (`sr_core/models/weights/*.json`, key "
-             "`training.data`) by `sr_core.training.train_card.data_markdown`; source and licence as "
-             "the `PROVENANCE.md` beside each file gives them (`../shared/data/`).", "",
+             "`training.data`) by `sr_core.training.train_card.data_markdown`; source and licence "
+             "as the `PROVENANCE.md` beside each file gives them (`../shared/data/`).", "",
              "| file | source | licence | used by |", "|---|---|---|---|"]
     for f in sorted(rows):
         r = rows[f]

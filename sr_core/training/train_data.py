@@ -1,8 +1,10 @@
 """Training data: scenes staged into Zarr, a fixed pool of HR patches, augmentation, and the
-standardisation of patches for intensity-equivariant networks (used by :mod:`sr_core.training.train`).
+standardisation of patches for intensity-equivariant networks (used by
+:mod:`sr_core.training.train`).
 
-Scenes are staged as inference stages them (:func:`sr_core.compute.staging.stage_scene`) and normalised
-per scene (:func:`sr_core.imaging.normalize.normalization_for`), so training sees what inference sees.
+Scenes are staged as inference stages them (:func:`sr_core.compute.staging.stage_scene`) and
+normalised per scene (:func:`sr_core.imaging.normalize.normalization_for`), so training sees what
+inference sees.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sr_core.errors import InputError
-from sr_core.quality.metrics import data_range_for
-from sr_core.imaging.normalize import normalization_for
-from sr_core.formats.geotiff import open_scene
 from sr_core.compute.staging import stage_scene
+from sr_core.errors import InputError
+from sr_core.formats.geotiff import open_scene
+from sr_core.imaging.normalize import Normalization, normalization_for
+from sr_core.quality.metrics import data_range_for
 
 STAGE_TILE_PX = 512
 #: patches whose normalised standard deviation is below this are skipped as textureless (open
@@ -31,7 +33,7 @@ SCENE_SUFFIXES = (".tif", ".tiff")
 class _Staged:
     name: str
     store: str
-    normalization: object
+    normalization: Normalization
     data_range: float
     dtype: str
     shape: tuple = field(default=())
@@ -97,7 +99,8 @@ def sample_patches(scenes: list[_Staged], *, count: int, hr_px: int,
                          f"{hr_px} x {hr_px} px (the HR patch: --patch x the scale)")
     weights = np.array([np.prod(s.shape) for s in usable], dtype=float)
     weights /= weights.sum()
-    arrays = [(zarr.open_group(s.store, mode="r")) for s in usable]
+    arrays = [(zarr.open_array(s.store, path="image", mode="r"),
+               zarr.open_array(s.store, path="valid", mode="r")) for s in usable]
     patches = np.empty((count, 1, hr_px, hr_px), dtype=np.float32)
     got = tries = 0
     while got < count:
@@ -110,10 +113,11 @@ def sample_patches(scenes: list[_Staged], *, count: int, hr_px: int,
         b = int(rng.integers(s.shape[0]))
         r = int(rng.integers(s.shape[1] - hr_px + 1))
         c = int(rng.integers(s.shape[2] - hr_px + 1))
-        valid = arrays[k]["valid"][b, r:r + hr_px, c:c + hr_px]
+        image, valid_array = arrays[k]
+        valid = np.asarray(valid_array[b, r:r + hr_px, c:c + hr_px])
         if not valid.all():
             continue
-        x = s.normalization.to_model(arrays[k]["image"][b:b + 1, r:r + hr_px, c:c + hr_px],
+        x = s.normalization.to_model(np.asarray(image[b:b + 1, r:r + hr_px, c:c + hr_px]),
                                      bands=[b])
         if float(x.std()) < MIN_PATCH_STD:
             continue

@@ -10,8 +10,9 @@ Two kinds of input:
   scale and degraded by :func:`sr_core.imaging.resample.downsample_bicubic` (MATLAB ``imresize``
   bicubic, antialiased) and rounded to 8 bits, as the benchmark LR sets were made.
 * **Georeferenced scenes** (GeoTIFF / COG): the Wald protocol (Wald, Ranchin & Mangolini, PE&RS
-  1997) on a centred window of each scene, in the scene's units (:func:`sr_core.training.train.validate`,
-  the same code as training's validation and the upscale report's check).
+  1997) on a centred window of each scene, in the scene's units
+  (:func:`sr_core.training.train.validate`, the same code as training's validation and the
+  upscale report's check).
 
 Conventions for images (each selectable, and written into every result):
 
@@ -30,36 +31,37 @@ Conventions for images (each selectable, and written into every result):
   use_sample_covariance=False``), averaged over channels for RGB.
 
 Models run through :class:`sr_core.models.base.SRModel` (band policy and padding included), on
-images mapped to [0, 1] by ``/ 255``.
+images mapped to [0, 1] by ``/ 255``. The image-folder side (pairs, LR making, the metrics with
+these conventions) is :mod:`sr_core.training.image_sets`.
+
+Owns the evaluation's options (:class:`EvalConfig`), its rows and tables (:class:`EvalResult`,
+markdown, CSV) and the files it writes. Lives beside training because scenes are staged and
+validated by the same code (:mod:`sr_core.training.train_data`,
+:func:`sr_core.training.train.validate`); may import models, imaging, quality and the rest of
+:mod:`sr_core.training`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
-import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
-import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from sr_core.imaging.color import luma
-from sr_core.imaging.degradations import EVALUATION, parse
 from sr_core.errors import InputError
+from sr_core.imaging.degradations import EVALUATION, parse
 from sr_core.models.base import configure_for_device
 from sr_core.models.registry import load_model
-from sr_core.imaging.resample import downsample_bicubic
+from sr_core.training.config import path_text
+from sr_core.training.image_sets import find_pairs, image_metrics, make_lr, quantise, read_image
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
-
-@dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(BaseModel):
     """An evaluation.
 
     Attributes:
@@ -80,19 +82,29 @@ class EvalConfig:
             self-ensemble (:meth:`sr_core.models.base.SRModel.upscale_many_with_std`), as model
             ``NAME+`` (the EDSR+ naming of Lim et al., 2017), and compare the two
             (:attr:`EvalResult.self_ensemble`).
+
+    A pydantic model (frozen; unknown fields refused), so the Prefect flow takes it whole and
+    the UI renders it as a form; paths may be given as ``str`` or ``os.PathLike`` (kept as text).
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     models: tuple[str, ...]
     scale: int
     hr_dir: str | None = None
     lr_dir: str | None = None
     scenes: tuple[str, ...] = ()
-    channel: Literal["y", "rgb"] = "y"
+    channel: str = "y"
     crop_border_px: int | None = None
     window_px: int = 512
     device: str = "cpu"
     degradations: tuple[str, ...] = EVALUATION
     self_ensemble: bool = False
+
+    @field_validator("models", "hr_dir", "lr_dir", "scenes", mode="before")
+    @classmethod
+    def _paths_as_text(cls, value: Any) -> Any:
+        return path_text(value)
 
     @property
     def border_px(self) -> int:
@@ -121,135 +133,15 @@ class EvalResult:
         return asdict(self)
 
 
-def rgb_to_y(x: np.ndarray) -> np.ndarray:
-    """BT.601 luma on the 0..255 scale (:func:`sr_core.imaging.color.luma`).
-
-    Raises:
-        InputError: neither 1 nor 3 channels.
-    """
-    try:
-        return luma(x)
-    except ValueError:
-        raise InputError(f"Y channel needs 1 or 3 bands, got {x.shape[0]}; use channel='rgb'"
-                         ) from None
-
-
-def image_metrics(hr: np.ndarray, sr: np.ndarray, *, channel: str, border_px: int
-                  ) -> dict[str, float]:
-    """PSNR and SSIM of an SR image against its HR reference (conventions in the module doc).
-
-    Args:
-        hr, sr: ``(C, H, W)`` float arrays in [0, 1] (``sr`` already quantised), same shape.
-        channel: ``"y"`` or ``"rgb"``.
-        border_px: pixels cropped from each side.
-
-    Returns:
-        ``{"psnr_db", "ssim"}``.
-
-    Raises:
-        InputError: shapes differ, or the image is too small after the crop (7 px for SSIM).
-    """
-    if hr.shape != sr.shape:
-        raise InputError(f"HR {hr.shape} and SR {sr.shape} differ in shape")
-    b = border_px
-    if b:
-        hr, sr = hr[:, b:-b, b:-b], sr[:, b:-b, b:-b]
-    if min(hr.shape[1:]) < 7:
-        raise InputError(f"image of {hr.shape[1:]} px after a {b} px border crop is too small")
-    if channel == "y":
-        a, t = rgb_to_y(hr)[None], rgb_to_y(sr)[None]
-    else:
-        a, t = hr.astype(np.float64) * 255.0, sr.astype(np.float64) * 255.0
-    mse = float(np.mean((a - t) ** 2))
-    psnr = math.inf if mse == 0 else float(peak_signal_noise_ratio(a, t, data_range=255.0))
-    ssim = float(np.mean([
-        structural_similarity(a[c], t[c], data_range=255.0, gaussian_weights=True, sigma=1.5,
-                              use_sample_covariance=False)
-        for c in range(a.shape[0])]))
-    return {"psnr_db": psnr, "ssim": ssim}
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """``(C, H, W)`` float32 in [0, 1] from an 8-bit image (alpha dropped)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("L", "RGB"):
-                im = im.convert("RGB" if im.mode in ("RGBA", "P", "CMYK", "LA") else "L")
-            arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from None
-    if arr.dtype != np.uint8:
-        raise InputError(f"{path}: expected an 8-bit image, got {arr.dtype}")
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return arr.astype(np.float32) / 255.0
-
-
-_HR = re.compile(r"^(?P<stem>.+?)_HR(_x\d+)?$", re.IGNORECASE)
-_LR = re.compile(r"^(?P<stem>.+?)_LR\w*$", re.IGNORECASE)
-
-
-def find_pairs(hr_dir: str | Path, lr_dir: str | Path | None = None
-               ) -> list[tuple[str, Path, Path | None]]:
-    """``(name, HR path, LR path or None)`` for each HR image of a folder.
-
-    Raises:
-        InputError: the folder is missing or holds no image.
-    """
-    hr_dir = Path(hr_dir)
-    if not hr_dir.is_dir():
-        raise InputError(f"{hr_dir}: HR folder not found")
-    files = sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    hr = [(m.group("stem"), p) for p in files if (m := _HR.match(p.stem))]
-    if not hr:  # no suffixes: every image that is not an LR one is HR
-        hr = [(p.stem, p) for p in files if not _LR.match(p.stem)]
-    if not hr:
-        raise InputError(f"{hr_dir}: no HR images (*.png, *.tif, ...) found")
-    lr_folder = Path(lr_dir) if lr_dir else hr_dir
-    if lr_dir and not lr_folder.is_dir():
-        raise InputError(f"{lr_folder}: LR folder not found")
-    lr_files = {}
-    for p in sorted(lr_folder.iterdir()):
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        m = _LR.match(p.stem)
-        if m:
-            lr_files.setdefault(m.group("stem"), p)
-        elif lr_dir and not _HR.match(p.stem):
-            lr_files.setdefault(p.stem, p)
-    pairs = [(stem, p, lr_files.get(stem)) for stem, p in hr]
-    if lr_dir:
-        missing = [stem for stem, _, lr in pairs if lr is None]
-        if missing:
-            raise InputError(f"{lr_folder}: no LR image for {missing[0]} "
-                             f"({len(missing)} of {len(pairs)} missing)")
-    return pairs
-
-
-def make_lr(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crop HR to a multiple of the scale and degrade it: ``(hr_cropped, lr)``, LR rounded to
-    8 bits (bicubic, antialiased: MATLAB ``imresize``)."""
-    h, w = hr.shape[1] // scale * scale, hr.shape[2] // scale * scale
-    hr = hr[:, :h, :w]
-    lr = downsample_bicubic(torch.from_numpy(np.ascontiguousarray(hr))[None], scale)[0].numpy()
-    return hr, quantise(lr)
-
-
-def quantise(x: np.ndarray) -> np.ndarray:
-    """Clip to [0, 1] and round to 8 bits (as saving a PNG does), float32 in [0, 1]."""
-    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.float32) / 255.0
-
-
 def _evaluate_images(cfg: EvalConfig, models: dict, result: EvalResult) -> None:
-    s = cfg.scale
-    for name, hr_path, lr_path in find_pairs(cfg.hr_dir, cfg.lr_dir):
-        hr = _read_image(hr_path)
+    s, hr_dir = cfg.scale, cfg.hr_dir
+    assert hr_dir is not None  # evaluate() calls this only with an HR folder
+    for name, hr_path, lr_path in find_pairs(hr_dir, cfg.lr_dir):
+        hr = read_image(hr_path)
         if lr_path is None:
             hr, lr = make_lr(hr, s)
         else:
-            lr = _read_image(lr_path)
+            lr = read_image(lr_path)
             if lr.shape[0] != hr.shape[0]:
                 raise InputError(f"{lr_path}: {lr.shape[0]} band(s), its HR image "
                                  f"{hr.shape[0]}")
@@ -261,7 +153,7 @@ def _evaluate_images(cfg: EvalConfig, models: dict, result: EvalResult) -> None:
         for ref, model in models.items():
             sr = quantise(model.upscale(lr))
             m = image_metrics(hr, sr, channel=cfg.channel, border_px=cfg.border_px)
-            result.rows.append({"dataset": Path(cfg.hr_dir).name, "image": name, "model": ref,
+            result.rows.append({"dataset": Path(hr_dir).name, "image": name, "model": ref,
                                 "psnr_db": m["psnr_db"], "ssim": m["ssim"]})
 
 
@@ -271,7 +163,8 @@ def _evaluate_scenes(cfg: EvalConfig, models: dict, result: EvalResult) -> None:
     import shutil
     import tempfile
 
-    from sr_core.training.train import _stage_all, expand_scenes, validate
+    from sr_core.training.train import validate
+    from sr_core.training.train_data import _stage_all, expand_scenes
 
     scratch = tempfile.mkdtemp(prefix="sr-evaluate-")
     try:
@@ -324,14 +217,16 @@ def evaluate(cfg: EvalConfig) -> EvalResult:
     if cfg.self_ensemble:  # the same network, run on the 8 flips / rotations (NAME+)
         for ref in refs[1:]:
             models[ref + "+"] = _Timed(replace(models[ref].model, self_ensemble=True), warm=True)
+    channels = ("BT.601 Y (16 + 65.481 R + 128.553 G + 24.966 B)" if cfg.channel == "y"
+                else "RGB")
     result = EvalResult(conventions={
-        "images": f"PSNR/SSIM on {'BT.601 Y (16 + 65.481 R + 128.553 G + 24.966 B)' if cfg.channel == 'y' else 'RGB'}"
+        "images": f"PSNR/SSIM on {channels}"
                   f", {cfg.border_px} px border cropped, data range 255, SR clipped and rounded "
                   "to 8 bits; SSIM: Gaussian sigma 1.5 (Wang et al. 2004, scikit-image); "
                   "LR when not provided: bicubic (MATLAB imresize, antialiased), rounded to 8 bits",
         "scenes": "Wald protocol on a centred window degraded by each of "
-                  f"{', '.join(cfg.degradations)} (sr_core.imaging.degradations), scene units, data "
-                  "range 255 for 8-bit scenes else the scene's valid value range, SSIM 7x7 "
+                  f"{', '.join(cfg.degradations)} (sr_core.imaging.degradations), scene units, "
+                  "data range 255 for 8-bit scenes else the scene's valid value range, SSIM 7x7 "
                   "uniform window (scikit-image)",
         "scale": cfg.scale,
     })
@@ -366,7 +261,8 @@ class _Timed:
     which runs first, look slower than its 8-pass self-ensemble on small windows)."""
 
     def __init__(self, model, warm: bool = False) -> None:
-        self.model, self.seconds, self.warm, self.shapes = model, 0.0, warm, set()
+        self.model, self.seconds, self.warm = model, 0.0, warm
+        self.shapes: set[tuple[int, ...]] = set()
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
