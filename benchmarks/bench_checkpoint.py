@@ -105,7 +105,8 @@ def first_tile(model: str, src: str, dst: str, cache: str) -> dict:
         raise SystemExit(f"{model}: exit {proc.returncode}: {buf[-500:]}")
     report = json.loads(Path(dst).with_suffix(".report.json").read_text())
     reach = report["tiling"].get("effective_receptive_field") or {}
-    return {"dispatch_s": start, "first_tile_s": first, "total_s": total, "probe_s": reach.get("seconds"),
+    return {"dispatch_s": start, "first_tile_s": first, "total_s": total,
+            "probe_s": reach.get("seconds"),
             "probe_cached": reach.get("cached"),
             "halo_rule": report["tiling"]["halo_rule"], "halo_px": report["tiling"]["halo_px"],
             "tiles": report["tiling"]["tiles"], "stdout": out.strip().splitlines()[:1]}

@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from measure import REPO, build_mosaic, run_measured
 
 METHODS = ("alone", "pipeline", "monai_usual", "monai_matched", "realesrgan_loop")
@@ -68,7 +67,8 @@ def make_edsr_baseline_x4(folder: str) -> str:
 
 def prepared_input(scene: str):
     """The scene as every method sees it: ``(x, valid, norm, profile)`` with ``x`` the
-    ``(bands, h, w)`` float32 normalised image, invalid pixels 0, ``valid`` ``(bands, h, w)`` bool."""
+    ``(bands, h, w)`` float32 normalised image, invalid pixels 0, ``valid`` ``(bands, h, w)``
+    bool."""
     import rasterio
 
     from sr_core.imaging.normalize import normalization_for
@@ -89,7 +89,7 @@ def write_cog(y_dn: np.ndarray, profile: dict, scale: int, path: str) -> None:
     the settings ``sr_core.formats.cog`` uses."""
     import rasterio
 
-    from sr_core.formats.cog import upscaled_transform
+    from sr_core.geometry.transforms import upscaled_transform
 
     prof = {"driver": "COG", "count": y_dn.shape[0], "height": y_dn.shape[1],
             "width": y_dn.shape[2], "dtype": y_dn.dtype, "crs": profile.get("crs"),

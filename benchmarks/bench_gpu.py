@@ -106,11 +106,13 @@ def run_once(src: str, weights: str, device: str, tile_px: int, extra: list[str]
     timings = rep["timings_s"]
     # stages run in this order from launch; the infer window is where the GPU should be busy
     # the untimed part of the run (interpreter start, imports) comes first
-    untimed = (t1 - t0) - sum(v for k, v in timings.items() if not k.startswith("report_") and k != "total")
+    untimed = (t1 - t0) - sum(v for k, v in timings.items()
+                              if not k.startswith("report_") and k != "total")
     before = sum(timings.get(k, 0.0) for k in ("start", "ingest", "tile", "cluster_wait"))
     infer_t0 = t0 + untimed + before
     out = {"wall_s": t1 - t0, "infer_s": timings["infer"], "dask": rep["dask"],
-           "output_values": rep["output"]["width"] * rep["output"]["height"] * rep["output"]["count"]}
+           "output_values": (rep["output"]["width"] * rep["output"]["height"]
+                             * rep["output"]["count"])}
     if sampler:
         out["busy_infer"] = sampler.mean(infer_t0, infer_t0 + timings["infer"])
         out["busy_run"] = sampler.mean(t0, t1)

@@ -37,8 +37,8 @@ def main() -> None:
 
     from distributed import LocalCluster
 
-    from sr_core.publication import journal
     from sr_core.pipeline import UpscaleConfig, run_upscale
+    from sr_core.publication import journal
 
     spent = {"mark_tile": 0.0, "sync_tree": 0.0, "save_state": 0.0}
     for name in spent:

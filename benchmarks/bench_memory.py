@@ -1,4 +1,5 @@
-"""Benchmark: peak RSS of ``sr-pipeline upscale`` as the scene grows (is memory flat in scene size?).
+"""Benchmark: peak RSS of ``sr-pipeline upscale`` as the scene grows (is memory flat in scene
+size?).
 
 Mosaics of a real scene (default: the Sentinel-2 L2A B04 band in ``tests/data``, uint16, 1098 x
 1098 px, nodata 0) are built at each requested edge (default 2048, 8192 and 16384 px) by repeating

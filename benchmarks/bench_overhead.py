@@ -78,7 +78,8 @@ def main() -> None:
           f"{rep['tiling']['tiles']} tiles of {args.tile_size} px, {dask['workers']} worker(s), "
           f"{os.cpu_count()} cores")
     print(f"Prefect task runs: {len(tasks)}; Dask tasks: {dask['tasks']}")
-    print(f"flow wall {flow_wall:.2f} s; stages {', '.join(f'{k} {v:.2f}' for k, v in stages.items())}")
+    stage_list = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+    print(f"flow wall {flow_wall:.2f} s; stages {stage_list}")
     print(f"Dask overhead: {dask_over:.2f} s ({dask_over / flow_wall:.1%} of wall); "
           f"Prefect overhead: {prefect_over:.2f} s ({prefect_over / flow_wall:.1%}); "
           f"together {(dask_over + prefect_over) / flow_wall:.1%}")

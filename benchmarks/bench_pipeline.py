@@ -41,9 +41,9 @@ def model_alone(scene: str, model_ref: str, device: str) -> None:
     import rasterio
     import torch
 
+    from sr_core.imaging.normalize import normalization_for
     from sr_core.models.base import configure_for_device
     from sr_core.models.registry import load_model
-    from sr_core.imaging.normalize import normalization_for
 
     torch.set_num_threads(os.cpu_count() or 1)
     with rasterio.open(scene) as ds:
@@ -94,7 +94,8 @@ def main() -> None:
     rows = []
     for _ in range(args.repeat):
         wall_a, rss_a, out = run_measured([py, __file__, "--model-alone-child", "--scene",
-                                           args.scene, "--model", args.model, "--device", args.device])
+                                           args.scene, "--model", args.model,
+                                           "--device", args.device])
         alone = json.loads(out.strip().splitlines()[-1])
         with tempfile.TemporaryDirectory() as tmp:
             dst = os.path.join(tmp, "out.tif")
@@ -118,11 +119,12 @@ def main() -> None:
     # every pair is printed, and the median pair is the headline
     best = sorted(rows, key=lambda r: r["ratio"])[len(rows) // 2]
     for i, r in enumerate(rows, 1):
-        print(f"pair {i}: model alone {r['model_alone_s']:.2f} s, pipeline {r['pipeline_s']:.2f} s, "
-              f"ratio {r['ratio']:.2f}")
+        print(f"pair {i}: model alone {r['model_alone_s']:.2f} s, "
+              f"pipeline {r['pipeline_s']:.2f} s, ratio {r['ratio']:.2f}")
     print(f"scene {args.scene}, model {args.model}, device {args.device}, "
           f"{os.cpu_count()} cores, {best['out_mp']:.2f} output MP per band, "
-          f"{best['tiles']} tile(s) of {best['tile_size_px']} px, halo overhead {best['halo_overhead']:.2f}")
+          f"{best['tiles']} tile(s) of {best['tile_size_px']} px, "
+          f"halo overhead {best['halo_overhead']:.2f}")
     print(f"{'':34}{'seconds':>9}{'peak RSS MB':>13}")
     print(f"{'(a) model alone, one forward pass':34}{best['model_alone_s']:9.2f}"
           f"{best['model_alone_peak_rss_mb']:13.0f}")

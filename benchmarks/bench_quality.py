@@ -1,11 +1,11 @@
 """Benchmark: the shipped models' quality on the held-out validation scenes under every evaluation
 degradation, bicubic beside them, and each model's speed on this machine.
 
-Quality: ``sr-pipeline evaluate`` (its code, :func:`sr_core.quality.evaluate.evaluate`) on the validation
-scenes listed in the shipped cards (looked up in ``../shared/data/geo`` and ``geo-train``), by
-the Wald protocol under bicubic, area and Gaussian (sigma 0.3 / 0.6 LR px) + area degradations,
-PSNR / SSIM of the model and of bicubic and the gain. The per-scene table is written to
-``out/bench/quality.md``; the summary (mean and smallest gain per model and degradation) is
+Quality: ``sr-pipeline evaluate`` (its code, :func:`sr_core.training.evaluate.evaluate`) on the
+validation scenes listed in the shipped cards (looked up in ``../shared/data/geo`` and
+``geo-train``), by the Wald protocol under bicubic, area and Gaussian (sigma 0.3 / 0.6 LR px) + area
+degradations, PSNR / SSIM of the model and of bicubic and the gain. The per-scene table is written
+to ``out/bench/quality.md``; the summary (mean and smallest gain per model and degradation) is
 printed.
 
 Self-ensemble (``--self-ensemble``): each model is also scored averaged over the 8 flips and
@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from measure import REPO
 
-from sr_core.quality.evaluate import EvalConfig, evaluate, to_markdown
 from sr_core.models.base import configure_for_device
 from sr_core.models.catalog import SHIPPED, WEIGHTS_DIR
 from sr_core.models.registry import load_model
+from sr_core.training.evaluate import EvalConfig, evaluate, to_markdown
 
 DATA = [REPO.parent / "shared" / "data" / "geo", REPO.parent / "shared" / "data" / "geo-train"]
 

@@ -2,8 +2,9 @@
 goes (tile inference, staging, COG encoding), for ``docs/scaling.md``.
 
 On a mosaic of a real scene (default: 2048 x 2048 px of the Landsat 7 sample, 3 bands uint8,
-mirrored copies as ``bench_memory.py`` builds them), the same model and tile size, ``sr-pipeline upscale`` runs with 1 worker process (torch using every
-core) and with 2 worker processes (cores split between them), side by side. From each run's
+mirrored copies as ``bench_memory.py`` builds them), the same model and tile size,
+``sr-pipeline upscale`` runs with 1 worker process (torch using every core) and with 2 worker
+processes (cores split between them), side by side. From each run's
 report: the inference stage's output MP/s, the COG encoding rate (output bytes, uncompressed,
 per second of the stitch stage), staging rate, and the share of wall time of each stage.
 Prints a table and one JSON line.

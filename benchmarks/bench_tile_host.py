@@ -4,10 +4,11 @@ besides the forward pass, which caps throughput once a GPU makes the forward pas
 For one ``--tile-size`` px tile at ``--scale`` (default 1024 px at x4, 3 bands: a 4096 px
 output core) of the Landsat 7 sample's content (mirrored to size), a stand-in model output (the
 tile upsampled by nearest neighbour plus noise, float32) goes through the steps of
-:func:`sr_core.compute.infer.finish_tile`, each timed ``--repeat`` times (median and slowest printed):
-the LR-consistency downsampling, the nodata erosion, the conversion to the scene's dtype
-(:meth:`sr_core.imaging.normalize.Normalization.from_model`) and the Zarr chunk writes. The conversion
-is also timed side by side with the whole-array float64 formula it replaced (same values).
+:func:`sr_core.compute.infer.finish_tile`, each timed ``--repeat`` times (median and slowest
+printed): the LR-consistency downsampling, the nodata erosion, the conversion to the scene's dtype
+(:meth:`sr_core.imaging.normalize.Normalization.from_model`) and the Zarr chunk writes. The
+conversion is also timed side by side with the whole-array float64 formula it replaced (same
+values).
 
 Prints a table and one JSON line.
 
@@ -26,11 +27,11 @@ import numpy as np
 import rasterio
 import torch
 import zarr
-
 from measure import REPO, build_mosaic
-from sr_core.quality.metrics import erode_valid
+
 from sr_core.imaging.normalize import normalization_for
 from sr_core.imaging.resample import downsample_bicubic
+from sr_core.quality.metrics import erode_valid
 
 
 def whole_array_from_model(norm, y: np.ndarray) -> np.ndarray:

@@ -1,6 +1,10 @@
 """sr_core: the super-resolution library behind sr-pipeline.
 
-The library never imports Prefect; ``flows/`` wraps its stages as Prefect tasks.
+The public API is :func:`upscale` (one scene) and :func:`upscale_archive` (every scene of an
+archive not yet done), from :mod:`sr_core.api`; they are loaded on first use, so importing a
+low-level module (``sr_core.geometry.tiling``) does not import the pipeline, Dask or torch.
+The packages form a stack (ARCHITECTURE.md). The library never imports Prefect; ``flows/``
+wraps its stages as Prefect tasks.
 """
 
 import os as _os
@@ -19,3 +23,14 @@ _os.environ.setdefault("GDAL_CACHEMAX", "64")
 from sr_core.storage.security import guard_gdal_network as _guard_gdal_network  # noqa: E402
 
 _guard_gdal_network()
+
+__all__ = ["UpscaleResult", "__version__", "upscale", "upscale_archive"]
+
+
+def __getattr__(name: str):
+    """``sr_core.upscale``, ``sr_core.upscale_archive``, ``sr_core.UpscaleResult``: imported from
+    :mod:`sr_core.api` on first use (PEP 562)."""
+    if name in ("upscale", "upscale_archive", "UpscaleResult"):
+        from sr_core import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'sr_core' has no attribute {name!r}")

@@ -27,7 +27,8 @@ LOOPBACK = "127.0.0.1"
 _BIND_ALL = ("0.0.0.0", "127.0.0.1", "localhost")
 
 # Compose interpolation: $$, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, $VAR
-_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}"
+                  r"|([A-Za-z_][A-Za-z0-9_]*))")
 _HOST_PORT = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]+):(\d{2,5})(?!\d)")
 
 
@@ -181,7 +182,8 @@ class Processes:
         proc = self.procs.get(svc.name)
         while True:
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{svc.name} exited {proc.returncode}:\n{self.log_tail(svc.name)}")
+                raise RuntimeError(
+                    f"{svc.name} exited {proc.returncode}:\n{self.log_tail(svc.name)}")
             if subprocess.run(svc.health, cwd=REPO, env=svc.env, capture_output=True,
                               timeout=30).returncode == 0:
                 return time.monotonic() - t0

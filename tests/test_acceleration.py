@@ -12,12 +12,13 @@ import rasterio
 import torch
 from conftest import crop_scene
 
-from sr_core.errors import InputError
 from sr_core.compute.infer import auto_tile_batch, get_model
-from sr_core.quality.metrics import data_range_for, wald_check
-from sr_core.models.registry import load_model
+from sr_core.errors import InputError
 from sr_core.imaging.normalize import normalization_for
+from sr_core.models.registry import load_model
 from sr_core.pipeline import UpscaleConfig, run_upscale
+from sr_core.quality.metrics import data_range_for
+from sr_core.quality.wald import wald_check
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -32,10 +32,10 @@ from rasterio.windows import Window
 
 from sr_core import archive, storage
 from sr_core.errors import InputError, ModelError
+from sr_core.formats.geotiff import open_scene
 from sr_core.models.registry import load_model
 from sr_core.models.weights import load_weights
 from sr_core.pipeline import UpscaleConfig, resolve_model
-from sr_core.formats.geotiff import open_scene
 
 CLI = str(Path(sys.executable).parent / "sr-pipeline")
 CT_SMALL = pydicom_file("CT_small.dcm")

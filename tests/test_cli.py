@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from conftest import run_main
 
 CLI = str(Path(sys.executable).parent / "sr-pipeline")

@@ -13,15 +13,21 @@ import rasterio
 import torch
 from conftest import crop_scene, run_main
 
-from sr_core.quality.consistency import (TOLERANCE_RMS_DN, back_project, consistency_halo_px,
-                                 residual_mask, spectrum_bounds)
-from sr_core.imaging.degradations import NAMED, degrade
 from sr_core.compute.infer import TileResult
-from sr_core.quality.metrics import data_range_for, wald_check
-from sr_core.models.registry import load_model
+from sr_core.imaging.degradations import NAMED, degrade
 from sr_core.imaging.normalize import normalization_for
-from sr_core.pipeline import UpscaleConfig, run_upscale
 from sr_core.imaging.resample import upsample_bicubic
+from sr_core.models.registry import load_model
+from sr_core.pipeline import UpscaleConfig, run_upscale
+from sr_core.quality.consistency import (
+    TOLERANCE_RMS_DN,
+    back_project,
+    consistency_halo_px,
+    residual_mask,
+    spectrum_bounds,
+)
+from sr_core.quality.metrics import data_range_for
+from sr_core.quality.wald import WaldSetup, wald_check
 
 # (file, row, col, height, width): real windows; the Landsat one has a nodata corner (79 % valid,
 # no saturated pixel), the Sentinel-2 one none
@@ -166,8 +172,8 @@ def test_wald_check_with_and_without(crops, edsr):
     hi = [float(data[b][valid[b]].max()) for b in range(data.shape[0])]
     norm = normalization_for(data.dtype, lo, hi)
     drange = data_range_for(data.dtype, lo, hi)
-    r = wald_check(edsr, data, valid, norm, drange, "bicubic", consistency="bicubic")
-    plain = wald_check(edsr, data, valid, norm, drange, "bicubic")
+    r = wald_check(edsr, data, valid, norm, drange, WaldSetup("bicubic", consistency="bicubic"))
+    plain = wald_check(edsr, data, valid, norm, drange, WaldSetup("bicubic"))
     assert r["model"] == plain["model"]  # no nodata: the same compared pixels
     assert r["consistent"]["psnr_db"] >= r["model"]["psnr_db"] - 0.01
     assert r["gain_consistent_db"] == pytest.approx(r["consistent"]["psnr_db"]

@@ -1,5 +1,6 @@
-"""Degradation models (sr_core.imaging.degradations): shapes, kernels that sum to 1, area integration equal
-to the block mean, a Gaussian's width in LR pixels, a reproducible random draw, and errors."""
+"""Degradation models (sr_core.imaging.degradations): shapes, kernels that sum to 1, area
+integration equal to the block mean, a Gaussian's width in LR pixels, a reproducible random draw,
+and errors."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from sr_core.imaging import degradations as D
 from sr_core.errors import InputError
+from sr_core.imaging import degradations as D
 from sr_core.imaging.resample import downsample_bicubic
 
 

@@ -1,6 +1,7 @@
-"""The effective receptive field (sr_core.models.effective) and the halo rules (sr_core.compute.halo):
-measured on networks with known fields, cached by the weights' SHA-256, bounded by its budget;
-window-attention transformers and IMDN run tiled within 1 DN of whole-image output."""
+"""The effective receptive field (sr_core.models.effective) and the halo rules
+(sr_core.compute.halo): measured on networks with known fields, cached by the weights' SHA-256,
+bounded by its budget; window-attention transformers and IMDN run tiled within 1 DN of whole-image
+output."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class ConvStack(nn.Module):
     def __init__(self, k: int, delay_s: float = 0.0) -> None:
         super().__init__()
         chans = [1] + [6] * (k - 1) + [4]
-        self.body = nn.Sequential(*[nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans, chans[1:])])
+        self.body = nn.Sequential(*[nn.Conv2d(a, b, 3, padding=1)
+                                    for a, b in zip(chans, chans[1:], strict=False)])
         self.delay_s = delay_s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sr_core.cli import main
 from sr_core.errors import InputError
-from sr_core.quality.evaluate import EvalConfig, evaluate, to_markdown
+from sr_core.training.evaluate import EvalConfig, evaluate, to_markdown
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
-"""Fault tolerance, each row of the fault table in docs/fault-tolerance.md a test: transient S3 faults (503
-SlowDown, connection resets, a body cut off mid-download) injected by an HTTP proxy in front of
-``moto_server`` are retried and the output is identical; a persistent S3 fault and a tile that
-kills every worker it touches each fail their own scene after a bounded number of attempts
+"""Fault tolerance, each row of the fault table in docs/fault-tolerance.md a test: transient S3
+faults (503 SlowDown, connection resets, a body cut off mid-download) injected by an HTTP proxy in
+front of ``moto_server`` are retried and the output is identical; a persistent S3 fault and a tile
+that kills every worker it touches each fail their own scene after a bounded number of attempts
 while the other scenes of the archive finish; a worker killed mid-tile costs nothing; a full
 scratch disk is one line, nothing at the destination, scratch cleaned."""
 
@@ -67,13 +67,13 @@ def fault_s3(moto_s3, repo_data, tmp_path_factory):
 
 def _retry_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and r.name == "sr_core.compute.retries"]
+            if r.levelno == logging.WARNING and r.name == "sr_core.storage.retries"]
 
 
 def test_transient_s3_faults_are_retried(fault_s3, dask_address, tmp_path, caplog):
-    """503 SlowDown twice on the source's HEAD (no body: seen as HTTP 503), a reset mid-body on its GET, a reset on the
-    output's upload and a 503 on the report's: the scene completes, byte-equal to a run without
-    faults, one WARNING line per retry, no credential in any line."""
+    """503 SlowDown twice on the source's HEAD (no body: seen as HTTP 503), a reset mid-body on
+    its GET, a reset on the output's upload and a 503 on the report's: the scene completes,
+    byte-equal to a run without faults, one WARNING line per retry, no credential in any line."""
     proxy, scenes = fault_s3
     proxy.clear()
     cfg = UpscaleConfig(src=f"s3://{BUCKET}/in/s2.tif", dst=f"s3://{BUCKET}/clean/s2.tif",
@@ -86,7 +86,7 @@ def test_transient_s3_faults_are_retried(fault_s3, dask_address, tmp_path, caplo
     proxy.add("reset-body", "/in/s2.tif", method="GET", times=1)
     proxy.add("reset", "/out/s2.tif", method="PUT", times=1)
     proxy.add("503", "/out/s2.report.json", method="PUT", times=1)
-    caplog.set_level(logging.WARNING, logger="sr_core.compute.retries")
+    caplog.set_level(logging.WARNING, logger="sr_core.storage.retries")
     run_upscale(replace(cfg, dst=f"s3://{BUCKET}/out/s2.tif"))
     assert [r.hits for r in proxy.rules] == [2, 1, 1, 1]  # every fault was injected
 
@@ -117,7 +117,7 @@ def test_persistent_s3_fault_is_bounded(fault_s3, dask_address, tmp_path, caplog
     proxy.clear()
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
     proxy.add("503", "/in/landsat.tif", times=None)
-    caplog.set_level(logging.WARNING, logger="sr_core.compute.retries")
+    caplog.set_level(logging.WARNING, logger="sr_core.storage.retries")
     dst = tmp_path / "landsat_x2.tif"
     with pytest.raises(storage.StorageError) as info:
         run_upscale(UpscaleConfig(src=f"s3://{BUCKET}/in/landsat.tif", dst=str(dst),

@@ -59,8 +59,9 @@ def test_upscale_scene_flow(prefect_harness, repo_data, dask_address, tmp_path):
     assert f"]({html_uri})" in by_key["upscale-report"].data
 
 
-@pytest.mark.parametrize("src_name,dst_name,fmt", [("CT5N", "ct5n_x2", "dicom"),
-                                                     ("example4d.nii.gz", "ex4d_x2.nii.gz", "nifti")],
+@pytest.mark.parametrize("src_name,dst_name,fmt",
+                         [("CT5N", "ct5n_x2", "dicom"),
+                          ("example4d.nii.gz", "ex4d_x2.nii.gz", "nifti")],
                          ids=["dicom-series", "nifti-4d"])
 def test_upscale_scene_flow_medical(src_name, dst_name, fmt, prefect_harness, dask_address,
                                     tmp_path):
@@ -107,12 +108,13 @@ def test_evaluate_models_flow(prefect_harness, repo_data, tmp_path):
     from PIL import Image
 
     from flows.evaluate_models import evaluate_models
+    from sr_core.training.evaluate import EvalConfig
 
     with rasterio.open(repo_data.path("landsat7_RGB.byte.tif")) as ds:
         rgb = ds.read(window=rasterio.windows.Window(250, 250, 120, 100))
     Image.fromarray(np.ascontiguousarray(rgb.transpose(1, 2, 0))).save(tmp_path / "l_HR.png")
-    state = evaluate_models(out_dir=str(tmp_path / "eval"), scale=2, models=["espcn-x2"],
-                            hr_dir=str(tmp_path), return_state=True)
+    state = evaluate_models(EvalConfig(models=["espcn-x2"], scale=2, hr_dir=str(tmp_path)),
+                            out_dir=str(tmp_path / "eval"), return_state=True)
     assert state.is_completed(), state.message
     out = state.result()
     assert os.path.exists(out["markdown"]) and os.path.exists(out["csv"])
@@ -129,17 +131,18 @@ def test_train_model_flow(prefect_harness, repo_data, tmp_path):
     """Two task runs (train, publish); the weights and card are written and the per-epoch
     validation is a table artifact."""
     from flows.train_model import train_model_flow
+    from sr_core.training.config import TrainConfig
 
     train = crop_scene(repo_data.path("S2A_29RKH_20200219_L2A_B04.tif"), tmp_path / "s2.tif",
                        row=300, col=300, height=96, width=96)
     val = crop_scene(repo_data.path("landsat7_RGB.byte.tif"), tmp_path / "l7.tif",
                      row=250, col=250, height=64, width=64)
     arguments = {"scale": 2, "in_channels": 1, "n_feats": [8, 4]}
-    state = train_model_flow(architecture="espcn", arguments=arguments, name="espcn-tiny-x2",
-                             out=str(tmp_path / "espcn_tiny.safetensors"), scenes=[str(train)],
-                             val_scenes=[str(val)], epochs=2, steps_per_epoch=2, batch_size=2,
-                             patch_px=8, pool_size=8, val_window_px=48, device="cpu",
-                             return_state=True)
+    cfg = TrainConfig(architecture="espcn", arguments=arguments, name="espcn-tiny-x2",
+                      out=str(tmp_path / "espcn_tiny.safetensors"), scenes=[str(train)],
+                      val_scenes=[str(val)], epochs=2, steps_per_epoch=2, batch_size=2,
+                      patch_px=8, pool_size=8, val_window_px=48, device="cpu")
+    state = train_model_flow(cfg, return_state=True)
     assert state.is_completed(), state.message
     card = state.result()
     assert os.path.exists(card["weights"]) and (tmp_path / "espcn_tiny.json").exists()

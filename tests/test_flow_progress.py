@@ -13,8 +13,8 @@ import pytest
 from conftest import bucket_with_scene, crop_scene
 
 from sr_core import storage
-from sr_core.errors import InputError
 from sr_core.compute.progress import ProgressMeter, format_seconds
+from sr_core.errors import InputError
 
 S2 = "S2A_29RKH_20200219_L2A_B04.tif"
 
@@ -64,8 +64,12 @@ def test_meter_resumed_run_and_empty_scene():
 
 async def _run_records(flow_run_id):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, LogFilter,
-                                                LogFilterFlowRunId)
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     async with get_client() as client:
         artifacts = await client.read_artifacts(

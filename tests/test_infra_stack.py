@@ -23,8 +23,18 @@ from pathlib import Path
 import pytest
 import rasterio
 from conftest import crop_scene
-from infra_compose import (ENV_EXAMPLE, LOOPBACK, REPO, Processes, default_services, free_port,
-                           load_compose, local_service, port_map, read_env_file)
+from infra_compose import (
+    ENV_EXAMPLE,
+    LOOPBACK,
+    REPO,
+    Processes,
+    default_services,
+    free_port,
+    load_compose,
+    local_service,
+    port_map,
+    read_env_file,
+)
 
 pytestmark = pytest.mark.slow
 

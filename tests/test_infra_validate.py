@@ -20,8 +20,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from infra_compose import (COMPOSE, ENV_EXAMPLE, INFRA, REPO, default_services, load_compose,
-                           read_env_file)
+from infra_compose import (
+    COMPOSE,
+    ENV_EXAMPLE,
+    INFRA,
+    REPO,
+    default_services,
+    load_compose,
+    read_env_file,
+)
 
 K8S = INFRA / "k8s"
 CRDS = sorted((INFRA / "schemas").glob("dask-kubernetes-*/dask*.yaml"))

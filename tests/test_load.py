@@ -97,6 +97,7 @@ def test_archive_of_50_scenes(prefect_harness, repo_data, dask_address, tmp_path
         with rasterio.open(ref) as a, rasterio.open(got) as b:
             assert a.profile["dtype"] == b.profile["dtype"] and a.transform == b.transform
             assert np.array_equal(a.read(masked=False), b.read(masked=False)), scene
-    print(f"load: archive flow {archive_s:.1f} s, serial run {time.perf_counter() - t0 - archive_s:.1f} s")
+    print(f"load: archive flow {archive_s:.1f} s, "
+          f"serial run {time.perf_counter() - t0 - archive_s:.1f} s")
     assert rss.growth < RSS_GROWTH_BOUND, f"RSS grew by {rss.growth / 2**20:.0f} MiB"
     assert rss.peak < RSS_BOUND, f"peak RSS {rss.peak / 2**20:.0f} MiB"

@@ -13,6 +13,13 @@ from PIL import Image
 from torch import nn
 
 from sr_core.errors import InputError, ModelError
+from sr_core.imaging.resample import (
+    downsample_bands,
+    downsample_bicubic,
+    upsample_bands,
+    upsample_bands_pillow,
+    upsample_bicubic,
+)
 from sr_core.models import catalog, registry
 from sr_core.models.base import SRModel
 from sr_core.models.descriptor import ModelDescriptor
@@ -27,13 +34,6 @@ from sr_core.models.registry import (
     resolve_device,
 )
 from sr_core.models.weights import load_weights, save_model, sha256_file, unwrap_state_dict
-from sr_core.imaging.resample import (
-    downsample_bands,
-    downsample_bicubic,
-    upsample_bands,
-    upsample_bands_pillow,
-    upsample_bicubic,
-)
 
 # (architecture, constructor arguments): every architecture, every upsampler layout, the shipped
 # default model and the paper's EDSR-baseline depth (narrowed to keep the test fast).
@@ -247,7 +247,8 @@ def test_detail_only_leaves_the_low_frequencies_to_bicubic() -> None:
     without = build_module("edsr", **{**args, "detail_only": False}).eval()
     without.load_state_dict(with_hp.state_dict())
     g = torch.Generator().manual_seed(3)
-    x = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 96, 96, generator=g), 4, 1, 2)[..., :64, :64]
+    x = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 96, 96, generator=g),
+                                       4, 1, 2)[..., :64, :64]
     with torch.inference_mode():
         base = downsample_bicubic(upsample_bicubic(x, 2), 2)
         low_hp = (downsample_bicubic(with_hp(x), 2) - base)[..., 8:-8, 8:-8].abs().mean()

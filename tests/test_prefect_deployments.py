@@ -84,7 +84,8 @@ def prefect_stack(prefect_server, s3_archive, dask_address):
 
     stack = finish_stack(prefect_server)
     try:
-        with pytest.MonkeyPatch.context() as mp, temporary_settings({PREFECT_API_URL: stack.api_url}):
+        with (pytest.MonkeyPatch.context() as mp,
+              temporary_settings({PREFECT_API_URL: stack.api_url})):
             mp.setenv("PREFECT_API_URL", stack.api_url)
             yield stack
             # send this process's buffered run logs and events before the server goes away
@@ -176,8 +177,12 @@ def assert_scene_run(flow_run_id):
 
 def test_nightly_archive_schedule(prefect_stack):
     from prefect.client.schemas.filters import (
-        DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState,
-        FlowRunFilterStateType)
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     name = "upscale_archive/nightly-archive"
@@ -237,7 +242,7 @@ def test_archive_is_idempotent(prefect_stack, s3_archive, dask_address):
         boto3.client("s3").head_object(Bucket=BUCKET, Key=r["cog"][len(f"s3://{BUCKET}/"):])
     # one slot of the sr-gpu limit: two scenes in flight, but never two running at once
     spans = sorted((r["started"], r["finished"]) for r in summary["results"])
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
     _, tasks, artifacts = read_run(run_id)
     # list-scenes + plan + summary + one task per scene (the tiles run on Dask)
     assert len(tasks) == 3 + 3

@@ -24,10 +24,9 @@ import rasterio
 from conftest import REPO, _free_port, crop_scene
 
 from sr_core import storage
-
-from sr_core.publication import manifest
 from sr_core.errors import BusyError
 from sr_core.pipeline import UpscaleConfig, run_upscale
+from sr_core.publication import manifest
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
 DASK = str(Path(sys.executable).parent / "dask")

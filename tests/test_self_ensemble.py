@@ -329,7 +329,7 @@ def test_evaluate_self_ensemble(crops, tmp_path, capsys) -> None:
     assert f"| {path}+ |" in out and "model time ratio" in out
     csv = (tmp_path / "ev" / "evaluation.csv").read_text()
     assert f",{path}+," in csv and f",{path}," in csv
-    from sr_core.quality.evaluate import EvalConfig, evaluate
+    from sr_core.training.evaluate import EvalConfig, evaluate
 
     result = evaluate(EvalConfig(models=(path,), scale=2, scenes=(str(crops["s2"]),),
                                  window_px=64, degradations=("bicubic",), self_ensemble=True))

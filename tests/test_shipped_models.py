@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import rasterio
 
+from sr_core.geometry.tiling import PixelWindow
 from sr_core.imaging.degradations import EVALUATION
-from sr_core.quality.metrics import data_range_for, wald_check
+from sr_core.imaging.normalize import normalization_for
 from sr_core.models.catalog import DEFAULT_MODEL, SHIPPED, WEIGHTS_DIR, describe_shipped
 from sr_core.models.registry import load_model
-from sr_core.imaging.normalize import normalization_for
-from sr_core.geometry.tiling import PixelWindow
+from sr_core.quality.metrics import data_range_for
+from sr_core.quality.wald import WaldSetup, wald_check
 
 HELD_OUT = "landsat7_RGB.byte.tif"
 DEFAULTS = sorted(n for n in SHIPPED if n.startswith(f"{DEFAULT_MODEL}-x"))
@@ -45,7 +46,7 @@ def test_card_matches_recomputed_validation(name, repo_data):
     hi = [float(full[b][fvalid[b]].max()) for b in range(full.shape[0])]
     for d in EVALUATION:
         got = wald_check(model, x, valid, normalization_for(x.dtype, lo, hi),
-                         data_range_for(x.dtype, lo, hi), d)
+                         data_range_for(x.dtype, lo, hi), WaldSetup(d))
         assert got["model"]["psnr_db"] == pytest.approx(claimed[d]["model"]["psnr_db"], abs=0.01)
         assert got["bicubic"]["psnr_db"] == pytest.approx(claimed[d]["bicubic"]["psnr_db"],
                                                           abs=0.01)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sr_core.errors import InputError
 from sr_core.deploy.stack import read_env_file
+from sr_core.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-never-printed"

@@ -12,11 +12,12 @@ import torch
 from conftest import crop_scene
 from safetensors.torch import load_file
 
-from sr_core.imaging.degradations import EVALUATION
 from sr_core.errors import InputError, ModelError
+from sr_core.imaging.degradations import EVALUATION
 from sr_core.models.catalog import SHIPPED_ARGUMENTS
 from sr_core.models.registry import load_model
-from sr_core.training.train import TrainConfig, train_model
+from sr_core.training.config import TrainConfig
+from sr_core.training.train import train_model
 
 TINY = {"scale": 2, "in_channels": 1, "n_resblocks": 1, "n_feats": 8, "rgb_range": 1.0,
         "equivariant": True,
@@ -151,7 +152,8 @@ def test_initialise_from_weights_and_provenance(repo_data):
     from sr_core.training.train import initialise
     from sr_core.training.train_card import provenance
 
-    init = Path(__file__).resolve().parent.parent / "training/init/edsr_x2_bicubic_pairs.safetensors"
+    init = (Path(__file__).resolve().parent.parent
+            / "training/init/edsr_x2_bicubic_pairs.safetensors")
     module = build_module("edsr", **SHIPPED_ARGUMENTS["edsr-x4"])
     got = initialise(module, str(init))
     # the bias-free x4 has one more upsampler stage than x2: all weights but that conv's copied
@@ -220,6 +222,6 @@ def test_bad_training_input_from_the_cli(scenes, repo_data, tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert res.returncode == 2, (want, res.stderr)
         lines = res.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("sr-pipeline: error: ") and want in lines[0], \
-            (want, res.stderr)
+        assert (len(lines) == 1 and lines[0].startswith("sr-pipeline: error: ")
+                and want in lines[0]), (want, res.stderr)
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

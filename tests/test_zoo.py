@@ -19,6 +19,7 @@ from test_models import rand01, randomized
 from torch import nn
 
 from sr_core.errors import InputError, ModelError
+from sr_core.imaging.resample import upsample_bands
 from sr_core.models.effective import FLOOR
 from sr_core.models.probe import probe_receptive_field
 from sr_core.models.registry import (
@@ -31,7 +32,6 @@ from sr_core.models.registry import (
 from sr_core.models.srresnet import SRGANDiscriminator
 from sr_core.models.weights import save_model
 from sr_core.pipeline import UpscaleConfig, run_upscale
-from sr_core.imaging.resample import upsample_bands
 
 NEEDS_SCALE = {"srcnn", "vdsr", "fsrcnn"}  # their weights do not encode the scale
 
