@@ -12,9 +12,11 @@ May import: every package of :mod:`sr_core` (this is the top of the library, bes
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from sr_core import storage
 from sr_core.archive import ArchiveJob, ClusterSpec, prepare, run_archive
 from sr_core.errors import InputError
 from sr_core.pipeline import UpscaleConfig, run_upscale
@@ -33,10 +35,11 @@ class UpscaleResult:
             format.
         format: ``"cog"``, ``"dicom"``, ``"nifti"`` or ``"wsi"``.
         report: the quality report (the JSON document: input and output grids, Wald-protocol
-            PSNR / SSIM in dB of model and bicubic, seams, timings); empty when the output was
-            already up to date.
+            PSNR / SSIM in dB of model and bicubic, seams, timings); when the output was already
+            up to date, the one published with it.
         files: every file published, name -> location (``report_json``, ``report_md``,
-            ``report_html``, ``manifest``, ...).
+            ``report_html``, ``manifest`` for a new result; the manifest's outputs when up to
+            date).
         up_to_date: ``dst`` already held this result (its manifest matched); nothing was done.
     """
 
@@ -94,12 +97,18 @@ def upscale(src: str, dst: str, *, model: str | None = None, scale: int | None =
     options.setdefault("progress", False)
     cfg = UpscaleConfig(src=str(src), dst=str(dst), model=model, scale=scale, **options)
     run = run_upscale(cfg)
+    if run.up_to_date is not None:  # DST's manifest lists this very result: read it back
+        files = {name: out["uri"] for name, out in run.up_to_date.get("outputs", {}).items()}
+        text = storage.read_text(files["report_json"]) if "report_json" in files else None
+        report = json.loads(text) if text else {}
+        return UpscaleResult(output=str(dst), format=report.get("output", {}).get("format"),
+                             report=report, files=files, up_to_date=True)
     published = dict(run.published)
     report = published.pop("report", None) or {}
     fmt = published.pop("format", None)
     files = {k: v for k, v in published.items() if isinstance(v, str)}
     return UpscaleResult(output=str(dst), format=fmt, report=report, files=files,
-                         up_to_date=run.up_to_date is not None)
+                         up_to_date=False)
 
 
 def upscale_archive(source: str, output_prefix: str, *, model: str | None = None,

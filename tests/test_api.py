@@ -42,7 +42,9 @@ def test_upscale_result_is_the_published_cog(tmp_path):
         assert dst.crs == src.crs
         assert dst.transform.a == pytest.approx(src.transform.a / 2)
     again = sr_core.upscale(SAMPLE, out, model="bicubic", tile_size_px=256)
-    assert again.up_to_date and again.output == str(out)
+    assert again.up_to_date and again.output == str(out) and again.format == "cog"
+    assert again.report["output"] == result.report["output"]  # the published report, read back
+    assert again.files["report_html"] == result.files["report_html"]
 
 
 def test_upscale_archive_runs_then_skips(tmp_path):
