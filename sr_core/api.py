@@ -6,6 +6,10 @@ objects and call the same drivers as ``sr-pipeline upscale`` and the Prefect flo
 Python equals one from the command line: tiled output equal to whole-image output within 1 DN,
 georeferencing kept, a quality report beside the output and a manifest written last.
 
+In a script (not a notebook), call them under ``if __name__ == "__main__":``: without
+``dask_address`` they start a local Dask cluster whose worker processes are spawned and
+re-import the main module, as :mod:`multiprocessing` requires.
+
 May import: every package of :mod:`sr_core` (this is the top of the library, beside the CLI).
 """
 
