@@ -55,7 +55,7 @@ archive's shared Dask cluster is :func:`sr_core.compute.cluster.shared_cluster`.
 
 from __future__ import annotations
 
-from sr_core.archive.driver import (  # noqa: E402 - after the modules it runs
+from sr_core.archive.driver import (
     ArchiveHooks,
     ArchiveJob,
     ClusterSpec,

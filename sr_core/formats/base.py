@@ -247,6 +247,21 @@ class Format(ABC):
             InputError: missing, empty, truncated, corrupt or unsupported input (one line).
         """
 
+    @staticmethod
+    def within_size_caps(info: SceneInfo, name: str) -> SceneInfo:
+        """``info`` once its grid (height x width x planes of its dtype) is within the size caps
+        of :func:`sr_core.storage.security.check_size`: for formats whose reader learns the grid
+        only by opening the file (a format that can check before reading, as GeoTIFF does,
+        checks inside its own reader).
+
+        Raises:
+            InputError: the grid exceeds a cap (one line naming ``name``).
+        """
+        from sr_core.storage.security import check_size
+
+        check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
+        return info
+
     @abstractmethod
     def iter_blocks(self, scene: SceneInfo, tile_size_px: int
                     ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:

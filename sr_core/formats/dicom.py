@@ -305,9 +305,7 @@ class Dicom(Format):
         return head[128:132] == b"DICM"
 
     def open(self, path: str, name: str) -> SceneInfo:
-        info = open_dicom(path, name)
-        check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
-        return info
+        return self.within_size_caps(open_dicom(path, name), name)
 
     def iter_blocks(self, scene: SceneInfo, tile_size_px: int
                     ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:

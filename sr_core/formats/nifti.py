@@ -38,7 +38,6 @@ from sr_core.formats.base import Format, SceneInfo, first_line, pair
 from sr_core.formats.geotiff import SUPPORTED_DTYPES
 from sr_core.geometry.tiling import PixelWindow
 from sr_core.storage import discard
-from sr_core.storage.security import check_size
 
 _READ_CHUNK = 16 * 1024 * 1024
 
@@ -279,9 +278,7 @@ class Nifti(Format):
         return head[344:348] in _NIFTI1_MAGIC or head[4:8] in _NIFTI2_MAGIC
 
     def open(self, path: str, name: str) -> SceneInfo:
-        info = open_nifti(path, name)
-        check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
-        return info
+        return self.within_size_caps(open_nifti(path, name), name)
 
     def iter_blocks(self, scene: SceneInfo, tile_size_px: int
                     ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:

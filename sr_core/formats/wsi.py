@@ -35,7 +35,6 @@ from sr_core.formats.base import Format, SceneInfo, first_line, pair, quiet_tiff
 from sr_core.formats.geotiff import check_tiff_extent
 from sr_core.geometry.tiling import PixelWindow, plan_tiles
 from sr_core.storage import discard
-from sr_core.storage.security import check_size
 
 TILE_PX = 256
 #: Pyramid levels stop once both sides fit this (px).
@@ -336,9 +335,7 @@ class Wsi(Format):
         return head[:4] in TIFF_MAGIC and _is_wsi(path)
 
     def open(self, path: str, name: str) -> SceneInfo:
-        info = open_wsi(path, name)
-        check_size(name, info.height, info.width, info.count, np.dtype(info.dtype).itemsize)
-        return info
+        return self.within_size_caps(open_wsi(path, name), name)
 
     def iter_blocks(self, scene: SceneInfo, tile_size_px: int
                     ) -> Iterator[tuple[slice, PixelWindow, np.ndarray, np.ndarray]]:
